@@ -1,0 +1,40 @@
+"""Descent's training core: pure numerics (numpy + numba), no I/O.
+
+``train`` runs gradient descent as API.md section 1 defines; ``predict`` and ``gradients``
+apply given parameters; ``load_dataset`` returns the built-in datasets.
+"""
+
+from .datasets import BUILTIN_DATASETS, dataset_info, load_dataset
+from .inference import gradients, predict
+from .init import init_params
+from .names import (
+    BATCH_MODES,
+    DEFAULTS,
+    DTYPES,
+    HIDDEN_ACTIVATIONS,
+    INITS,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    default_output_activation,
+)
+from .training import Progress, TrainResult, train
+
+__all__ = [
+    "BATCH_MODES",
+    "BUILTIN_DATASETS",
+    "DEFAULTS",
+    "DTYPES",
+    "HIDDEN_ACTIVATIONS",
+    "INITS",
+    "LOSSES",
+    "OUTPUT_ACTIVATIONS",
+    "Progress",
+    "TrainResult",
+    "dataset_info",
+    "default_output_activation",
+    "gradients",
+    "init_params",
+    "load_dataset",
+    "predict",
+    "train",
+]

@@ -1,0 +1,91 @@
+"""A validated network description and the buffers the engine works in."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _engine as E
+from .names import LEAKY_RELU_SLOPE
+
+# Products of batch x fan-in x fan-out at or above this run on BLAS; smaller ones on loops.
+BLAS_MIN = 4096
+# Rows per block when the whole set is evaluated outside full-batch mode.
+EVAL_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Network:
+    """Layer sizes, activation and loss codes and dtype of a network, as the engine wants them."""
+
+    sizes: np.ndarray  # int64, layers
+    acts: np.ndarray  # int64, one code per layer (the last is the output activation)
+    loss: int
+    dtype: np.dtype
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights and biases."""
+        s = self.sizes
+        return int(sum(s[l + 1] * s[l] + s[l + 1] for l in range(len(s) - 1)))
+
+    def consts(self, learning_rate: float = 0.0) -> np.ndarray:
+        """The engine's scalar constants in the network's dtype."""
+        c = np.zeros(E.N_CONSTS, dtype=self.dtype)
+        c[E.C_LR] = learning_rate
+        c[E.C_SLOPE] = LEAKY_RELU_SLOPE
+        c[E.C_ONE] = 1.0
+        c[E.C_HALF] = 0.5
+        return c
+
+    def buffers(self, rows: int) -> "Buffers":
+        """Scratch space for passes of up to ``rows`` rows."""
+        s = self.sizes
+        widest = int(s.max())
+        return Buffers(
+            rows=rows,
+            acts=np.empty(rows * int(s.sum()), dtype=self.dtype),
+            zout=np.empty(rows * int(s[-1]), dtype=self.dtype),
+            targets=np.empty(rows * int(s[-1]), dtype=self.dtype),
+            delta1=np.empty(rows * widest, dtype=self.dtype),
+            delta2=np.empty(rows * widest, dtype=self.dtype),
+            grads=np.empty(self.n_params, dtype=self.dtype),
+        )
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """Preallocated engine scratch arrays for a given row capacity."""
+
+    rows: int
+    acts: np.ndarray
+    zout: np.ndarray
+    targets: np.ndarray
+    delta1: np.ndarray
+    delta2: np.ndarray
+    grads: np.ndarray
+
+
+def pack(params: dict, network: Network) -> np.ndarray:
+    """Flatten {"weights": [...], "biases": [...]} into the engine's layout (a new array)."""
+    flat = np.empty(network.n_params, dtype=network.dtype)
+    off = 0
+    for W, B in zip(params["weights"], params["biases"]):
+        flat[off:off + W.size] = np.asarray(W).ravel()
+        off += W.size
+        flat[off:off + B.size] = np.asarray(B).ravel()
+        off += B.size
+    return flat
+
+
+def unpack(flat: np.ndarray, network: Network) -> dict:
+    """Copies of the layers of a flat parameter array, in the API layout."""
+    weights, biases = [], []
+    off = 0
+    s = network.sizes
+    for l in range(len(s) - 1):
+        n_in, n_out = int(s[l]), int(s[l + 1])
+        weights.append(flat[off:off + n_out * n_in].reshape(n_out, n_in).copy())
+        off += n_out * n_in
+        biases.append(flat[off:off + n_out].copy())
+        off += n_out
+    return {"weights": weights, "biases": biases}

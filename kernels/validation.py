@@ -1,0 +1,204 @@
+"""Argument checks shared by the public entry points: each failure is a ValueError whose
+message starts with the argument's name."""
+
+import numbers
+
+import numpy as np
+
+from . import _engine as E
+from .names import (
+    BATCH_MODES,
+    CROSS_ENTROPY_OUTPUTS,
+    DTYPES,
+    HIDDEN_ACTIVATIONS,
+    INITS,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    default_output_activation,
+)
+from .network import Network
+
+
+def _choice(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}: unknown {value!r}; expected one of {', '.join(options)}")
+    return value
+
+
+def _integer(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_layers(layers) -> list[int]:
+    """At least two sizes, each an integer >= 1."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__") or len(layers) < 2:
+        raise ValueError(f"layers: expected a list of at least two sizes, got {layers!r}")
+    for k, size in enumerate(layers):
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"layers: entry {k} must be an integer >= 1, got {size!r}")
+    return [int(size) for size in layers]
+
+
+def check_network(layers, activation, output_activation, loss, dtype) -> Network:
+    """Validate the architecture fields and build the engine's description of the network."""
+    layers = check_layers(layers)
+    n_hidden = len(layers) - 2
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != n_hidden:
+            raise ValueError(
+                f"activation: a list needs one entry per hidden layer ({n_hidden}), "
+                f"got {len(activation)}"
+            )
+        hidden = list(activation)
+    else:
+        hidden = [activation] * n_hidden
+    for act in hidden:
+        if act == "softmax":
+            raise ValueError("activation: softmax is only allowed as output_activation")
+        _choice("activation", act, tuple(HIDDEN_ACTIVATIONS))
+    loss = _choice("loss", loss, tuple(LOSSES))
+    if output_activation is None:
+        output_activation = default_output_activation(loss, layers[-1])
+    _choice("output_activation", output_activation, tuple(OUTPUT_ACTIVATIONS))
+    if output_activation == "softmax" and layers[-1] < 2:
+        raise ValueError("output_activation: softmax needs at least two outputs (layers[-1] >= 2)")
+    if loss == "cross_entropy" and output_activation not in CROSS_ENTROPY_OUTPUTS:
+        raise ValueError(
+            f"output_activation: cross_entropy needs softmax or sigmoid outputs, "
+            f"got {output_activation!r}"
+        )
+    dtype = _choice("dtype", dtype if not isinstance(dtype, np.dtype) else dtype.name, DTYPES)
+    codes = [HIDDEN_ACTIVATIONS[a] for a in hidden] + [OUTPUT_ACTIVATIONS[output_activation]]
+    return Network(
+        sizes=np.array(layers, dtype=np.int64),
+        acts=np.array(codes, dtype=np.int64),
+        loss=LOSSES[loss],
+        dtype=np.dtype(dtype),
+    )
+
+
+def check_inputs(X, network: Network, name="X") -> np.ndarray:
+    """A finite 2-D array of width layers[0], as a C-contiguous array of the network's dtype."""
+    try:
+        X = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name}: not an array: {exc}") from None
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (samples x features), got {X.ndim}-D")
+    if X.shape[0] < 1:
+        raise ValueError(f"{name}: has no rows")
+    if X.shape[1] != network.sizes[0]:
+        raise ValueError(
+            f"{name}: has {X.shape[1]} columns but layers[0] is {network.sizes[0]}"
+        )
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise ValueError(f"{name}: expected numbers, got dtype {X.dtype}")
+    X = np.ascontiguousarray(X, dtype=network.dtype)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return X
+
+
+def check_targets(y, n_rows: int, network: Network):
+    """Encode targets per the contract: (Y as a 2-D array of the dtype, labels, accuracy mode).
+
+    2-D floats are used as they are; 1-D integer labels are one-hot encoded (0/1 labels stay
+    one column with a single output) and record accuracy; 1-D floats are one column.
+    """
+    try:
+        y = np.asarray(y)
+    except Exception as exc:
+        raise ValueError(f"y: not an array: {exc}") from None
+    n_out = int(network.sizes[-1])
+    no_labels = np.empty(0, dtype=np.int64)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y: expected a 1-D or 2-D array, got {y.ndim}-D")
+    if y.shape[0] != n_rows:
+        raise ValueError(f"y: has {y.shape[0]} rows but X has {n_rows}")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise ValueError(f"y: expected numbers, got dtype {y.dtype}")
+    if y.ndim == 2:
+        if y.shape[1] != n_out:
+            raise ValueError(f"y: has {y.shape[1]} columns but layers[-1] is {n_out}")
+        Y = np.ascontiguousarray(y, dtype=network.dtype)
+        if not np.isfinite(Y).all():
+            raise ValueError("y: contains NaN or infinity")
+        return Y, no_labels, E.ACC_NONE
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        labels = y.astype(np.int64)
+        if n_out == 1:
+            if not np.isin(labels, (0, 1)).all():
+                raise ValueError("y: with one output, class labels must be 0 or 1")
+            Y = labels.astype(network.dtype).reshape(-1, 1)
+            return np.ascontiguousarray(Y), labels, E.ACC_THRESHOLD
+        if labels.min() < 0 or labels.max() >= n_out:
+            raise ValueError(
+                f"y: class labels must lie in 0..{n_out - 1} (layers[-1] = {n_out}), "
+                f"got {labels.min()}..{labels.max()}"
+            )
+        Y = np.zeros((n_rows, n_out), dtype=network.dtype)
+        Y[np.arange(n_rows), labels] = 1
+        return Y, labels, E.ACC_ARGMAX
+    if n_out != 1:
+        raise ValueError(
+            f"y: a 1-D float array is one column, but layers[-1] is {n_out}; "
+            "pass integer class labels or a 2-D array"
+        )
+    Y = np.ascontiguousarray(y, dtype=network.dtype).reshape(-1, 1)
+    if not np.isfinite(Y).all():
+        raise ValueError("y: contains NaN or infinity")
+    return Y, no_labels, E.ACC_NONE
+
+
+def check_params(params, network: Network) -> dict:
+    """Parameters in the API layout with the shapes ``layers`` implies, as arrays of the dtype."""
+    if not isinstance(params, dict) or set(params) != {"weights", "biases"}:
+        raise ValueError('params: expected {"weights": [...], "biases": [...]}')
+    sizes = network.sizes
+    n_layers = len(sizes) - 1
+    weights, biases = params["weights"], params["biases"]
+    if len(weights) != n_layers or len(biases) != n_layers:
+        raise ValueError(
+            f"params: expected {n_layers} weight matrices and bias vectors, "
+            f"got {len(weights)} and {len(biases)}"
+        )
+    out = {"weights": [], "biases": []}
+    for l in range(n_layers):
+        W = np.asarray(weights[l], dtype=network.dtype)
+        B = np.asarray(biases[l], dtype=network.dtype)
+        if W.shape != (sizes[l + 1], sizes[l]):
+            raise ValueError(
+                f"params: weights[{l}] has shape {W.shape}, expected "
+                f"({sizes[l + 1]}, {sizes[l]})"
+            )
+        if B.shape != (sizes[l + 1],):
+            raise ValueError(
+                f"params: biases[{l}] has shape {B.shape}, expected ({sizes[l + 1]},)"
+            )
+        if not (np.isfinite(W).all() and np.isfinite(B).all()):
+            raise ValueError(f"params: layer {l} contains NaN or infinity")
+        out["weights"].append(W)
+        out["biases"].append(B)
+    return out
+
+
+def check_training(learning_rate, batch_mode, batch_size, epochs, seed, shuffle, init):
+    """Validate the optimisation fields; returns them normalised."""
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+        raise ValueError(f"learning_rate: expected a number, got {learning_rate!r}")
+    if not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"learning_rate: must be a finite number > 0, got {learning_rate}")
+    batch_mode = _choice("batch_mode", batch_mode, BATCH_MODES)
+    batch_size = _integer("batch_size", batch_size, 1)
+    epochs = _integer("epochs", epochs, 0)
+    seed = _integer("seed", seed, 0)
+    if seed >= 2**64:
+        raise ValueError("seed: must be < 2**64")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise ValueError(f"shuffle: expected true or false, got {shuffle!r}")
+    init = _choice("init", init, INITS)
+    return float(learning_rate), batch_mode, batch_size, epochs, seed, bool(shuffle), init
