@@ -114,9 +114,9 @@ def train(
             errors[done + 1:done + 1 + k], accuracy[done + 1:done + 1 + k], BLAS_MIN,
         )
         seconds = time.perf_counter() - started
-        diverged = ran < k
         new = slice(done + 1, done + 1 + ran)
         done += ran
+        diverged = not np.isfinite(errors[done])
         if callback is not None:
             progress = Progress(
                 epochs_done=done,
