@@ -6,8 +6,20 @@ Choices (activation, loss, accuracy mode) travel as integer codes, and scalars t
 stay in the network's dtype travel in the small ``consts`` array, so each public kernel
 compiles once per dtype rather than once per combination.
 
-Parameters live in one flat array: for each layer ``W`` (n_out x n_in, row-major) then ``B``.
-Activations live in one flat buffer with ``rows`` rows per layer.
+Arrays are flat and indexed by hand, so the per-batch path creates no array views (each
+view costs reference counting, which dominated small batches); only products big enough for
+BLAS get 2-D views. The network travels as ``net = (sizes, poff, aoff, acts)``:
+- ``params`` holds, for each layer l from ``poff[l]``, ``W`` (n_out x n_in, row-major) then ``B``;
+- ``abuf`` holds, for each layer l from ``aoff[l]``, up to ``rows`` rows of its activations
+  (layer 0 is the batch's inputs);
+- ``acts[l]`` is layer l's activation code (the last is the output's).
+Scratch buffers travel as ``bufs = (abuf, zout, ybuf, delta1, delta2, grads)``: the output
+layer's pre-activations, the batch's targets, two deltas and a gradient array like params.
+
+Flat indices are unsigned (``sizes``, ``poff`` and ``aoff`` are uint64 arrays, batch row
+counts are passed as uint64): numba wraps negative signed indices, and that check stops LLVM
+from vectorising any loop whose start it cannot prove non-negative. Mixing uint64 with int64
+makes float64 in numba, so index arithmetic stays uint64 throughout.
 """
 
 import math
@@ -18,6 +30,9 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+_U = np.uint64
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
 
 # Activation codes.
 LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
@@ -28,37 +43,6 @@ ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
 # Indices into ``consts`` (an array of the network's dtype).
 C_LR, C_SLOPE, C_ONE, C_ZERO, C_HALF, C_SCRATCH = 0, 1, 2, 3, 4, 5
 N_CONSTS = 6
-
-
-# ----------------------------------------------------------------------------- layout
-
-
-@njit(**_JIT)
-def _layer(params, sizes, l):
-    """Views of W[l] (n_out, n_in) and B[l] (n_out,) inside the flat parameter array."""
-    off = 0
-    for k in range(l):
-        off += sizes[k + 1] * sizes[k] + sizes[k + 1]
-    n_in = sizes[l]
-    n_out = sizes[l + 1]
-    W = params[off:off + n_out * n_in].reshape((n_out, n_in))
-    B = params[off + n_out * n_in:off + n_out * n_in + n_out]
-    return W, B
-
-
-@njit(**_JIT)
-def _rows(buf, sizes, rows, l, b):
-    """View of layer l's activations (b of ``rows`` rows, sizes[l] columns) in ``buf``."""
-    off = 0
-    for k in range(l):
-        off += rows * sizes[k]
-    return buf[off:off + b * sizes[l]].reshape((b, sizes[l]))
-
-
-@njit(**_JIT)
-def _block(buf, b, n):
-    """A (b, n) view of the start of a flat scratch buffer."""
-    return buf[:b * n].reshape((b, n))
 
 
 # ------------------------------------------------------------------------ activations
@@ -132,71 +116,65 @@ def _tanh(v):
     return r if v >= 0.0 else -r
 
 
+
+
 @njit(**_JIT)
-def _activate(A, code, consts):
-    """A = f(A) in place, row by row (in place so that the loops vectorise)."""
-    b, n = A.shape
-    flat = A.reshape(b * n)
+def _activate(buf, start, count, width, code, consts):
+    """buf[start:start + count] = f(itself), rows of ``width`` (in place so loops vectorise)."""
     zero = consts[C_ZERO]
+    stop = start + count
     if code == SIGMOID:
-        for k in range(b * n):
-            flat[k] = _sigmoid(flat[k])
+        for k in range(start, stop):
+            buf[k] = _sigmoid(buf[k])
     elif code == TANH:
-        for k in range(b * n):
-            flat[k] = _tanh(flat[k])
+        for k in range(start, stop):
+            buf[k] = _tanh(buf[k])
     elif code == RELU:
-        for k in range(b * n):
-            z = flat[k]
-            flat[k] = z if z > zero else zero
+        for k in range(start, stop):
+            z = buf[k]
+            buf[k] = z if z > zero else zero
     elif code == LEAKY_RELU:
         slope = consts[C_SLOPE]
-        for k in range(b * n):
-            z = flat[k]
-            flat[k] = z if z > zero else slope * z
+        for k in range(start, stop):
+            z = buf[k]
+            buf[k] = z if z > zero else slope * z
     elif code == SOFTMAX:
-        for s in range(b):
-            m = A[s, 0]
-            for j in range(1, n):
-                if A[s, j] > m:
-                    m = A[s, j]
+        for r in range(start, stop, width):
+            m = buf[r]
+            for j in range(r + _U1, r + width):
+                if buf[j] > m:
+                    m = buf[j]
             total = zero
-            for j in range(n):
-                e = _exp_nonpositive(A[s, j] - m)
-                A[s, j] = e
+            for j in range(r, r + width):
+                e = _exp_nonpositive(buf[j] - m)
+                buf[j] = e
                 total += e
-            for j in range(n):
-                A[s, j] = A[s, j] / total
+            for j in range(r, r + width):
+                buf[j] = buf[j] / total
     # LINEAR: nothing to do.
 
 
 @njit(**_JIT)
-def _times_derivative(G, A, code, consts):
-    """G *= f'(z) in place, with f'(z) written through the activation's output A = f(z)."""
-    b, n = G.shape
+def _times_derivative(G, A, a0, count, code, consts):
+    """G[:count] *= f'(z), with f'(z) written through the outputs A[a0:a0 + count] = f(z)."""
     one = consts[C_ONE]
     zero = consts[C_ZERO]
     if code == SIGMOID:
-        for s in range(b):
-            for j in range(n):
-                a = A[s, j]
-                G[s, j] *= a * (one - a)
+        for k in range(count):
+            a = A[a0 + k]
+            G[k] *= a * (one - a)
     elif code == TANH:
-        for s in range(b):
-            for j in range(n):
-                a = A[s, j]
-                G[s, j] *= one - a * a
+        for k in range(count):
+            a = A[a0 + k]
+            G[k] *= one - a * a
     elif code == RELU:
-        for s in range(b):
-            for j in range(n):
-                if not A[s, j] > zero:
-                    G[s, j] = zero
+        for k in range(count):
+            G[k] = G[k] if A[a0 + k] > zero else zero
     elif code == LEAKY_RELU:
         slope = consts[C_SLOPE]
-        for s in range(b):
-            for j in range(n):
-                if not A[s, j] > zero:
-                    G[s, j] *= slope
-    # LINEAR: derivative 1. SOFTMAX never reaches here (output only, handled in _output_delta).
+        for k in range(count):
+            G[k] = G[k] if A[a0 + k] > zero else G[k] * slope
+    # LINEAR: derivative 1. SOFTMAX is output-only, handled in _output_delta.
 
 
 # ----------------------------------------------------------------------------- losses
@@ -209,200 +187,243 @@ def _softplus(t):
 
 
 @njit(**_JIT)
-def _row_loss(Y, A, Z, s, act, loss):
-    """Loss of row s before the batch mean: sum_j 1/2 (y - yhat)^2, or the cross-entropy
-    sum computed from the logits Z. Always float64."""
-    M = A.shape[1]
+def _row_loss(Y, A, Z, y0, a0, M, act, loss):
+    """Loss of one row before the batch mean, in float64: sum_j 1/2 (y - yhat)^2, or the
+    cross-entropy sum computed from the logits. The row starts at Y[y0], A[a0] and Z[y0]."""
     total = 0.0
     if loss == MSE:
         for j in range(M):
-            d = float(Y[s, j]) - float(A[s, j])
+            d = float(Y[y0 + j]) - float(A[a0 + j])
             total += 0.5 * d * d
     elif act == SOFTMAX:
-        m = float(Z[s, 0])
-        for j in range(1, M):
-            if Z[s, j] > m:
-                m = float(Z[s, j])
+        m = float(Z[y0])
+        for j in range(_U1, M):
+            if Z[y0 + j] > m:
+                m = float(Z[y0 + j])
         se = 0.0
         for j in range(M):
-            se += math.exp(float(Z[s, j]) - m)
+            se += math.exp(float(Z[y0 + j]) - m)
         lse = m + math.log(se)
         for j in range(M):
-            y = float(Y[s, j])
+            y = float(Y[y0 + j])
             if y != 0.0:
-                total += y * (lse - float(Z[s, j]))
+                total += y * (lse - float(Z[y0 + j]))
     else:  # sigmoid with binary cross-entropy
         for j in range(M):
-            y = float(Y[s, j])
-            z = float(Z[s, j])
+            y = float(Y[y0 + j])
+            z = float(Z[y0 + j])
             total += y * _softplus(-z) + (1.0 - y) * _softplus(z)
     return total
 
 
 @njit(**_JIT)
-def _output_delta(Y, A, D, act, loss, consts):
-    """D = dE/dz of the output layer for a batch of b = D.shape[0] rows."""
-    b, M = D.shape
+def _label_correct(A, a0, M, label, acc_mode):
+    """1 if the output row at A[a0] predicts ``label`` (argmax, or yhat >= 1/2 with one output)."""
+    if acc_mode == ACC_ARGMAX:
+        best = _U0
+        for j in range(_U1, M):
+            if A[a0 + j] > A[a0 + best]:
+                best = j
+        return 1 if np.int64(best) == label else 0
+    predicted = 1 if A[a0] >= 0.5 else 0
+    return 1 if predicted == label else 0
+
+
+@njit(**_JIT)
+def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
+    """(summed row loss, number correct) of the forward pass in ``bufs``, whose row s is
+    sample offset + s of the set in its own order."""
+    sizes, poff, aoff, acts = net
+    abuf, zout, ybuf = bufs[0], bufs[1], bufs[2]
+    L = sizes.shape[0] - 1
+    M = sizes[L]
+    act = acts[L - 1]
+    total = 0.0
+    correct = 0
+    for s in range(b):
+        total += _row_loss(ybuf, abuf, zout, s * M, aoff[L] + s * M, M, act, loss)
+        if acc_mode != ACC_NONE:
+            correct += _label_correct(abuf, aoff[L] + s * M, M, labels[offset + np.int64(s)],
+                                      acc_mode)
+    return total, correct
+
+
+@njit(**_JIT)
+def _output_delta(net, bufs, b, loss, consts):
+    """delta1 = dE/dz of the output layer for the batch of b rows in ``bufs``."""
+    sizes, poff, aoff, acts = net
+    abuf, ybuf, D = bufs[0], bufs[2], bufs[3]
+    L = sizes.shape[0] - 1
+    M = sizes[L]
+    act = acts[L - 1]
+    a0 = aoff[L]
     scratch = consts[C_SCRATCH:C_SCRATCH + 1]
     if loss == CROSS_ENTROPY:
         scratch[0] = b
         bf = scratch[0]
         if act == SOFTMAX:
             for s in range(b):
+                r = s * M
                 sy = consts[C_ZERO]
                 for j in range(M):
-                    sy += Y[s, j]
+                    sy += ybuf[r + j]
                 for k in range(M):
-                    D[s, k] = (A[s, k] * sy - Y[s, k]) / bf
+                    D[r + k] = (abuf[a0 + r + k] * sy - ybuf[r + k]) / bf
         else:  # sigmoid
-            for s in range(b):
-                for k in range(M):
-                    D[s, k] = (A[s, k] - Y[s, k]) / bf
+            for k in range(b * M):
+                D[k] = (abuf[a0 + k] - ybuf[k]) / bf
         return
     scratch[0] = b * M
     bm = scratch[0]
-    for s in range(b):
-        for k in range(M):
-            D[s, k] = (A[s, k] - Y[s, k]) / bm
+    for k in range(b * M):
+        D[k] = (abuf[a0 + k] - ybuf[k]) / bm
     if act == SOFTMAX:
         for s in range(b):
+            r = s * M
             dot = consts[C_ZERO]
             for j in range(M):
-                dot += D[s, j] * A[s, j]
+                dot += D[r + j] * abuf[a0 + r + j]
             for k in range(M):
-                D[s, k] = A[s, k] * (D[s, k] - dot)
+                D[r + k] = abuf[a0 + r + k] * (D[r + k] - dot)
     else:
-        _times_derivative(D, A, act, consts)
+        _times_derivative(D, abuf, a0, b * M, act, consts)
 
 
 # ------------------------------------------------------------------- forward, backward
 
 
 @njit(**_JIT)
-def _dense(A, W, B, Z, blas_min):
-    """Z = A @ W.T + B for a batch of rows: BLAS for large products, loops for small ones."""
-    b, n_in = A.shape
-    n_out = W.shape[0]
+def _matrix(buf, start, rows, cols):
+    """A (rows, cols) view of buf[start:] for BLAS."""
+    first = np.int64(start)
+    return buf[first:first + np.int64(rows * cols)].reshape((np.int64(rows), np.int64(cols)))
+
+
+@njit(**_JIT)
+def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min):
+    """Z[z0:] = A[a0:] @ W[l].T + B[l] for b rows: BLAS for large products, loops for small."""
+    n_in = sizes[l]
+    n_out = sizes[l + 1]
+    w0 = poff[l]
+    b0 = w0 + n_out * n_in
     if b * n_in * n_out >= blas_min:
-        if b == 1:
-            np.dot(W, A[0], Z[0])
+        W = _matrix(P, w0, n_out, n_in)
+        Ain = _matrix(A, a0, b, n_in)
+        Zout = _matrix(Z, z0, b, n_out)
+        if b == _U1:
+            np.dot(W, Ain[0], Zout[0])
         else:
-            np.dot(A, W.T, Z)
+            np.dot(Ain, W.T, Zout)
         for s in range(b):
+            r = z0 + s * n_out
             for o in range(n_out):
-                Z[s, o] += B[o]
-    else:
-        for s in range(b):
-            for o in range(n_out):
-                acc = A[s, 0] * W[o, 0]
-                for i in range(1, n_in):
-                    acc += A[s, i] * W[o, i]
-                Z[s, o] = acc + B[o]
-
-
-@njit(**_JIT)
-def _forward(params, sizes, acts, consts, abuf, rows, zout, b, blas_min):
-    """Forward pass of b rows already in layer 0 of ``abuf``; leaves every layer's output in
-    ``abuf`` and the output layer's pre-activation in ``zout``."""
-    L = sizes.shape[0] - 1
-    for l in range(L):
-        W, B = _layer(params, sizes, l)
-        A_prev = _rows(abuf, sizes, rows, l, b)
-        A = _rows(abuf, sizes, rows, l + 1, b)
-        if l == L - 1:
-            Z = _block(zout, b, sizes[L])
-            _dense(A_prev, W, B, Z, blas_min)
-            A[:, :] = Z
-            _activate(A, acts[l], consts)
-        else:
-            _dense(A_prev, W, B, A, blas_min)
-            _activate(A, acts[l], consts)
-
-
-@njit(**_JIT)
-def _layer_backward(D, A_prev, W, B, dA, need_dA, GW, GB, lr, apply, blas_min):
-    """Gradients of one layer from its delta D (b, n_out).
-
-    Writes dE/dA_prev into dA (when need_dA) with the weights before the update, then
-    either applies ``W -= lr * dE/dW`` (apply) or stores the gradients in GW, GB.
-    Small products run as fused loops that touch each weight row once; large ones use BLAS.
-    """
-    b, n_out = D.shape
-    n_in = A_prev.shape[1]
-    if b > 1 and b * n_in * n_out >= blas_min:
-        if need_dA:
-            np.dot(D, W, dA)
-        np.dot(D.T, A_prev, GW)
+                Z[r + o] += P[b0 + o]
+        return
+    for s in range(b):
+        ra = a0 + s * n_in
+        rz = z0 + s * n_out
         for o in range(n_out):
-            g = D[0, o]
-            for s in range(1, b):
-                g += D[s, o]
-            GB[o] = g
+            rw = w0 + o * n_in
+            acc = A[ra] * P[rw]
+            for i in range(_U1, n_in):
+                acc += A[ra + i] * P[rw + i]
+            Z[rz + o] = acc + P[b0 + o]
+
+
+@njit(**_JIT)
+def _forward(P, net, bufs, b, consts, blas_min):
+    """Forward pass of the b rows already in layer 0 of abuf; leaves every layer's output in
+    abuf and the output layer's pre-activations in zout."""
+    sizes, poff, aoff, acts = net
+    abuf, zout = bufs[0], bufs[1]
+    L = sizes.shape[0] - 1
+    for l in range(L - 1):
+        _dense_forward(P, sizes, poff, l, abuf, aoff[l], abuf, aoff[l + 1], b, blas_min)
+        _activate(abuf, aoff[l + 1], b * sizes[l + 1], sizes[l + 1], acts[l], consts)
+    M = sizes[L]
+    _dense_forward(P, sizes, poff, L - 1, abuf, aoff[L - 1], zout, _U0, b, blas_min)
+    a0 = aoff[L]
+    for k in range(b * M):
+        abuf[a0 + k] = zout[k]
+    _activate(abuf, a0, b * M, M, acts[L - 1], consts)
+
+
+@njit(**_JIT)
+def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b, blas_min):
+    """Gradients of layer l from its delta D (b rows of n_out).
+
+    Writes dE/d(layer input) into dA (when need_dA) with the weights before the update, then
+    applies ``W -= lr * dE/dW`` (apply) or stores the gradients in G (laid out like P).
+    Small products run as fused loops that pass over each weight row once; large ones use BLAS.
+    """
+    n_in = sizes[l]
+    n_out = sizes[l + 1]
+    w0 = poff[l]
+    b0 = w0 + n_out * n_in
+    if b > _U1 and b * n_in * n_out >= blas_min:
+        Dv = _matrix(D, _U0, b, n_out)
+        if need_dA:
+            np.dot(Dv, _matrix(P, w0, n_out, n_in), _matrix(dA, _U0, b, n_in))
+        np.dot(Dv.T, _matrix(abuf, a0, b, n_in), _matrix(G, w0, n_out, n_in))
+        for o in range(n_out):
+            g = D[o]
+            for s in range(_U1, b):
+                g += D[s * n_out + o]
+            G[b0 + o] = g
         if apply:
-            for o in range(n_out):
-                for i in range(n_in):
-                    W[o, i] -= lr * GW[o, i]
-                B[o] -= lr * GB[o]
+            for k in range(w0, b0 + n_out):
+                P[k] -= lr * G[k]
         return
     if need_dA:
-        dA[:, :] = 0
+        for k in range(b * n_in):
+            dA[k] = 0
     for o in range(n_out):
+        rw = w0 + o * n_in
         if need_dA:
             for s in range(b):
-                d = D[s, o]
+                d = D[s * n_out + o]
+                ra = s * n_in
                 for i in range(n_in):
-                    dA[s, i] += d * W[o, i]
-        g_row = GW[o]
-        if b == 1:
-            d = D[0, o]
-            if apply:
-                for i in range(n_in):
-                    W[o, i] -= lr * (d * A_prev[0, i])
-            else:
-                for i in range(n_in):
-                    g_row[i] = d * A_prev[0, i]
-        else:
-            d = D[0, o]
+                    dA[ra + i] += d * P[rw + i]
+        d = D[o]
+        if b == _U1 and apply:
             for i in range(n_in):
-                g_row[i] = d * A_prev[0, i]
-            for s in range(1, b):
-                d = D[s, o]
+                P[rw + i] -= lr * (d * abuf[a0 + i])
+        else:
+            for i in range(n_in):
+                G[rw + i] = d * abuf[a0 + i]
+            for s in range(_U1, b):
+                d = D[s * n_out + o]
+                ra = a0 + s * n_in
                 for i in range(n_in):
-                    g_row[i] += d * A_prev[s, i]
+                    G[rw + i] += d * abuf[ra + i]
             if apply:
                 for i in range(n_in):
-                    W[o, i] -= lr * g_row[i]
-        g = D[0, o]
-        for s in range(1, b):
-            g += D[s, o]
+                    P[rw + i] -= lr * G[rw + i]
+        g = D[o]
+        for s in range(_U1, b):
+            g += D[s * n_out + o]
         if apply:
-            B[o] -= lr * g
+            P[b0 + o] -= lr * g
         else:
-            GB[o] = g
+            G[b0 + o] = g
 
 
 @njit(**_JIT)
-def _backward(params, grads, sizes, acts, consts, abuf, rows, dbuf1, dbuf2, b, apply, blas_min):
-    """Backpropagate the output delta held in dbuf1 through every layer, updating the
-    parameters (apply) or filling ``grads`` (same layout as params)."""
+def _backward(P, net, bufs, b, consts, apply, blas_min):
+    """Backpropagate the output delta in delta1 through every layer, updating P (apply) or
+    filling the gradient buffer."""
+    sizes, poff, aoff, acts = net
+    abuf, D, dA, G = bufs[0], bufs[3], bufs[4], bufs[5]
     L = sizes.shape[0] - 1
     lr = consts[C_LR]
-    use_first = True
     for l in range(L - 1, -1, -1):
-        W, B = _layer(params, sizes, l)
-        GW, GB = _layer(grads, sizes, l)
-        A_prev = _rows(abuf, sizes, rows, l, b)
-        if use_first:
-            D = _block(dbuf1, b, sizes[l + 1])
-            dA = _block(dbuf2, b, sizes[l])
-        else:
-            D = _block(dbuf2, b, sizes[l + 1])
-            dA = _block(dbuf1, b, sizes[l])
         need_dA = l > 0
-        _layer_backward(D, A_prev, W, B, dA, need_dA, GW, GB, lr, apply, blas_min)
+        _layer_backward(P, G, sizes, poff, l, abuf, aoff[l], D, dA, need_dA, lr, apply, b,
+                        blas_min)
         if need_dA:
-            _times_derivative(dA, A_prev, acts[l - 1], consts)
-        use_first = not use_first
+            _times_derivative(dA, abuf, aoff[l], b * sizes[l], acts[l - 1], consts)
+        D, dA = dA, D
 
 
 # ------------------------------------------------------------------------ epoch loops
@@ -432,79 +453,52 @@ def _shuffle_order(order, seed, epoch):
 
 
 @njit(**_JIT)
-def _load_rows(X, Y, order, start, b, A0, Yb, in_order):
-    """Copy the batch's input and target rows into the layer-0 and target buffers."""
+def _load_rows(X, Y, order, start, b, bufs, in_order):
+    """Copy the batch's input rows into layer 0 of abuf and its targets into ybuf."""
+    abuf, ybuf = bufs[0], bufs[2]
+    n_in = _U(X.shape[1])
+    M = _U(Y.shape[1])
     for s in range(b):
-        r = start + s if in_order else order[start + s]
-        for j in range(X.shape[1]):
-            A0[s, j] = X[r, j]
-        for j in range(Y.shape[1]):
-            Yb[s, j] = Y[r, j]
+        r = start + np.int64(s) if in_order else order[start + np.int64(s)]
+        for j in range(n_in):
+            abuf[s * n_in + j] = X[r, np.int64(j)]
+        for j in range(M):
+            ybuf[s * M + j] = Y[r, np.int64(j)]
 
 
 @njit(**_JIT)
-def _batch_metrics(Y, A, Z, labels, offset, act, loss, acc_mode):
-    """(summed row loss, number correct) of a computed forward pass whose row s is
-    sample offset + s of the set in its own order."""
-    total = 0.0
-    correct = 0
-    for s in range(A.shape[0]):
-        total += _row_loss(Y, A, Z, s, act, loss)
-        if acc_mode != ACC_NONE:
-            correct += _label_correct(A, labels[offset + s], s, acc_mode)
-    return total, correct
+def _mean_error(total, n, M, loss):
+    """The contract's E from a sum of row losses over n rows of M outputs."""
+    return total / (n * M) if loss == MSE else total / n
 
 
 @njit(**_JIT)
-def _label_correct(A, label, s, acc_mode):
-    """1 if row s of A predicts ``label``."""
-    if acc_mode == ACC_ARGMAX:
-        best = 0
-        for j in range(1, A.shape[1]):
-            if A[s, j] > A[s, best]:
-                best = j
-        return 1 if best == label else 0
-    predicted = 1 if A[s, 0] >= 0.5 else 0
-    return 1 if predicted == label else 0
-
-
-@njit(**_JIT)
-def _evaluate(X, Y, labels, acc_mode, params, sizes, acts, loss, consts, abuf, rows, zout,
-              ybuf, blas_min):
+def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min):
     """(E, accuracy) over the whole set, in blocks of ``rows`` rows."""
     n = X.shape[0]
-    L = sizes.shape[0] - 1
-    M = sizes[L]
     total = 0.0
     correct = 0
     order = np.empty(0, np.int64)
     for start in range(0, n, rows):
-        b = min(rows, n - start)
-        A0 = _rows(abuf, sizes, rows, 0, b)
-        Yb = _block(ybuf, b, M)
-        _load_rows(X, Y, order, start, b, A0, Yb, True)
-        _forward(params, sizes, acts, consts, abuf, rows, zout, b, blas_min)
-        t, c = _batch_metrics(Yb, _rows(abuf, sizes, rows, L, b), _block(zout, b, M),
-                              labels, start, acts[L - 1], loss, acc_mode)
+        b = _U(min(rows, n - start))
+        _load_rows(X, Y, order, start, b, bufs, True)
+        _forward(P, net, bufs, b, consts, blas_min)
+        t, c = _batch_metrics(net, bufs, b, labels, start, loss, acc_mode)
         total += t
         correct += c
-    E = total / (n * M) if loss == MSE else total / n
-    return E, correct / n
+    return _mean_error(total, n, Y.shape[1], loss), correct / n
 
 
 @njit(**_JIT)
-def train_epochs(X, Y, labels, acc_mode, params, grads, sizes, acts, loss, consts, batch,
-                 shuffle, seed, first_epoch, n_epochs, abuf, rows, zout, ybuf, dbuf1, dbuf2,
-                 order, errors, accuracy, blas_min):
-    """Run up to n_epochs epochs (numbered from first_epoch) in place on ``params``.
+def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch, shuffle,
+                 seed, first_epoch, n_epochs, order, errors, accuracy, blas_min):
+    """Run up to n_epochs epochs (numbered from first_epoch) in place on the parameters P.
 
     After epoch k, errors[k] and accuracy[k] hold the whole-set error and accuracy.
     Returns the number of epochs run: it stops after the first epoch whose error is not finite.
     """
     n = X.shape[0]
-    L = sizes.shape[0] - 1
-    M = sizes[L]
-    out_act = acts[L - 1]
+    M = Y.shape[1]
     # In full-batch mode without shuffling, the forward pass of one step is exactly the
     # evaluation of the previous step's parameters: reuse it instead of a second pass.
     reuse = batch >= n and not shuffle
@@ -513,30 +507,24 @@ def train_epochs(X, Y, labels, acc_mode, params, grads, sizes, acts, loss, const
         if shuffle:
             _shuffle_order(order, seed, first_epoch + e)
         for start in range(0, n, batch):
-            b = min(batch, n - start)
-            A0 = _rows(abuf, sizes, rows, 0, b)
-            Yb = _block(ybuf, b, M)
+            b = _U(min(batch, n - start))
             if not (reuse and e > 0):
-                _load_rows(X, Y, order, start, b, A0, Yb, not shuffle)
-            _forward(params, sizes, acts, consts, abuf, rows, zout, b, blas_min)
+                _load_rows(X, Y, order, start, b, bufs, not shuffle)
+            _forward(P, net, bufs, b, consts, blas_min)
             if pending:
-                t, c = _batch_metrics(Yb, _rows(abuf, sizes, rows, L, b), _block(zout, b, M),
-                                      labels, 0, out_act, loss, acc_mode)
-                E = t / (n * M) if loss == MSE else t / n
+                t, c = _batch_metrics(net, bufs, b, labels, 0, loss, acc_mode)
+                E = _mean_error(t, n, M, loss)
                 errors[e - 1] = E
                 accuracy[e - 1] = c / n
                 pending = False
                 if not math.isfinite(E):
                     return e
-            _output_delta(Yb, _rows(abuf, sizes, rows, L, b), _block(dbuf1, b, M),
-                          out_act, loss, consts)
-            _backward(params, grads, sizes, acts, consts, abuf, rows, dbuf1, dbuf2, b, True,
-                      blas_min)
+            _output_delta(net, bufs, b, loss, consts)
+            _backward(P, net, bufs, b, consts, True, blas_min)
         if reuse and e < n_epochs - 1:
             pending = True
             continue
-        E, acc = _evaluate(X, Y, labels, acc_mode, params, sizes, acts, loss, consts, abuf,
-                           rows, zout, ybuf, blas_min)
+        E, acc = _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min)
         errors[e] = E
         accuracy[e] = acc
         if not math.isfinite(E):
@@ -545,49 +533,40 @@ def train_epochs(X, Y, labels, acc_mode, params, grads, sizes, acts, loss, const
 
 
 @njit(**_JIT)
-def evaluate(X, Y, labels, acc_mode, params, sizes, acts, loss, consts, abuf, rows, zout,
-             ybuf, blas_min):
-    """(E, accuracy) of the parameters over the whole set."""
-    return _evaluate(X, Y, labels, acc_mode, params, sizes, acts, loss, consts, abuf, rows,
-                     zout, ybuf, blas_min)
+def evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min):
+    """(E, accuracy) of the parameters P over the whole set."""
+    return _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min)
 
 
 @njit(**_JIT)
-def gradients(X, Y, params, grads, sizes, acts, loss, consts, abuf, zout, ybuf, dbuf1, dbuf2,
-              blas_min):
-    """Fill ``grads`` with dE/dparams over X as one batch; return E."""
-    n = X.shape[0]
-    L = sizes.shape[0] - 1
-    M = sizes[L]
+def gradients(X, Y, P, net, loss, consts, bufs, blas_min):
+    """Fill the gradient buffer (bufs[5]) with dE/dP over X as one batch; return E.
+    The buffers must hold X.shape[0] rows."""
+    n = _U(X.shape[0])
     order = np.empty(0, np.int64)
-    A0 = _rows(abuf, sizes, n, 0, n)
-    Yb = _block(ybuf, n, M)
-    _load_rows(X, Y, order, 0, n, A0, Yb, True)
-    _forward(params, sizes, acts, consts, abuf, n, zout, n, blas_min)
-    labels = np.empty(0, np.int64)
-    t, _ = _batch_metrics(Yb, _rows(abuf, sizes, n, L, n), _block(zout, n, M), labels, 0,
-                          acts[L - 1], loss, ACC_NONE)
-    _output_delta(Yb, _rows(abuf, sizes, n, L, n), _block(dbuf1, n, M), acts[L - 1], loss,
-                  consts)
-    _backward(params, grads, sizes, acts, consts, abuf, n, dbuf1, dbuf2, n, False, blas_min)
-    return t / (n * M) if loss == MSE else t / n
+    _load_rows(X, Y, order, 0, n, bufs, True)
+    _forward(P, net, bufs, n, consts, blas_min)
+    t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), 0, loss, ACC_NONE)
+    _output_delta(net, bufs, n, loss, consts)
+    _backward(P, net, bufs, n, consts, False, blas_min)
+    return _mean_error(t, X.shape[0], Y.shape[1], loss)
 
 
 @njit(**_JIT)
-def predict(X, params, sizes, acts, consts, abuf, rows, zout, out, blas_min):
+def predict(X, P, net, consts, bufs, rows, out, blas_min):
     """Write the network's outputs for every row of X into ``out``."""
+    sizes, poff, aoff, acts = net
+    abuf = bufs[0]
     n = X.shape[0]
-    L = sizes.shape[0] - 1
-    M = sizes[L]
-    order = np.empty(0, np.int64)
+    n_in = _U(X.shape[1])
+    M = _U(out.shape[1])
+    a0 = aoff[sizes.shape[0] - 1]
     for start in range(0, n, rows):
-        b = min(rows, n - start)
-        A0 = _rows(abuf, sizes, rows, 0, b)
+        b = _U(min(rows, n - start))
         for s in range(b):
-            for j in range(X.shape[1]):
-                A0[s, j] = X[start + s, j]
-        _forward(params, sizes, acts, consts, abuf, rows, zout, b, blas_min)
-        A = _rows(abuf, sizes, rows, L, b)
+            for j in range(n_in):
+                abuf[s * n_in + j] = X[start + np.int64(s), np.int64(j)]
+        _forward(P, net, bufs, b, consts, blas_min)
         for s in range(b):
             for j in range(M):
-                out[start + s, j] = A[s, j]
+                out[start + np.int64(s), np.int64(j)] = abuf[a0 + s * M + j]

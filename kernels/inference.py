@@ -19,10 +19,9 @@ def predict(params, X, *, activation=DEFAULTS["activation"], output_activation=N
     X = check_inputs(X, network)
     n = X.shape[0]
     rows = min(n, EVAL_ROWS)
-    buf = network.buffers(rows)
+    ws = network.workspace(rows)
     out = np.empty((n, int(network.sizes[-1])), dtype=network.dtype)
-    E.predict(X, flat, network.sizes, network.acts, network.consts(), buf.acts, rows,
-              buf.zout, out, BLAS_MIN)
+    E.predict(X, flat, ws.net, network.consts(), ws.bufs, rows, out, np.uint64(BLAS_MIN))
     return out
 
 
@@ -37,11 +36,9 @@ def gradients(X, y, params, *, activation=DEFAULTS["activation"], output_activat
     X = check_inputs(X, network)
     Y, _, _ = check_targets(y, X.shape[0], network)
     n = X.shape[0]
-    buf = network.buffers(n)
-    error = E.gradients(X, Y, flat, buf.grads, network.sizes, network.acts, network.loss,
-                        network.consts(), buf.acts, buf.zout, buf.targets, buf.delta1,
-                        buf.delta2, BLAS_MIN)
-    return float(error), unpack(buf.grads, network)
+    ws = network.workspace(n)
+    error = E.gradients(X, Y, flat, ws.net, network.loss, network.consts(), ws.bufs, np.uint64(BLAS_MIN))
+    return float(error), unpack(ws.grads, network)
 
 
 def _network_of(params, activation, output_activation, loss, dtype):

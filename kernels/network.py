@@ -37,32 +37,41 @@ class Network:
         c[E.C_HALF] = 0.5
         return c
 
-    def buffers(self, rows: int) -> "Buffers":
-        """Scratch space for passes of up to ``rows`` rows."""
+    def offsets(self) -> np.ndarray:
+        """Start of each layer's W in the flat parameter array (B follows W)."""
+        s = self.sizes
+        sizes = [s[l + 1] * s[l] + s[l + 1] for l in range(len(s) - 1)]
+        return np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.uint64)
+
+    def workspace(self, rows: int) -> "Workspace":
+        """The engine's view of the network and scratch space for passes of up to ``rows`` rows."""
         s = self.sizes
         widest = int(s.max())
-        return Buffers(
-            rows=rows,
-            acts=np.empty(rows * int(s.sum()), dtype=self.dtype),
-            zout=np.empty(rows * int(s[-1]), dtype=self.dtype),
-            targets=np.empty(rows * int(s[-1]), dtype=self.dtype),
-            delta1=np.empty(rows * widest, dtype=self.dtype),
-            delta2=np.empty(rows * widest, dtype=self.dtype),
-            grads=np.empty(self.n_params, dtype=self.dtype),
+        aoff = np.concatenate(([0], np.cumsum(rows * s)[:-1])).astype(np.uint64)
+        bufs = (
+            np.empty(rows * int(s.sum()), dtype=self.dtype),  # activations, layer by layer
+            np.empty(rows * int(s[-1]), dtype=self.dtype),  # output pre-activations
+            np.empty(rows * int(s[-1]), dtype=self.dtype),  # batch targets
+            np.empty(rows * widest, dtype=self.dtype),  # delta
+            np.empty(rows * widest, dtype=self.dtype),  # delta of the layer below
+            np.empty(self.n_params, dtype=self.dtype),  # gradients, laid out like params
         )
+        net = (self.sizes.astype(np.uint64), self.offsets(), aoff, self.acts.astype(np.uint64))
+        return Workspace(rows=rows, net=net, bufs=bufs)
 
 
 @dataclass(frozen=True)
-class Buffers:
-    """Preallocated engine scratch arrays for a given row capacity."""
+class Workspace:
+    """What the engine's entry points take besides data and parameters."""
 
     rows: int
-    acts: np.ndarray
-    zout: np.ndarray
-    targets: np.ndarray
-    delta1: np.ndarray
-    delta2: np.ndarray
-    grads: np.ndarray
+    net: tuple
+    bufs: tuple
+
+    @property
+    def grads(self) -> np.ndarray:
+        """The gradient buffer, laid out like the flat parameters."""
+        return self.bufs[5]
 
 
 def pack(params: dict, network: Network) -> np.ndarray:

@@ -91,7 +91,7 @@ def train(
     n = X.shape[0]
     batch = batch_rows(batch_mode, batch_size, n)
     rows = n if batch >= n else max(batch, min(n, EVAL_ROWS))
-    buf = network.buffers(rows)
+    ws = network.workspace(rows)
     consts = network.consts(lr)
     flat = pack(initial, network)
     errors = np.empty(epochs + 1)
@@ -99,8 +99,7 @@ def train(
     order = np.empty(n, dtype=np.int64)
 
     errors[0], accuracy[0] = E.evaluate(
-        X, Y, labels, acc_mode, flat, network.sizes, network.acts, network.loss, consts,
-        buf.acts, rows, buf.zout, buf.targets, BLAS_MIN,
+        X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, np.uint64(BLAS_MIN)
     )
     done, diverged, stopped = 0, not np.isfinite(errors[0]), False
     chunk = 1
@@ -108,10 +107,9 @@ def train(
         k = min(chunk, epochs - done)
         started = time.perf_counter()
         ran = E.train_epochs(
-            X, Y, labels, acc_mode, flat, buf.grads, network.sizes, network.acts,
-            network.loss, consts, batch, shuffle, seed, done + 1, k, buf.acts, rows,
-            buf.zout, buf.targets, buf.delta1, buf.delta2, order,
-            errors[done + 1:done + 1 + k], accuracy[done + 1:done + 1 + k], BLAS_MIN,
+            X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, batch,
+            shuffle, seed, done + 1, k, order, errors[done + 1:done + 1 + k],
+            accuracy[done + 1:done + 1 + k], np.uint64(BLAS_MIN),
         )
         seconds = time.perf_counter() - started
         new = slice(done + 1, done + 1 + ran)
