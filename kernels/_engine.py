@@ -132,12 +132,12 @@ def _activate(buf, start, count, width, code, consts):
     elif code == RELU:
         for k in range(start, stop):
             z = buf[k]
-            buf[k] = z if z > zero else zero
+            buf[k] = zero if z <= zero else z  # NaN stays NaN, so divergence shows
     elif code == LEAKY_RELU:
         slope = consts[C_SLOPE]
         for k in range(start, stop):
             z = buf[k]
-            buf[k] = z if z > zero else slope * z
+            buf[k] = slope * z if z <= zero else z
     elif code == SOFTMAX:
         for r in range(start, stop, width):
             m = buf[r]
