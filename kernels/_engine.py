@@ -59,7 +59,7 @@ def _bits_as_float(typingctx, bits):
     return sig, codegen
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _exp_nonpositive(v):
     """exp(v) for v <= 0 in float64, within about one ulp, as straight-line code.
 
@@ -88,7 +88,7 @@ def _exp_nonpositive(v):
     return e if v >= -708.0 else 0.0
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _sigmoid(z):
     """1 / (1 + exp(-z)) without overflow, in float64."""
     e = _exp_nonpositive(-abs(z))
@@ -96,7 +96,7 @@ def _sigmoid(z):
     return r if z >= 0.0 else e * r
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _tanh(v):
     """tanh in float64 within a few ulps, vectorisable: (1 - e)/(1 + e) with e = exp(-2|v|),
     and its odd Taylor series below 0.1 where that quotient would cancel."""
@@ -366,10 +366,10 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
             np.dot(Dv, _matrix(P, w0, n_out, n_in), _matrix(dA, _U0, b, n_in))
         np.dot(Dv.T, _matrix(abuf, a0, b, n_in), _matrix(G, w0, n_out, n_in))
         for o in range(n_out):
-            g = D[o]
-            for s in range(_U1, b):
-                g += D[s * n_out + o]
-            G[b0 + o] = g
+            G[b0 + o] = D[o]
+        for s in range(_U1, b):  # row by row, so the column sums read memory in order
+            for o in range(n_out):
+                G[b0 + o] += D[s * n_out + o]
         if apply:
             for k in range(w0, b0 + n_out):
                 P[k] -= lr * G[k]
@@ -382,13 +382,16 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
         if need_dA:
             for s in range(b):
                 d = D[s * n_out + o]
+                if d == 0:  # common behind relu; adding d * W changes nothing then
+                    continue
                 ra = s * n_in
                 for i in range(n_in):
                     dA[ra + i] += d * P[rw + i]
         d = D[o]
         if b == _U1 and apply:
-            for i in range(n_in):
-                P[rw + i] -= lr * (d * abuf[a0 + i])
+            if d != 0:  # W - lr * (0 * a) is W again
+                for i in range(n_in):
+                    P[rw + i] -= lr * (d * abuf[a0 + i])
         else:
             for i in range(n_in):
                 G[rw + i] = d * abuf[a0 + i]
@@ -491,42 +494,43 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
 
 @njit(**_JIT)
 def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch, shuffle,
-                 seed, first_epoch, n_epochs, order, errors, accuracy, blas_min):
-    """Run up to n_epochs epochs (numbered from first_epoch) in place on the parameters P.
+                 seed, first_epoch, n_epochs, pending, order, errors, accuracy, blas_min):
+    """Run up to n_epochs epochs, numbered from first_epoch, in place on the parameters P.
 
-    After epoch k, errors[k] and accuracy[k] hold the whole-set error and accuracy.
-    Returns the number of epochs run: it stops after the first epoch whose error is not finite.
+    errors and accuracy are the whole history (index = epoch). After each epoch its whole-set
+    error is recorded, except in full-batch mode without shuffling, where the forward pass of
+    the next step is exactly that evaluation and is reused: there the last epoch's error stays
+    pending (recorded by the next call, given ``pending``, or by ``evaluate``).
+    Returns the number of epochs trained; it stops early once a recorded error is not finite.
     """
     n = X.shape[0]
     M = Y.shape[1]
-    # In full-batch mode without shuffling, the forward pass of one step is exactly the
-    # evaluation of the previous step's parameters: reuse it instead of a second pass.
     reuse = batch >= n and not shuffle
-    pending = False
     for e in range(n_epochs):
+        epoch = first_epoch + e
         if shuffle:
-            _shuffle_order(order, seed, first_epoch + e)
+            _shuffle_order(order, seed, epoch)
         for start in range(0, n, batch):
             b = _U(min(batch, n - start))
-            if not (reuse and e > 0):
+            if not (reuse and pending):  # a pending step left the rows in place
                 _load_rows(X, Y, order, start, b, bufs, not shuffle)
             _forward(P, net, bufs, b, consts, blas_min)
             if pending:
                 t, c = _batch_metrics(net, bufs, b, labels, 0, loss, acc_mode)
                 E = _mean_error(t, n, M, loss)
-                errors[e - 1] = E
-                accuracy[e - 1] = c / n
+                errors[epoch - 1] = E
+                accuracy[epoch - 1] = c / n
                 pending = False
                 if not math.isfinite(E):
                     return e
             _output_delta(net, bufs, b, loss, consts)
             _backward(P, net, bufs, b, consts, True, blas_min)
-        if reuse and e < n_epochs - 1:
+        if reuse:
             pending = True
             continue
         E, acc = _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min)
-        errors[e] = E
-        accuracy[e] = acc
+        errors[epoch] = E
+        accuracy[epoch] = acc
         if not math.isfinite(E):
             return e + 1
     return n_epochs

@@ -18,8 +18,11 @@ CHUNK_SECONDS = 0.03
 
 @dataclass
 class Progress:
-    """What a callback sees after each chunk of epochs (only the chunk's new epochs)."""
+    """What a callback sees after each chunk of epochs: the epochs whose errors became known
+    since the last call, starting at ``first_epoch`` (in full-batch mode without shuffling an
+    epoch's error is known one step later, so these may trail ``epochs_done`` by one)."""
 
+    first_epoch: int
     epochs_done: int
     errors: np.ndarray
     accuracy: Optional[np.ndarray]
@@ -98,34 +101,48 @@ def train(
     accuracy = np.empty(epochs + 1)
     order = np.empty(n, dtype=np.int64)
 
-    errors[0], accuracy[0] = E.evaluate(
-        X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, np.uint64(BLAS_MIN)
-    )
-    done, diverged, stopped = 0, not np.isfinite(errors[0]), False
+    blas_min = np.uint64(BLAS_MIN)
+
+    def evaluate_epoch(epoch):
+        errors[epoch], accuracy[epoch] = E.evaluate(
+            X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, blas_min
+        )
+
+    evaluate_epoch(0)
+    # Full batches in dataset order leave each epoch's error to the next step's forward pass.
+    lagging = batch >= n and not shuffle
+    done, recorded = 0, 0
+    diverged, stopped = not np.isfinite(errors[0]), False
     chunk = 1
     while done < epochs and not diverged and not stopped:
         k = min(chunk, epochs - done)
         started = time.perf_counter()
         ran = E.train_epochs(
             X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, batch,
-            shuffle, seed, done + 1, k, order, errors[done + 1:done + 1 + k],
-            accuracy[done + 1:done + 1 + k], np.uint64(BLAS_MIN),
+            shuffle, seed, done + 1, k, lagging and done > 0, order, errors, accuracy, blas_min,
         )
         seconds = time.perf_counter() - started
-        new = slice(done + 1, done + 1 + ran)
         done += ran
-        diverged = not np.isfinite(errors[done])
+        # Lagging, a full chunk leaves errors[done] pending; a short one stopped on a
+        # non-finite errors[done]. Record the pending one when training ends here.
+        if lagging and ran == k and done == epochs:
+            evaluate_epoch(done)
+        known = done - 1 if lagging and ran == k and done < epochs else done
+        diverged = not np.isfinite(errors[known])
         if callback is not None:
-            progress = Progress(
+            stopped = bool(callback(Progress(
+                first_epoch=recorded + 1,
                 epochs_done=done,
-                errors=errors[new].copy(),
-                accuracy=accuracy[new].copy() if acc_mode != E.ACC_NONE else None,
+                errors=errors[recorded + 1:known + 1].copy(),
+                accuracy=accuracy[recorded + 1:known + 1].copy() if acc_mode != E.ACC_NONE else None,
                 diverged=diverged,
                 seconds=seconds,
-            )
-            stopped = bool(callback(progress)) and done < epochs and not diverged
-        per_epoch = seconds / max(ran, 1)
-        chunk = int(min(max(1, CHUNK_SECONDS / max(per_epoch, 1e-9)), 4 * k))
+            ))) and done < epochs and not diverged
+            if stopped and known < done:
+                evaluate_epoch(done)
+                diverged = not np.isfinite(errors[done])
+        recorded = known
+        chunk = int(min(max(1, CHUNK_SECONDS / max(seconds / max(ran, 1), 1e-9)), 4 * k))
 
     return TrainResult(
         errors=errors[:done + 1].copy(),

@@ -77,11 +77,14 @@ def test_shuffle_seed_alone_changes_the_run(batch_mode, batch_size):
     assert not np.array_equal(a.errors[1:], b.errors[1:])
 
 
+@pytest.mark.parametrize("shuffle", [True, False], ids=["shuffled", "ordered"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("batch_mode,batch_size", MODES, ids=MODE_IDS)
-def test_chunking_does_not_change_the_bits(batch_mode, batch_size, dtype, monkeypatch):
+def test_chunking_does_not_change_the_bits(batch_mode, batch_size, dtype, shuffle, monkeypatch):
+    """Ordered full batches reuse each step's forward pass as the previous epoch's
+    evaluation, so their errors reach the callback one chunk late: still each exactly once."""
     X, y = problem()
-    kw = base_kw(batch_mode, batch_size, dtype, epochs=15)
+    kw = base_kw(batch_mode, batch_size, dtype, epochs=15, shuffle=shuffle)
     plain = kernels.train(X, y, **kw)
 
     seen = []
@@ -98,6 +101,9 @@ def test_chunking_does_not_change_the_bits(batch_mode, batch_size, dtype, monkey
     # the callback saw every epoch exactly once, in order, with the recorded values
     np.testing.assert_array_equal(np.concatenate([p.errors for p in seen]), chunked.errors[1:])
     np.testing.assert_array_equal(np.concatenate([p.accuracy for p in seen]), chunked.accuracy[1:])
+    starts = [p.first_epoch for p in seen]
+    assert starts == list(np.cumsum([1] + [len(p.errors) for p in seen[:-1]]))
+    assert all(p.first_epoch + len(p.errors) - 1 <= p.epochs_done for p in seen)
     assert all(not p.diverged and p.seconds >= 0 for p in seen)
 
     # and very large chunks give the same bits again
@@ -151,9 +157,10 @@ def test_returned_params_are_independent_of_the_run():
     assert not np.all(again.params["weights"][0] == 0.0)
 
 
+@pytest.mark.parametrize("batch_mode,shuffle", [("minibatch", True), ("full", False)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("stop_after", [1, 3])
-def test_callback_stops_early(stop_after, dtype, monkeypatch):
+def test_callback_stops_early(stop_after, dtype, batch_mode, shuffle, monkeypatch):
     X, y = problem()
     monkeypatch.setattr(kernels.training, "CHUNK_SECONDS", 0.0)
     calls = []
@@ -162,7 +169,7 @@ def test_callback_stops_early(stop_after, dtype, monkeypatch):
         calls.append(progress.epochs_done)
         return len(calls) >= stop_after
 
-    kw = base_kw("minibatch", 5, dtype, epochs=50)
+    kw = base_kw(batch_mode, 5, dtype, epochs=50, shuffle=shuffle)
     res = kernels.train(X, y, callback=callback, **kw)
     assert res.stopped is True
     assert not res.diverged
@@ -173,7 +180,8 @@ def test_callback_stops_early(stop_after, dtype, monkeypatch):
     # the stopped run is the prefix of the full run
     full = kernels.train(X, y, **kw)
     assert np.array_equal(res.errors, full.errors[: res.epochs_done + 1])
-    short = kernels.train(X, y, **base_kw("minibatch", 5, dtype, epochs=res.epochs_done))
+    short = kernels.train(X, y, **base_kw(batch_mode, 5, dtype, epochs=res.epochs_done,
+                                          shuffle=shuffle))
     assert_same_bits(res, short)
     assert not short.stopped
 
