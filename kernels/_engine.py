@@ -494,8 +494,12 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
 
 @njit(**_JIT)
 def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch, shuffle,
-                 seed, first_epoch, n_epochs, pending, order, errors, accuracy, blas_min):
+                 seed, first_epoch, n_epochs, pending, order, errors, accuracy,
+                 Xv, Yv, labels_v, vnet, vbufs, vrows, val_errors, val_accuracy, blas_min):
     """Run up to n_epochs epochs, numbered from first_epoch, in place on the parameters P.
+
+    With validation rows (Xv non-empty, evaluated through their own workspace vnet/vbufs),
+    val_errors[epoch] and val_accuracy[epoch] are recorded at the end of every epoch.
 
     errors and accuracy are the whole history (index = epoch). After each epoch its whole-set
     error is recorded, except in full-batch mode without shuffling, where the forward pass of
@@ -525,6 +529,9 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
                     return e
             _output_delta(net, bufs, b, loss, consts)
             _backward(P, net, bufs, b, consts, True, blas_min)
+        if Xv.shape[0] > 0:
+            val_errors[epoch], val_accuracy[epoch] = _evaluate(
+                Xv, Yv, labels_v, acc_mode, P, vnet, loss, consts, vbufs, vrows, blas_min)
         if reuse:
             pending = True
             continue

@@ -28,6 +28,8 @@ class Progress:
     accuracy: Optional[np.ndarray]
     diverged: bool
     seconds: float
+    val_errors: Optional[np.ndarray] = None
+    val_accuracy: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -41,6 +43,8 @@ class TrainResult:
     diverged: bool
     stopped: bool
     epochs_done: int
+    val_errors: Optional[np.ndarray] = None
+    val_accuracy: Optional[np.ndarray] = None
 
 
 def batch_rows(batch_mode: str, batch_size: int, n: int) -> int:
@@ -70,12 +74,15 @@ def train(
     dtype=DEFAULTS["dtype"],
     params=None,
     callback: Optional[Callable[[Progress], Optional[bool]]] = None,
+    validation=None,
 ) -> TrainResult:
     """Train a fully connected network by gradient descent, as API.md section 1 defines.
 
     Keyword arguments are the numeric fields of the run spec, plus ``params`` (initial
     parameters, overriding ``init``) and ``callback``, called with a ``Progress`` between
     chunks of epochs (each a few tens of milliseconds); it returns True to stop training.
+    ``validation=(X_val, y_val)`` records the error (and accuracy) on those rows after every
+    epoch as ``val_errors`` (``val_accuracy``); they take no part in training.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -90,6 +97,18 @@ def train(
         initial = check_params(params, network)
     if callback is not None and not callable(callback):
         raise ValueError("callback: expected a callable")
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError("validation: expected a pair (X_val, y_val)")
+        Xv = check_inputs(validation[0], network, name="validation X")
+        Yv, labels_v, acc_mode_v = check_targets(validation[1], Xv.shape[0], network,
+                                                 name="validation y")
+        if acc_mode_v != acc_mode:
+            raise ValueError("validation: y_val must be the same kind of target as y")
+    else:
+        Xv = np.empty((0, X.shape[1]), dtype=network.dtype)
+        Yv = np.empty((0, Y.shape[1]), dtype=network.dtype)
+        labels_v = np.empty(0, dtype=np.int64)
 
     n = X.shape[0]
     batch = batch_rows(batch_mode, batch_size, n)
@@ -100,6 +119,10 @@ def train(
     errors = np.empty(epochs + 1)
     accuracy = np.empty(epochs + 1)
     order = np.empty(n, dtype=np.int64)
+    vrows = max(1, min(Xv.shape[0], EVAL_ROWS))
+    vws = network.workspace(vrows)
+    val_errors = np.full(epochs + 1, np.nan)
+    val_accuracy = np.full(epochs + 1, np.nan)
 
     blas_min = np.uint64(BLAS_MIN)
 
@@ -109,6 +132,11 @@ def train(
         )
 
     evaluate_epoch(0)
+    if validation is not None:
+        val_errors[0], val_accuracy[0] = E.evaluate(
+            Xv, Yv, labels_v, acc_mode, flat, vws.net, network.loss, consts, vws.bufs, vrows,
+            blas_min,
+        )
     # Full batches in dataset order leave each epoch's error to the next step's forward pass.
     lagging = batch >= n and not shuffle
     done, recorded = 0, 0
@@ -119,7 +147,8 @@ def train(
         started = time.perf_counter()
         ran = E.train_epochs(
             X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, batch,
-            shuffle, seed, done + 1, k, lagging and done > 0, order, errors, accuracy, blas_min,
+            shuffle, seed, done + 1, k, lagging and done > 0, order, errors, accuracy,
+            Xv, Yv, labels_v, vws.net, vws.bufs, vrows, val_errors, val_accuracy, blas_min,
         )
         seconds = time.perf_counter() - started
         done += ran
@@ -135,6 +164,9 @@ def train(
                 epochs_done=done,
                 errors=errors[recorded + 1:known + 1].copy(),
                 accuracy=accuracy[recorded + 1:known + 1].copy() if acc_mode != E.ACC_NONE else None,
+                val_errors=val_errors[recorded + 1:known + 1].copy() if validation else None,
+                val_accuracy=(val_accuracy[recorded + 1:known + 1].copy()
+                              if validation and acc_mode != E.ACC_NONE else None),
                 diverged=diverged,
                 seconds=seconds,
             ))) and done < epochs and not diverged
@@ -152,4 +184,7 @@ def train(
         diverged=bool(diverged),
         stopped=stopped,
         epochs_done=done,
+        val_errors=val_errors[:done + 1].copy() if validation is not None else None,
+        val_accuracy=(val_accuracy[:done + 1].copy()
+                      if validation is not None and acc_mode != E.ACC_NONE else None),
     )

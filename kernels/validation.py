@@ -103,7 +103,7 @@ def check_inputs(X, network: Network, name="X") -> np.ndarray:
     return X
 
 
-def check_targets(y, n_rows: int, network: Network):
+def check_targets(y, n_rows: int, network: Network, name="y"):
     """Encode targets per the contract: (Y as a 2-D array of the dtype, labels, accuracy mode).
 
     2-D floats are used as they are; 1-D integer labels are one-hot encoded (0/1 labels stay
@@ -112,32 +112,32 @@ def check_targets(y, n_rows: int, network: Network):
     try:
         y = np.asarray(y)
     except Exception as exc:
-        raise ValueError(f"y: not an array: {exc}") from None
+        raise ValueError(f"{name}: not an array: {exc}") from None
     n_out = int(network.sizes[-1])
     no_labels = np.empty(0, dtype=np.int64)
     if y.ndim not in (1, 2):
-        raise ValueError(f"y: expected a 1-D or 2-D array, got {y.ndim}-D")
+        raise ValueError(f"{name}: expected a 1-D or 2-D array, got {y.ndim}-D")
     if y.shape[0] != n_rows:
-        raise ValueError(f"y: has {y.shape[0]} rows but X has {n_rows}")
+        raise ValueError(f"{name}: has {y.shape[0]} rows but X has {n_rows}")
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise ValueError(f"y: expected numbers, got dtype {y.dtype}")
+        raise ValueError(f"{name}: expected numbers, got dtype {y.dtype}")
     if y.ndim == 2:
         if y.shape[1] != n_out:
-            raise ValueError(f"y: has {y.shape[1]} columns but layers[-1] is {n_out}")
+            raise ValueError(f"{name}: has {y.shape[1]} columns but layers[-1] is {n_out}")
         Y = np.ascontiguousarray(y, dtype=network.dtype)
         if not np.isfinite(Y).all():
-            raise ValueError("y: contains NaN or infinity")
+            raise ValueError(f"{name}: contains NaN or infinity")
         return Y, no_labels, E.ACC_NONE
     if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
         labels = y.astype(np.int64)
         if n_out == 1:
             if not np.isin(labels, (0, 1)).all():
-                raise ValueError("y: with one output, class labels must be 0 or 1")
+                raise ValueError(f"{name}: with one output, class labels must be 0 or 1")
             Y = labels.astype(network.dtype).reshape(-1, 1)
             return np.ascontiguousarray(Y), labels, E.ACC_THRESHOLD
         if labels.min() < 0 or labels.max() >= n_out:
             raise ValueError(
-                f"y: class labels must lie in 0..{n_out - 1} (layers[-1] = {n_out}), "
+                f"{name}: class labels must lie in 0..{n_out - 1} (layers[-1] = {n_out}), "
                 f"got {labels.min()}..{labels.max()}"
             )
         Y = np.zeros((n_rows, n_out), dtype=network.dtype)
@@ -145,12 +145,12 @@ def check_targets(y, n_rows: int, network: Network):
         return Y, labels, E.ACC_ARGMAX
     if n_out != 1:
         raise ValueError(
-            f"y: a 1-D float array is one column, but layers[-1] is {n_out}; "
+            f"{name}: a 1-D float array is one column, but layers[-1] is {n_out}; "
             "pass integer class labels or a 2-D array"
         )
     Y = np.ascontiguousarray(y, dtype=network.dtype).reshape(-1, 1)
     if not np.isfinite(Y).all():
-        raise ValueError("y: contains NaN or infinity")
+        raise ValueError(f"{name}: contains NaN or infinity")
     return Y, no_labels, E.ACC_NONE
 
 

@@ -261,3 +261,35 @@ def test_soft_targets_cross_entropy_softmax_training():
     X, y, _ = make_problem("sigmoid", "softmax", "cross_entropy", [3, 4, 3], n=10, seed=19, soft=True)
     kw = dict(layers=[3, 4, 3], loss="cross_entropy", epochs=4, batch_size=4, seed=1, learning_rate=0.3)
     assert_matches_reference(kernels.train(X, y, **kw), ref.train(X, y, **kw), "float64")
+
+
+# --- validation rows --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_mode,batch_size", BATCH_MODES, ids=[m for m, _ in BATCH_MODES])
+def test_validation_rows_are_evaluated_every_epoch_and_do_not_train(batch_mode, batch_size, dtype):
+    layers, X, y, params = case_problem("tanh", "softmax", "cross_entropy", n=20)
+    X_train, y_train, X_val, y_val = X[:13], y[:13], X[13:], y[13:]
+    kw = dict(layers=layers, activation="tanh", output_activation="softmax", loss="cross_entropy",
+              learning_rate=0.4, batch_mode=batch_mode, batch_size=batch_size, epochs=EPOCHS,
+              seed=3, shuffle=False, dtype=dtype)
+    plain = kernels.train(X_train, y_train, params=params, **kw)
+    checked = kernels.train(X_train, y_train, params=params, validation=(X_val, y_val), **kw)
+    assert np.array_equal(plain.errors, checked.errors)  # validation takes no part in training
+    assert plain.val_errors is None and checked.val_errors.shape == checked.errors.shape
+    for epoch in range(EPOCHS + 1):
+        snapshot = ref.train(X_train, y_train, params=params, **dict(kw, epochs=epoch))
+        want = ref.loss(X_val, y_val, snapshot.params, activation="tanh",
+                        output_activation="softmax", loss="cross_entropy", dtype=dtype)
+        np.testing.assert_allclose(checked.val_errors[epoch], want, **TOL[dtype])
+        acc = ref.accuracy_of(ref.predict(snapshot.params, X_val, "tanh", "softmax"), np.asarray(y_val))
+        assert checked.val_accuracy[epoch] == pytest.approx(acc)
+
+
+def test_validation_must_match_the_training_targets():
+    layers, X, y, _ = case_problem("tanh", "softmax", "cross_entropy")
+    with pytest.raises(ValueError, match=r"^validation X"):
+        kernels.train(X, y, layers=layers, loss="cross_entropy", validation=(X[:, :2], y))
+    with pytest.raises(ValueError, match=r"^validation"):
+        kernels.train(X, y, layers=layers, loss="cross_entropy", validation=(X, y.astype(float)))
