@@ -19,8 +19,9 @@ CHUNK_SECONDS = 0.03
 @dataclass
 class Progress:
     """What a callback sees after each chunk of epochs: the epochs whose errors became known
-    since the last call, starting at ``first_epoch`` (in full-batch mode without shuffling an
-    epoch's error is known one step later, so these may trail ``epochs_done`` by one)."""
+    since the last call, starting at ``first_epoch`` (0 on the first call). In full-batch
+    mode without shuffling an epoch's error is known one step later, so these may trail
+    ``epochs_done`` by one."""
 
     first_epoch: int
     epochs_done: int
@@ -139,7 +140,7 @@ def train(
         )
     # Full batches in dataset order leave each epoch's error to the next step's forward pass.
     lagging = batch >= n and not shuffle
-    done, recorded = 0, 0
+    done, recorded = 0, -1  # the first Progress reports epoch 0 too
     diverged, stopped = not np.isfinite(errors[0]), False
     chunk = 1
     while done < epochs and not diverged and not stopped:
