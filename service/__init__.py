@@ -1,0 +1,1 @@
+"""Descent's service: the REST API, the store and the command line."""

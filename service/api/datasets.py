@@ -1,0 +1,232 @@
+"""/api/v1/datasets: upload (CSV, NPZ or JSON), list, inspect and download datasets."""
+
+import csv
+import io
+import json
+
+import numpy as np
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+import kernels
+from service.store import Dataset
+from service.store import datasets as store_datasets
+from service.store.arrays import to_npz
+
+from .context import db, settings
+from .errors import ApiError
+
+blp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets", description="Datasets")
+
+NAME_RULE = validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}$",
+                            error="letters, digits, '_', '.', '-'; starting with a letter")
+
+
+class DatasetSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    n_samples = fields.Integer()
+    n_features = fields.Integer()
+    target_kind = fields.String(metadata={"enum": ["labels", "values", "matrix"]})
+    n_targets = fields.Integer()
+    n_classes = fields.Integer(allow_none=True)
+    content_hash = fields.String()
+    builtin = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class DatasetListSchema(Schema):
+    datasets = fields.List(fields.Nested(DatasetSchema))
+    builtin_available = fields.List(fields.String())
+
+
+class DatasetUploadSchema(Schema):
+    """JSON upload; CSV (last column is y) and NPZ (arrays X and y) go as multipart
+    ``file`` with a ``name`` form field."""
+
+    name = fields.String(required=True, validate=NAME_RULE)
+    X = fields.List(fields.List(fields.Float(allow_nan=False)), required=True,
+                    validate=validate.Length(min=1))
+    y = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+class DatasetGetArgsSchema(Schema):
+    format = fields.String(load_default=None, allow_none=True,
+                           validate=validate.OneOf(("json", "npz")))
+
+
+class DatasetDataSchema(DatasetSchema):
+    X = fields.List(fields.List(fields.Float()))
+    y = fields.List(fields.Raw())
+
+
+def dataset_json(dataset: Dataset) -> dict:
+    return {name: getattr(dataset, name) for name in DatasetSchema().fields}
+
+
+def resolve_dataset(session, ref, create_builtin: bool = True):
+    """A dataset by id or name; a built-in is stored the first time it is named."""
+    dataset = store_datasets.find_dataset(session, ref)
+    if dataset is None and create_builtin and ref in kernels.BUILTIN_DATASETS:
+        X, y = kernels.load_dataset(ref)
+        dataset = store_datasets.add_dataset_once(session, ref, X, y, builtin=True)
+        session.commit()
+    return dataset
+
+
+def checked_arrays(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """X as 2-D float64 and y as int labels or floats; ApiError 422 naming X or y."""
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ApiError(422, "validation_error", "invalid X",
+                       {"X": "rows must all have the same number of numbers"}) from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ApiError(422, "validation_error", "invalid X", {"X": "expected a non-empty 2-D array"})
+    if not np.isfinite(X).all():
+        raise ApiError(422, "validation_error", "invalid X", {"X": "contains NaN or infinity"})
+    y = np.asarray(y)
+    if y.dtype == object or y.ndim not in (1, 2):
+        raise ApiError(422, "validation_error", "invalid y",
+                       {"y": "expected a list of numbers (labels or values) or of rows"})
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.number):
+        raise ApiError(422, "validation_error", "invalid y", {"y": "expected numbers"})
+    if np.issubdtype(y.dtype, np.floating) and y.ndim == 1 and np.all(y == np.round(y)) \
+            and np.all(np.isfinite(y)) and False:
+        y = y.astype(np.int64)
+    if y.shape[0] != X.shape[0]:
+        raise ApiError(422, "validation_error", "invalid y",
+                       {"y": f"has {y.shape[0]} rows but X has {X.shape[0]}"})
+    if np.issubdtype(y.dtype, np.integer):
+        if y.ndim != 1:
+            y = y.astype(np.float64)
+        elif y.min() < 0:
+            raise ApiError(422, "validation_error", "invalid y",
+                           {"y": "class labels must be >= 0"})
+        else:
+            y = y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float64)
+        if not np.isfinite(y).all():
+            raise ApiError(422, "validation_error", "invalid y", {"y": "contains NaN or infinity"})
+    limits = settings().limits
+    if X.shape[0] > limits.max_samples:
+        raise ApiError(422, "validation_error", "invalid X",
+                       {"X": f"{X.shape[0]} rows; the limit is {limits.max_samples}"})
+    return np.ascontiguousarray(X), np.ascontiguousarray(y)
+
+
+def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of numbers, the last column being y (a header row is skipped)."""
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    if rows:
+        try:
+            [float(c) for c in rows[0]]
+        except ValueError:
+            rows = rows[1:]  # header
+    if not rows:
+        raise ApiError(422, "validation_error", "invalid file", {"file": "no data rows"})
+    try:
+        table = np.array([[float(c) for c in row] for row in rows])
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", "invalid file",
+                       {"file": f"not a table of numbers: {exc}"}) from None
+    if table.ndim != 2 or table.shape[1] < 2:
+        raise ApiError(422, "validation_error", "invalid file",
+                       {"file": "expected at least two columns (features..., target)"})
+    y = table[:, -1]
+    if np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    return table[:, :-1], y
+
+
+def parse_npz(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays X and y of an NPZ file."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            if "X" not in npz.files or "y" not in npz.files:
+                raise ApiError(422, "validation_error", "invalid file",
+                               {"file": "an NPZ upload needs arrays named X and y"})
+            return npz["X"], npz["y"]
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise ApiError(422, "validation_error", "invalid file",
+                       {"file": f"not a readable NPZ file: {exc}"}) from None
+
+
+@blp.route("")
+class Datasets(MethodView):
+    @blp.response(200, DatasetListSchema)
+    def get(self):
+        """Stored datasets, and the built-in names that can be used before they are stored."""
+        return {"datasets": [dataset_json(d) for d in store_datasets.list_datasets(db())],
+                "builtin_available": list(kernels.BUILTIN_DATASETS)}
+
+    @blp.arguments(DatasetUploadSchema, location="json", required=False)
+    @blp.response(201, DatasetSchema)
+    def post(self, body):
+        """Upload a dataset: JSON {"name", "X", "y"}, or multipart with ``name`` and a CSV or
+        NPZ ``file``."""
+        if request.files or request.form:
+            name = request.form.get("name", "")
+            errors = NAME_RULE._format_error(name) if False else None
+            try:
+                NAME_RULE(name)
+            except Exception as exc:
+                raise ApiError(422, "validation_error", "invalid name", {"name": str(exc)}) from None
+            upload = request.files.get("file")
+            if upload is None:
+                raise ApiError(422, "validation_error", "invalid file",
+                               {"file": "attach the data as a multipart field named file"})
+            data = upload.read()
+            filename = (upload.filename or "").lower()
+            if filename.endswith(".npz") or data[:2] == b"PK":
+                X, y = parse_npz(data)
+            else:
+                X, y = parse_csv(data.decode("utf-8", errors="replace"))
+        else:
+            if not body:
+                raise ApiError(422, "validation_error", "invalid request",
+                               {"name": "send JSON {name, X, y} or a multipart upload"})
+            name, X, y = body["name"], body["X"], body["y"]
+        X, y = checked_arrays(X, y)
+        session = db()
+        if name in kernels.BUILTIN_DATASETS or store_datasets.find_dataset(session, name):
+            raise ApiError(409, "name_taken", f"a dataset named {name!r} exists",
+                           {"name": "already taken"})
+        dataset = store_datasets.add_dataset(session, name, X, y)
+        session.commit()
+        return dataset_json(dataset)
+
+
+@blp.route("/<ref>")
+class DatasetByRef(MethodView):
+    @blp.arguments(DatasetGetArgsSchema, location="query")
+    @blp.response(200, DatasetDataSchema)
+    @blp.alt_response(200, description="NPZ (X, y) when format=npz",
+                      content_type="application/octet-stream", success=True)
+    def get(self, args, ref):
+        """A dataset's shape and summary; with format=json or npz, X and y themselves."""
+        dataset = resolve_dataset(db(), ref)
+        if dataset is None:
+            raise ApiError(404, "not_found", f"no dataset {ref!r}")
+        body = dataset_json(dataset)
+        if args.get("format") is None:
+            X, y = store_datasets.dataset_arrays(dataset)
+            body["summary"] = {"X_mean": X.mean(axis=0).tolist(), "X_std": X.std(axis=0).tolist(),
+                               "X_min": X.min(axis=0).tolist(), "X_max": X.max(axis=0).tolist()}
+            if dataset.target_kind == "labels":
+                body["summary"]["class_counts"] = np.bincount(y).tolist()
+            return body
+        X, y = store_datasets.dataset_arrays(dataset)
+        if args["format"] == "npz":
+            return Response(to_npz(X=X, y=y), mimetype="application/octet-stream",
+                            headers={"Content-Disposition":
+                                     f"attachment; filename={dataset.name}.npz"})
+        body.update(X=X.tolist(), y=y.tolist())
+        return body

@@ -1,0 +1,276 @@
+"""/api/v1/runs: submit, list, inspect, cancel and use training runs."""
+
+import csv
+import io
+import math
+
+import numpy as np
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from flask import request
+
+import kernels
+from service.queue import QueueUnavailable
+from service.runspec import complete_spec, dataset_problems
+from service.store import Run
+from service.store import runs as store_runs
+from service.store.arrays import params_from_npz
+
+from .context import db, queue, settings
+from .datasets import resolve_dataset
+from .errors import ApiError
+from .schemas import (
+    HistoryArgsSchema,
+    HistorySchema,
+    ParamsArgsSchema,
+    ParamsSchema,
+    PredictionSchema,
+    PredictSchema,
+    RunListArgsSchema,
+    RunPageSchema,
+    RunSchema,
+    RunSpecSchema,
+)
+
+blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Training runs")
+
+RANGE_FIELDS = ("learning_rate", "batch_size", "epochs", "final_error", "best_error")
+
+
+def run_json(run: Run) -> dict:
+    """A run as the API shows it."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "spec": run.spec,
+        "tags": run.tags,
+        "dataset": {"id": run.dataset.id, "name": run.dataset.name},
+        "sweep_id": run.sweep_id,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "epochs": run.epochs,
+        "epochs_done": run.epochs_done,
+        "final_error": run.final_error,
+        "best_error": run.best_error,
+        "best_epoch": run.best_epoch,
+        "final_accuracy": run.final_accuracy,
+        "final_val_error": run.final_val_error,
+        "worker": run.worker,
+        "attempts": run.attempts,
+        "error_message": run.error_message,
+    }
+
+
+def get_run_or_404(run_id: int) -> Run:
+    run = store_runs.get_run(db(), run_id)
+    if run is None:
+        raise ApiError(404, "not_found", f"run {run_id} does not exist")
+    return run
+
+
+def check_limits(spec: dict, n_samples: int) -> dict:
+    """{field: message} for a spec over the configured size limits."""
+    limits = settings().limits
+    problems = {}
+    layers = spec["layers"]
+    n_params = sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
+    if len(layers) > limits.max_layers:
+        problems["layers"] = f"at most {limits.max_layers} layers"
+    elif max(layers) > limits.max_width:
+        problems["layers"] = f"layers wider than {limits.max_width} are over the limit"
+    elif n_params > limits.max_params:
+        problems["layers"] = f"{n_params} parameters; the limit is {limits.max_params}"
+    if spec["epochs"] > limits.max_epochs:
+        problems["epochs"] = f"at most {limits.max_epochs}"
+    if n_samples > limits.max_samples:
+        problems["dataset"] = f"{n_samples} samples; the limit is {limits.max_samples}"
+    return problems
+
+
+def submit_run(fields: dict, sweep_id=None) -> Run:
+    """Validate a spec against its dataset and the limits, store it and enqueue it.
+    Raises ApiError (422, or 503 when the queue is down; then nothing is kept)."""
+    session = db()
+    spec = complete_spec(fields)
+    dataset = resolve_dataset(session, spec["dataset"])
+    if dataset is None:
+        raise ApiError(422, "validation_error", "invalid dataset",
+                       {"dataset": f"no dataset named {spec['dataset']!r}"})
+    problems = dataset_problems(spec, dataset.n_features, dataset.target_kind,
+                                dataset.n_targets, dataset.n_classes)
+    problems.update(check_limits(spec, dataset.n_samples))
+    if problems:
+        raise ApiError(422, "validation_error", f"invalid {', '.join(sorted(problems))}",
+                       problems)
+    run = store_runs.create_run(session, spec, dataset.id, name=spec.get("name"),
+                                tags=spec.get("tags"), sweep_id=sweep_id)
+    session.commit()
+    try:
+        queue().enqueue_run(run.id)
+    except QueueUnavailable as exc:
+        # Keep no orphan: a run nobody will ever train must not sit in "queued".
+        session.delete(run)
+        session.commit()
+        raise ApiError(503, "queue_unavailable",
+                       f"the broker is unreachable; nothing was queued ({exc})") from exc
+    return run
+
+
+@blp.route("")
+class Runs(MethodView):
+    @blp.arguments(RunSpecSchema)
+    @blp.response(202, RunSchema)
+    def post(self, fields):
+        """Submit a training run: validate, store, enqueue."""
+        return run_json(submit_run(fields))
+
+    @blp.arguments(RunListArgsSchema, location="query")
+    @blp.response(200, RunPageSchema)
+    def get(self, args):
+        """Query run history, newest first by default, one page at a time."""
+        query = parse_run_query(args)
+        try:
+            page, next_cursor = store_runs.list_runs(db(), query)
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", str(exc), {"cursor": str(exc)}) from None
+        return {"runs": [run_json(run) for run in page], "next_cursor": next_cursor}
+
+
+def parse_run_query(args: dict) -> store_runs.RunQuery:
+    """GET /runs query parameters as a RunQuery; ApiError 422 naming a bad parameter."""
+    problems = {}
+    query = store_runs.RunQuery(limit=args["limit"], cursor=args.get("cursor"))
+    if args.get("status"):
+        statuses = [s.strip() for s in args["status"].split(",") if s.strip()]
+        unknown = [s for s in statuses if s not in store_runs.RUN_STATES]
+        if unknown:
+            problems["status"] = f"unknown state(s) {', '.join(unknown)}"
+        query.statuses = statuses
+    if args.get("dataset"):
+        dataset = resolve_dataset(db(), args["dataset"], create_builtin=False)
+        query.dataset_id = dataset.id if dataset is not None else -1
+    query.sweep_id = args.get("sweep_id")
+    order = args["order_by"]
+    query.descending = order.startswith("-")
+    query.order_by = order.lstrip("-+")
+    if query.order_by not in store_runs.ORDERABLE:
+        problems["order_by"] = f"expected one of {', '.join(store_runs.ORDERABLE)}"
+    known = set(RunListArgsSchema().fields)
+    for key, value in args.items():
+        if key in known:
+            continue
+        if key.startswith("tag.") and len(key) > 4:
+            query.tags[key[4:]] = value
+            continue
+        name, _, bound = key.rpartition("_")
+        if name in RANGE_FIELDS and bound in ("min", "max"):
+            try:
+                number = float(value)
+            except ValueError:
+                problems[key] = "expected a number"
+                continue
+            low, high = query.ranges.get(name, (None, None))
+            query.ranges[name] = (number, high) if bound == "min" else (low, number)
+            continue
+        problems[key] = "unknown query parameter"
+    if problems:
+        raise ApiError(422, "validation_error", f"invalid {', '.join(sorted(problems))}",
+                       problems)
+    return query
+
+
+@blp.route("/<int:run_id>")
+class RunById(MethodView):
+    @blp.response(200, RunSchema)
+    def get(self, run_id):
+        """One run: spec, state, timestamps, progress and summary of results."""
+        return run_json(get_run_or_404(run_id))
+
+
+@blp.route("/<int:run_id>/history")
+class RunHistory(MethodView):
+    @blp.arguments(HistoryArgsSchema, location="query")
+    @blp.response(200, HistorySchema)
+    @blp.alt_response(200, description="CSV when format=csv",
+                      content_type="text/csv", success=True)
+    def get(self, args, run_id):
+        """Per-epoch history: error, accuracy and validation error where recorded."""
+        get_run_or_404(run_id)
+        rows = [{"epoch": e.epoch, "error": e.error, "accuracy": e.accuracy,
+                 "val_error": e.val_error, "val_accuracy": e.val_accuracy,
+                 "seconds": e.seconds} for e in store_runs.history(db(), run_id)]
+        if args["format"] == "csv":
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=["epoch", "error", "accuracy", "val_error",
+                                                     "val_accuracy", "seconds"])
+            writer.writeheader()
+            writer.writerows(rows)
+            return Response(out.getvalue(), mimetype="text/csv",
+                            headers={"Content-Disposition":
+                                     f"attachment; filename=run-{run_id}-history.csv"})
+        return {"run_id": run_id, "history": rows}
+
+
+def stored_params(run_id: int, which: str):
+    """(dtype, params) of a run, or ApiError 409 when it has none yet."""
+    run = get_run_or_404(run_id)
+    row = store_runs.get_params(db(), run_id, which)
+    if row is None:
+        raise ApiError(409, "not_ready",
+                       f"run {run_id} has no {which} parameters yet (status {run.status})")
+    return run, row
+
+
+@blp.route("/<int:run_id>/params")
+class RunParams(MethodView):
+    @blp.arguments(ParamsArgsSchema, location="query")
+    @blp.response(200, ParamsSchema)
+    @blp.alt_response(200, description="NPZ (W1, B1, W2, B2, ...) when format=npz",
+                      content_type="application/octet-stream", success=True)
+    def get(self, args, run_id):
+        """Final parameters, or the initial ones with which=initial; JSON or NPZ."""
+        _, row = stored_params(run_id, args["which"])
+        if args["format"] == "npz":
+            return Response(row.data, mimetype="application/octet-stream",
+                            headers={"Content-Disposition": "attachment; filename="
+                                     f"run-{run_id}-{args['which']}-params.npz"})
+        params = params_from_npz(row.data)
+        return {"run_id": run_id, "which": args["which"], "dtype": row.dtype,
+                "weights": [W.tolist() for W in params["weights"]],
+                "biases": [B.tolist() for B in params["biases"]]}
+
+
+@blp.route("/<int:run_id>/cancel")
+class RunCancel(MethodView):
+    @blp.response(202, RunSchema)
+    def post(self, run_id):
+        """Cancel queued or running work; a finished run is left as it is (409)."""
+        run = get_run_or_404(run_id)
+        if run.status not in ("queued", "running"):
+            raise ApiError(409, "already_finished", f"run {run_id} is {run.status}")
+        return run_json(store_runs.request_cancel(db(), run_id))
+
+
+@blp.route("/<int:run_id>/predict")
+class RunPredict(MethodView):
+    @blp.arguments(PredictSchema)
+    @blp.response(200, PredictionSchema)
+    def post(self, body, run_id):
+        """Outputs of the trained network for the given input rows."""
+        run, row = stored_params(run_id, "final")
+        spec = run.spec
+        inputs = np.asarray(body["inputs"], dtype=np.float64)
+        if inputs.ndim != 2 or inputs.shape[1] != spec["layers"][0]:
+            width = inputs.shape[1] if inputs.ndim == 2 else "ragged"
+            raise ApiError(422, "validation_error", "invalid inputs",
+                           {"inputs": f"rows must have {spec['layers'][0]} values, got {width}"})
+        outputs = kernels.predict(params_from_npz(row.data), inputs,
+                                  activation=spec["activation"],
+                                  output_activation=spec["output_activation"],
+                                  loss=spec["loss"], dtype=spec["dtype"])
+        return {"run_id": run_id,
+                "outputs": [[None if not math.isfinite(v) else float(v) for v in out]
+                            for out in outputs.tolist()]}

@@ -1,0 +1,178 @@
+"""Request and response schemas: one set feeds validation and the OpenAPI document."""
+
+import marshmallow as ma
+from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
+
+import kernels
+from service.runspec import RUN_DEFAULTS, numeric_problems, complete_spec
+
+ACTIVATION_NAMES = tuple(kernels.HIDDEN_ACTIVATIONS)
+OUTPUT_ACTIVATION_NAMES = tuple(kernels.OUTPUT_ACTIVATIONS)
+
+
+class DatasetRef(fields.Field):
+    """A dataset name or numeric id."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError("expected a dataset name or id")
+        if isinstance(value, str) and not value.strip():
+            raise ValidationError("must not be empty")
+        return value
+
+
+class Activation(fields.Field):
+    """An activation name, or a list with one name per hidden layer."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        names = value if isinstance(value, list) else [value]
+        for name in names:
+            if name not in ACTIVATION_NAMES:
+                raise ValidationError(
+                    f"unknown {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}"
+                    + (" (softmax is output-only)" if name == "softmax" else ""))
+        return value
+
+
+class RunSpecSchema(ma.Schema):
+    """The run spec of API.md section 2; unknown fields are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    dataset = DatasetRef(required=True, metadata={"description": "dataset name or id",
+                                                  "example": "xor"})
+    layers = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1)),
+                         required=True, validate=validate.Length(min=2),
+                         metadata={"example": [2, 8, 1]})
+    activation = Activation(load_default=RUN_DEFAULTS["activation"],
+                            metadata={"description": "hidden activation, or one per hidden layer",
+                                      "enum": list(ACTIVATION_NAMES)})
+    output_activation = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(OUTPUT_ACTIVATION_NAMES),
+        metadata={"description": "default: softmax for cross_entropy with several outputs, "
+                                 "else sigmoid"})
+    loss = fields.String(load_default=RUN_DEFAULTS["loss"],
+                         validate=validate.OneOf(tuple(kernels.LOSSES)))
+    learning_rate = fields.Float(load_default=RUN_DEFAULTS["learning_rate"],
+                                 validate=validate.Range(min=0, min_inclusive=False))
+    batch_mode = fields.String(load_default=RUN_DEFAULTS["batch_mode"],
+                               validate=validate.OneOf(kernels.BATCH_MODES))
+    batch_size = fields.Integer(strict=True, load_default=RUN_DEFAULTS["batch_size"],
+                                validate=validate.Range(min=1))
+    epochs = fields.Integer(strict=True, load_default=RUN_DEFAULTS["epochs"],
+                            validate=validate.Range(min=0))
+    seed = fields.Integer(strict=True, load_default=RUN_DEFAULTS["seed"],
+                          validate=validate.Range(min=0, max=2**63 - 1))
+    shuffle = fields.Boolean(load_default=RUN_DEFAULTS["shuffle"], truthy={True}, falsy={False})
+    init = fields.String(load_default=RUN_DEFAULTS["init"], validate=validate.OneOf(kernels.INITS))
+    dtype = fields.String(load_default=RUN_DEFAULTS["dtype"],
+                          validate=validate.OneOf(kernels.DTYPES))
+    validation_split = fields.Float(load_default=0.0,
+                                    validate=validate.Range(min=0, max=1, max_inclusive=False))
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)),
+                       values=fields.String(validate=validate.Length(max=500)),
+                       load_default=dict)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _numeric_contract(self, data, **kwargs):
+        problems = numeric_problems(complete_spec(data))
+        if problems:
+            raise ValidationError({name: [message] for name, message in problems.items()})
+
+
+class DatasetSummarySchema(ma.Schema):
+    id = fields.Integer()
+    name = fields.String()
+
+
+class RunSchema(ma.Schema):
+    """A run as GET /runs/{id} shows it."""
+
+    id = fields.Integer()
+    name = fields.String(allow_none=True)
+    status = fields.String(metadata={"enum": ["queued", "running", "succeeded", "failed",
+                                              "diverged", "cancelled", "stopped_early"]})
+    spec = fields.Dict()
+    tags = fields.Dict()
+    dataset = fields.Nested(DatasetSummarySchema)
+    sweep_id = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    epochs = fields.Integer()
+    epochs_done = fields.Integer()
+    final_error = fields.Float(allow_none=True)
+    best_error = fields.Float(allow_none=True)
+    best_epoch = fields.Integer(allow_none=True)
+    final_accuracy = fields.Float(allow_none=True)
+    final_val_error = fields.Float(allow_none=True)
+    worker = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    error_message = fields.String(allow_none=True)
+
+
+class RunPageSchema(ma.Schema):
+    runs = fields.List(fields.Nested(RunSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class RunListArgsSchema(ma.Schema):
+    """Query parameters of GET /runs. Also accepted: tag.KEY=VALUE, and FIELD_min /
+    FIELD_max for learning_rate, batch_size, epochs, final_error, best_error."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    status = fields.String(metadata={"description": "one state or several, comma-separated"})
+    dataset = fields.String(metadata={"description": "dataset name or id"})
+    sweep_id = fields.Integer()
+    order_by = fields.String(load_default="-id",
+                             metadata={"description": "a field, '-' first for descending"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+
+
+class HistoryArgsSchema(ma.Schema):
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+
+
+class EpochSchema(ma.Schema):
+    epoch = fields.Integer()
+    error = fields.Float(allow_none=True)
+    accuracy = fields.Float(allow_none=True)
+    val_error = fields.Float(allow_none=True)
+    val_accuracy = fields.Float(allow_none=True)
+    seconds = fields.Float()
+
+
+class HistorySchema(ma.Schema):
+    run_id = fields.Integer()
+    history = fields.List(fields.Nested(EpochSchema))
+
+
+class ParamsArgsSchema(ma.Schema):
+    which = fields.String(load_default="final", validate=validate.OneOf(("final", "initial")))
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "npz")))
+
+
+class ParamsSchema(ma.Schema):
+    run_id = fields.Integer()
+    which = fields.String()
+    dtype = fields.String()
+    weights = fields.List(fields.List(fields.List(fields.Float())))
+    biases = fields.List(fields.List(fields.Float()))
+
+
+class PredictSchema(ma.Schema):
+    class Meta:
+        unknown = RAISE
+
+    inputs = fields.List(fields.List(fields.Float(allow_nan=False), validate=validate.Length(min=1)),
+                         required=True, validate=validate.Length(min=1, max=100_000))
+
+
+class PredictionSchema(ma.Schema):
+    run_id = fields.Integer()
+    outputs = fields.List(fields.List(fields.Float()))

@@ -1,0 +1,83 @@
+"""Configuration from the environment, with embedded defaults that need no server."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_DATABASE_URL = "sqlite:///descent.db"
+DEFAULT_BROKER_URL = "filesystem://descent-queue"
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest jobs the API accepts (each one an environment variable, DESCENT_MAX_...)."""
+
+    max_layers: int = 16
+    max_width: int = 4096
+    max_params: int = 20_000_000
+    max_epochs: int = 1_000_000
+    max_samples: int = 1_000_000
+    max_upload_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where runs are stored and queued, and how the CLI reaches the API."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    api_url: str = DEFAULT_API_URL
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env=None) -> "Settings":
+        """Settings from DESCENT_* variables; anything unset takes its embedded default."""
+        env = os.environ if env is None else env
+        limits = Limits(**{
+            name: int(env[f"DESCENT_{name.upper()}"])
+            for name in Limits.__dataclass_fields__
+            if f"DESCENT_{name.upper()}" in env
+        })
+        return cls(
+            database_url=env.get("DESCENT_DATABASE_URL", DEFAULT_DATABASE_URL),
+            broker_url=env.get("DESCENT_BROKER_URL", DEFAULT_BROKER_URL),
+            api_url=env.get("DESCENT_API_URL", DEFAULT_API_URL),
+            limits=limits,
+        )
+
+
+def celery_config(broker_url: str) -> dict:
+    """Celery settings shared by the API's queue client and the workers.
+
+    ``filesystem://FOLDER`` (the embedded default) is kombu's filesystem transport in FOLDER
+    (relative to the working directory), polled every 20 ms; anything else (``redis://...``)
+    is handed to kombu as it is.
+    """
+    config = {
+        "broker_url": broker_url,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,  # run state lives in the database
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+    parsed = urlparse(broker_url)
+    if parsed.scheme == "filesystem":
+        folder = Path((parsed.netloc + parsed.path) or "descent-queue").resolve()
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_url"] = "filesystem://"
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.02,
+        }
+    elif parsed.scheme in ("redis", "rediss"):
+        # A delivered task not acknowledged within this time is delivered again.
+        config["broker_transport_options"] = {"visibility_timeout": 3600}
+    return config

@@ -1,0 +1,129 @@
+"""SQLAlchemy models: datasets, runs, their per-epoch history and their parameters."""
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names, so migrations name the same things on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled", "stopped_early")
+FINAL_STATES = ("succeeded", "failed", "diverged", "cancelled", "stopped_early")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Dataset(Base):
+    """Training data: X and y as one NPZ blob, with its shape and a content hash."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_features: Mapped[int] = mapped_column(Integer)
+    # "labels" (1-D integer classes), "values" (1-D floats) or "matrix" (2-D floats)
+    target_kind: Mapped[str] = mapped_column(String(16))
+    n_targets: Mapped[int] = mapped_column(Integer)  # columns of a matrix target, else 1
+    n_classes: Mapped[Optional[int]] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Run(Base):
+    """One training job: its spec, state and summary of results."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_dataset_id_id", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    spec: Mapped[dict] = mapped_column(JSON)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    sweep_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # Spec fields people filter and sort on, copied out of the JSON.
+    learning_rate: Mapped[float] = mapped_column(Float)
+    batch_mode: Mapped[str] = mapped_column(String(16))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_message: Mapped[Optional[str]] = mapped_column(Text)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    final_error: Mapped[Optional[float]] = mapped_column(Float)
+    best_error: Mapped[Optional[float]] = mapped_column(Float)
+    best_epoch: Mapped[Optional[int]] = mapped_column(Integer)
+    final_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    final_val_error: Mapped[Optional[float]] = mapped_column(Float)
+
+    dataset: Mapped[Dataset] = relationship(lazy="joined")
+
+
+class Epoch(Base):
+    """One row of a run's history; non-finite errors are stored as NULL."""
+
+    __tablename__ = "epochs"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    error: Mapped[Optional[float]] = mapped_column(Float)
+    accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    val_error: Mapped[Optional[float]] = mapped_column(Float)
+    val_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+class Params(Base):
+    """A run's initial or final parameters as an NPZ blob (W1, B1, W2, B2, ...)."""
+
+    __tablename__ = "params"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    which: Mapped[str] = mapped_column(String(8), primary_key=True)  # "initial" | "final"
+    dtype: Mapped[str] = mapped_column(String(8))
+    data: Mapped[bytes] = mapped_column(LargeBinary)

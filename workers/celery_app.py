@@ -1,0 +1,38 @@
+"""The workers' Celery app, configured from the environment (service.config)."""
+
+import os
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init
+
+from service.config import Settings, celery_config
+
+settings = Settings.from_env()
+app = Celery("descent", include=["workers.tasks"])
+app.conf.update(celery_config(settings.broker_url))
+
+
+def limit_threads() -> None:
+    """One BLAS thread per worker process: N workers on N cores must not oversubscribe."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ.get("DESCENT_WORKER_THREADS", "1")))
+
+
+@worker_init.connect
+def _warm_up(**_):
+    """In the main process, before the pool forks: cap threads and compile (or load from
+    numba's cache) every kernel, so each forked child starts with them ready."""
+    from workers.warmup import warm_kernels
+
+    limit_threads()
+    warm_kernels()
+
+
+@worker_process_init.connect
+def _after_fork(**_):
+    # Engines must not be shared across fork: each process opens its own connections.
+    from workers import recorder
+
+    recorder.reset_engine()
+    limit_threads()
