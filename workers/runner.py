@@ -86,8 +86,7 @@ class HistoryWriter:
                            best_epoch=self.best[1])
         with self.sessions() as session:
             self.cancel_requested = store_runs.record_progress(
-                session, self.run_id, [dict(row, epoch=row["epoch"]) for row in self.pending],
-                summary)
+                session, self.run_id, self.pending, summary)
         self.pending = []
         self.last_flush = time.perf_counter()
 

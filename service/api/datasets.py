@@ -95,9 +95,6 @@ def checked_arrays(X, y) -> tuple[np.ndarray, np.ndarray]:
         y = y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.number):
         raise ApiError(422, "validation_error", "invalid y", {"y": "expected numbers"})
-    if np.issubdtype(y.dtype, np.floating) and y.ndim == 1 and np.all(y == np.round(y)) \
-            and np.all(np.isfinite(y)) and False:
-        y = y.astype(np.int64)
     if y.shape[0] != X.shape[0]:
         raise ApiError(422, "validation_error", "invalid y",
                        {"y": f"has {y.shape[0]} rows but X has {X.shape[0]}"})
@@ -174,7 +171,6 @@ class Datasets(MethodView):
         NPZ ``file``."""
         if request.files or request.form:
             name = request.form.get("name", "")
-            errors = NAME_RULE._format_error(name) if False else None
             try:
                 NAME_RULE(name)
             except Exception as exc:
