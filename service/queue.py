@@ -33,7 +33,7 @@ class QueueClient:
         """Whether a connection to the broker can be made now."""
         try:
             with self.celery.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1, timeout=2)
+                connection.ensure_connection(max_retries=0, timeout=2)
             return True
         except Exception:
             return False

@@ -1,15 +1,21 @@
 """The Flask app factory: blueprints, OpenAPI document and JSON errors."""
 
 from flask import Flask, g
-from flask_smorest import Api
+from flask_smorest import Api as SmorestApi
 
 from service.config import Settings
 from service.queue import QueueClient
 from service.store import make_engine, make_sessionmaker
 
-from .errors import register_error_handlers
+from .errors import ErrorSchema, register_error_handlers
 
 API_PREFIX = "/api/v1"
+
+
+class Api(SmorestApi):
+    """flask-smorest's Api, documenting our error body instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -2,13 +2,12 @@
 
 import csv
 import io
-import json
 
 import numpy as np
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy.exc import IntegrityError
 
 import kernels
 from service.store import Dataset
@@ -17,10 +16,14 @@ from service.store.arrays import to_npz
 
 from .context import db, settings
 from .errors import ApiError
+from .parser import FORM_TYPES, Blueprint
+from .schemas import StrictFloat, UtcDateTime
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets", description="Datasets")
 
-NAME_RULE = validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}$",
+# (?!\n) keeps Python's $ from accepting a trailing newline; the pattern is also valid in
+# the OpenAPI document's (ECMA) dialect.
+NAME_RULE = validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}(?!\n)$",
                             error="letters, digits, '_', '.', '-'; starting with a letter")
 
 
@@ -34,7 +37,7 @@ class DatasetSchema(Schema):
     n_classes = fields.Integer(allow_none=True)
     content_hash = fields.String()
     builtin = fields.Boolean()
-    created_at = fields.DateTime()
+    created_at = UtcDateTime()
 
 
 class DatasetListSchema(Schema):
@@ -47,9 +50,22 @@ class DatasetUploadSchema(Schema):
     ``file`` with a ``name`` form field."""
 
     name = fields.String(required=True, validate=NAME_RULE)
-    X = fields.List(fields.List(fields.Float(allow_nan=False)), required=True,
+    X = fields.List(fields.List(StrictFloat()), required=True,
                     validate=validate.Length(min=1))
     y = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+# The multipart form of an upload, for the OpenAPI document.
+MULTIPART_UPLOAD = {
+    "type": "object",
+    "required": ["name", "file"],
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_RULE.regex.pattern},
+        "file": {"type": "string", "format": "binary",
+                 "description": "CSV (last column is y; a header row is skipped) or NPZ "
+                                "with arrays X and y"},
+    },
+}
 
 
 class DatasetGetArgsSchema(Schema):
@@ -57,7 +73,19 @@ class DatasetGetArgsSchema(Schema):
                            validate=validate.OneOf(("json", "npz")))
 
 
+class DatasetStatsSchema(Schema):
+    X_mean = fields.List(fields.Float(), metadata={"description": "per feature"})
+    X_std = fields.List(fields.Float())
+    X_min = fields.List(fields.Float())
+    X_max = fields.List(fields.Float())
+    class_counts = fields.List(fields.Integer(), metadata={"description": "samples per class "
+                                                                         "(labels only)"})
+
+
 class DatasetDataSchema(DatasetSchema):
+    """A dataset with its summary (by default), or with X and y (format=json)."""
+
+    summary = fields.Nested(DatasetStatsSchema)
     X = fields.List(fields.List(fields.Float()))
     y = fields.List(fields.Raw())
 
@@ -66,8 +94,15 @@ def dataset_json(dataset: Dataset) -> dict:
     return {name: getattr(dataset, name) for name in DatasetSchema().fields}
 
 
+# Largest id the datasets table (INTEGER) can hold; larger ids name no dataset.
+MAX_DATASET_ID = 2**31 - 1
+
+
 def resolve_dataset(session, ref, create_builtin: bool = True):
     """A dataset by id or name; a built-in is stored the first time it is named."""
+    if (isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit())) \
+            and not 0 < int(ref) <= MAX_DATASET_ID:
+        return None
     dataset = store_datasets.find_dataset(session, ref)
     if dataset is None and create_builtin and ref in kernels.BUILTIN_DATASETS:
         X, y = kernels.load_dataset(ref)
@@ -87,7 +122,10 @@ def checked_arrays(X, y) -> tuple[np.ndarray, np.ndarray]:
         raise ApiError(422, "validation_error", "invalid X", {"X": "expected a non-empty 2-D array"})
     if not np.isfinite(X).all():
         raise ApiError(422, "validation_error", "invalid X", {"X": "contains NaN or infinity"})
-    y = np.asarray(y)
+    try:
+        y = np.asarray(y)
+    except (TypeError, ValueError):  # ragged
+        y = np.empty(0, dtype=object)
     if y.dtype == object or y.ndim not in (1, 2):
         raise ApiError(422, "validation_error", "invalid y",
                        {"y": "expected a list of numbers (labels or values) or of rows"})
@@ -164,17 +202,27 @@ class Datasets(MethodView):
         return {"datasets": [dataset_json(d) for d in store_datasets.list_datasets(db())],
                 "builtin_available": list(kernels.BUILTIN_DATASETS)}
 
-    @blp.arguments(DatasetUploadSchema, location="json", required=False)
+    # Either body is documented here; the view parses whichever came (with the blueprint's
+    # parser for JSON, so errors are the same as everywhere else).
+    @blp.doc(requestBody={"required": True, "content": {
+        "application/json": {"schema": DatasetUploadSchema},
+        "multipart/form-data": {"schema": MULTIPART_UPLOAD}}})
     @blp.response(201, DatasetSchema)
-    def post(self, body):
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def post(self):
         """Upload a dataset: JSON {"name", "X", "y"}, or multipart with ``name`` and a CSV or
         NPZ ``file``."""
-        if request.files or request.form:
+        if request.mimetype in FORM_TYPES:
             name = request.form.get("name", "")
             try:
                 NAME_RULE(name)
-            except Exception as exc:
-                raise ApiError(422, "validation_error", "invalid name", {"name": str(exc)}) from None
+            except ValidationError as exc:
+                raise ApiError(422, "validation_error", "invalid name",
+                               {"name": "; ".join(exc.messages)}) from None
             upload = request.files.get("file")
             if upload is None:
                 raise ApiError(422, "validation_error", "invalid file",
@@ -186,17 +234,20 @@ class Datasets(MethodView):
             else:
                 X, y = parse_csv(data.decode("utf-8", errors="replace"))
         else:
-            if not body:
-                raise ApiError(422, "validation_error", "invalid request",
-                               {"name": "send JSON {name, X, y} or a multipart upload"})
+            body = blp.ARGUMENTS_PARSER.parse(DatasetUploadSchema(), request, location="json")
             name, X, y = body["name"], body["X"], body["y"]
         X, y = checked_arrays(X, y)
         session = db()
         if name in kernels.BUILTIN_DATASETS or store_datasets.find_dataset(session, name):
             raise ApiError(409, "name_taken", f"a dataset named {name!r} exists",
                            {"name": "already taken"})
-        dataset = store_datasets.add_dataset(session, name, X, y)
-        session.commit()
+        try:
+            dataset = store_datasets.add_dataset(session, name, X, y)
+            session.commit()
+        except IntegrityError:  # uploaded by someone else since the check above
+            session.rollback()
+            raise ApiError(409, "name_taken", f"a dataset named {name!r} exists",
+                           {"name": "already taken"}) from None
         return dataset_json(dataset)
 
 
@@ -205,7 +256,9 @@ class DatasetByRef(MethodView):
     @blp.arguments(DatasetGetArgsSchema, location="query")
     @blp.response(200, DatasetDataSchema)
     @blp.alt_response(200, description="NPZ (X, y) when format=npz",
+                      schema={"type": "string", "format": "binary"},
                       content_type="application/octet-stream", success=True)
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args, ref):
         """A dataset's shape and summary; with format=json or npz, X and y themselves."""
         dataset = resolve_dataset(db(), ref)

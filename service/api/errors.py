@@ -1,7 +1,24 @@
 """Every error as JSON: {"error": {"code", "message", "fields"}} (API.md section 3)."""
 
 from flask import jsonify
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(metadata={"description": "machine-readable, such as validation_error, "
+                                                  "not_found, not_ready, queue_unavailable"})
+    message = fields.String(metadata={"description": "for people"})
+    # (named through data_key: a field called "fields" would shadow Schema.fields)
+    bad_fields = fields.Dict(keys=fields.String(), values=fields.String(), data_key="fields",
+                             metadata={"description": "what is wrong with each bad field "
+                                                      "(dotted paths for nested ones)"})
+
+
+class ErrorSchema(Schema):
+    """Every error the API answers (the OpenAPI document's error responses)."""
+
+    error = fields.Nested(ErrorDetailSchema)
 
 
 class ApiError(Exception):
@@ -18,23 +35,43 @@ def error_response(status: int, code: str, message: str, fields=None):
     return jsonify(body), status
 
 
+# Top-level keys of webargs' messages that name where the data came from, not a field.
+LOCATIONS = {"json", "query", "querystring", "form", "files", "headers", "view_args",
+             "json_or_form", "cookies"}
+
+
+def _text(value) -> str:
+    return "; ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
 def flatten_messages(messages) -> dict:
-    """webargs/marshmallow messages ({location: {field: [...]}}) as {field: "message"}."""
-    if isinstance(messages, dict) and set(messages) <= {"json", "query", "form", "files",
-                                                         "headers", "view_args"}:
-        merged = {}
-        for location_messages in messages.values():
-            merged.update(flatten_messages(location_messages))
-        return merged
-    flat = {}
-    for field, value in (messages or {}).items():
-        if isinstance(value, dict):
-            for sub, message in flatten_messages(value).items():
-                flat[f"{field}.{sub}" if not str(sub).startswith("[") else f"{field}{sub}"] = message
-        elif isinstance(value, list):
-            flat[field] = "; ".join(str(v) for v in value)
+    """webargs/marshmallow messages ({location: {field: [...]}}) as {field: "message"}, with
+    nested fields as dotted paths and list items as [i]: ``layers[1]``, ``X[2][0]``.
+
+    A message about a whole location (webargs' ``{"json": ["Invalid JSON body."]}``) is kept
+    under the location's name; one about the whole object under ``_schema``."""
+    if not isinstance(messages, dict):
+        return {"_schema": _text(messages)} if messages else {}
+    if not (messages and set(messages) <= LOCATIONS):
+        return _flatten_fields(messages)
+    merged = {}
+    for location, location_messages in messages.items():
+        if isinstance(location_messages, dict):
+            merged.update(_flatten_fields(location_messages))
         else:
-            flat[field] = str(value)
+            merged[location] = _text(location_messages)
+    return merged
+
+
+def _flatten_fields(messages: dict) -> dict:
+    flat = {}
+    for field, value in messages.items():
+        field = f"[{field}]" if isinstance(field, int) else str(field)
+        if isinstance(value, dict):
+            for sub, message in _flatten_fields(value).items():
+                flat[f"{field}{sub}" if sub.startswith("[") else f"{field}.{sub}"] = message
+        else:
+            flat[field] = _text(value)
     return flat
 
 
@@ -49,6 +86,8 @@ def register_error_handlers(app) -> None:
     def _http_error(error: HTTPException):
         data = getattr(error, "data", None) or {}
         fields = flatten_messages(data.get("messages")) if "messages" in data else {}
+        if "_schema" in fields:  # marshmallow's name for the body as a whole
+            fields["body"] = fields.pop("_schema")
         if error.code == 422:
             names = ", ".join(sorted(fields)) or "the request"
             return error_response(422, "validation_error", f"invalid {names}", fields)

@@ -1,11 +1,11 @@
 """/api/v1/health: reachability of the database, the broker and the workers."""
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from .context import engine, queue
+from .parser import Blueprint
 
 blp = Blueprint("health", __name__, url_prefix="/api/v1/health", description="Health")
 

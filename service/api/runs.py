@@ -1,14 +1,15 @@
 """/api/v1/runs: submit, list, inspect, cancel and use training runs."""
 
+import base64
 import csv
 import io
+import json
 import math
+from datetime import datetime
 
 import numpy as np
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
-from flask import request
 
 import kernels
 from service.queue import QueueUnavailable
@@ -20,7 +21,9 @@ from service.store.arrays import params_from_npz
 from .context import db, queue, settings
 from .datasets import resolve_dataset
 from .errors import ApiError
+from .parser import Blueprint
 from .schemas import (
+    RANGE_FIELDS,
     HistoryArgsSchema,
     HistorySchema,
     ParamsArgsSchema,
@@ -35,7 +38,10 @@ from .schemas import (
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Training runs")
 
-RANGE_FIELDS = ("learning_rate", "batch_size", "epochs", "final_error", "best_error")
+# Largest value a run id (BIGINT) or a sweep id (INTEGER) column can hold.
+MAX_RUN_ID = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+BAD_CURSOR = "not a valid page token; pass next_cursor of the previous page as it is"
 
 
 def run_json(run: Run) -> dict:
@@ -60,12 +66,13 @@ def run_json(run: Run) -> dict:
         "final_val_error": run.final_val_error,
         "worker": run.worker,
         "attempts": run.attempts,
+        "cancel_requested": bool(run.cancel_requested),
         "error_message": run.error_message,
     }
 
 
 def get_run_or_404(run_id: int) -> Run:
-    run = store_runs.get_run(db(), run_id)
+    run = store_runs.get_run(db(), run_id) if run_id <= MAX_RUN_ID else None
     if run is None:
         raise ApiError(404, "not_found", f"run {run_id} does not exist")
     return run
@@ -101,7 +108,8 @@ def submit_run(fields: dict, sweep_id=None) -> Run:
                        {"dataset": f"no dataset named {spec['dataset']!r}"})
     problems = dataset_problems(spec, dataset.n_features, dataset.target_kind,
                                 dataset.n_targets, dataset.n_classes)
-    problems.update(check_limits(spec, dataset.n_samples))
+    for field, message in check_limits(spec, dataset.n_samples).items():
+        problems[field] = f"{problems[field]}; {message}" if field in problems else message
     if problems:
         raise ApiError(422, "validation_error", f"invalid {', '.join(sorted(problems))}",
                        problems)
@@ -123,6 +131,9 @@ def submit_run(fields: dict, sweep_id=None) -> Run:
 class Runs(MethodView):
     @blp.arguments(RunSpecSchema)
     @blp.response(202, RunSchema)
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def post(self, fields):
         """Submit a training run: validate, store, enqueue."""
         return run_json(submit_run(fields))
@@ -130,19 +141,72 @@ class Runs(MethodView):
     @blp.arguments(RunListArgsSchema, location="query")
     @blp.response(200, RunPageSchema)
     def get(self, args):
-        """Query run history, newest first by default, one page at a time."""
+        """Query run history, newest first by default, one page at a time.
+
+        Filters: status (comma-separated states), dataset (name or id), sweep_id,
+        tag.KEY=VALUE, and FIELD_min / FIELD_max ranges (inclusive); all are ANDed. Pass
+        next_cursor back as cursor for the next page; pages stay stable while new runs
+        arrive."""
         query = parse_run_query(args)
+        page, next_cursor = store_runs.list_runs(db(), query)
+        return {"runs": [run_json(run) for run in page],
+                "next_cursor": wrap_cursor(query, next_cursor)}
+
+
+def order_key(query: store_runs.RunQuery) -> str:
+    return ("-" if query.descending else "") + query.order_by
+
+
+def wrap_cursor(query: store_runs.RunQuery, token):
+    """The store's page token bound to the order it was made for (opaque to clients)."""
+    if token is None:
+        return None
+    return _b64(json.dumps([order_key(query), *store_runs.decode_cursor(token)]))
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def unwrap_cursor(query: store_runs.RunQuery, cursor: str) -> str:
+    """The store's page token behind a cursor of ours; ApiError 422 naming ``cursor`` when
+    it is not one of ours or was made for another order_by."""
+    def bad(message=BAD_CURSOR):
+        return ApiError(422, "validation_error", "invalid cursor", {"cursor": message})
+
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except Exception:
+        raise bad() from None
+    if not isinstance(values, list) or len(values) != 4:
+        raise bad()
+    order, is_null, value, last_id = values
+    if order != order_key(query):
+        raise bad(f"made for order_by={order}, not {order_key(query)}"
+                  if isinstance(order, str) else BAD_CURSOR)
+    if not isinstance(is_null, bool) or isinstance(last_id, bool) \
+            or not isinstance(last_id, int) or not 0 <= last_id <= MAX_RUN_ID:
+        raise bad()
+    if is_null:
+        ok = value is None
+    elif query.order_by == "created_at":
         try:
-            page, next_cursor = store_runs.list_runs(db(), query)
-        except ValueError as exc:
-            raise ApiError(422, "validation_error", str(exc), {"cursor": str(exc)}) from None
-        return {"runs": [run_json(run) for run in page], "next_cursor": next_cursor}
+            datetime.fromisoformat(value)
+            ok = True
+        except (TypeError, ValueError):
+            ok = False
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value) and abs(value) <= MAX_RUN_ID
+    if not ok:
+        raise bad()
+    return store_runs.encode_cursor([is_null, value, last_id])
 
 
 def parse_run_query(args: dict) -> store_runs.RunQuery:
     """GET /runs query parameters as a RunQuery; ApiError 422 naming a bad parameter."""
     problems = {}
-    query = store_runs.RunQuery(limit=args["limit"], cursor=args.get("cursor"))
+    query = store_runs.RunQuery(limit=args["limit"])
     if args.get("status"):
         statuses = [s.strip() for s in args["status"].split(",") if s.strip()]
         unknown = [s for s in statuses if s not in store_runs.RUN_STATES]
@@ -152,39 +216,33 @@ def parse_run_query(args: dict) -> store_runs.RunQuery:
     if args.get("dataset"):
         dataset = resolve_dataset(db(), args["dataset"], create_builtin=False)
         query.dataset_id = dataset.id if dataset is not None else -1
-    query.sweep_id = args.get("sweep_id")
-    order = args["order_by"]
-    query.descending = order.startswith("-")
-    query.order_by = order.lstrip("-+")
-    if query.order_by not in store_runs.ORDERABLE:
-        problems["order_by"] = f"expected one of {', '.join(store_runs.ORDERABLE)}"
+    if args.get("sweep_id") is not None:
+        # An id no sweep can have matches nothing (rather than overflowing the column).
+        query.sweep_id = args["sweep_id"] if 0 <= args["sweep_id"] <= MAX_INT32 else -1
+    query.descending = args["order_by"].startswith("-")
+    query.order_by = args["order_by"].lstrip("-")
+    for name in RANGE_FIELDS:
+        low, high = args.get(f"{name}_min"), args.get(f"{name}_max")
+        if low is not None or high is not None:
+            query.ranges[name] = (low, high)
     known = set(RunListArgsSchema().fields)
     for key, value in args.items():
-        if key in known:
-            continue
         if key.startswith("tag.") and len(key) > 4:
             query.tags[key[4:]] = value
-            continue
-        name, _, bound = key.rpartition("_")
-        if name in RANGE_FIELDS and bound in ("min", "max"):
-            try:
-                number = float(value)
-            except ValueError:
-                problems[key] = "expected a number"
-                continue
-            low, high = query.ranges.get(name, (None, None))
-            query.ranges[name] = (number, high) if bound == "min" else (low, number)
-            continue
-        problems[key] = "unknown query parameter"
+        elif key not in known:
+            problems[key] = "unknown query parameter"
     if problems:
         raise ApiError(422, "validation_error", f"invalid {', '.join(sorted(problems))}",
                        problems)
+    if args.get("cursor"):
+        query.cursor = unwrap_cursor(query, args["cursor"])
     return query
 
 
 @blp.route("/<int:run_id>")
 class RunById(MethodView):
     @blp.response(200, RunSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, run_id):
         """One run: spec, state, timestamps, progress and summary of results."""
         return run_json(get_run_or_404(run_id))
@@ -194,8 +252,9 @@ class RunById(MethodView):
 class RunHistory(MethodView):
     @blp.arguments(HistoryArgsSchema, location="query")
     @blp.response(200, HistorySchema)
-    @blp.alt_response(200, description="CSV when format=csv",
+    @blp.alt_response(200, description="CSV when format=csv", schema={"type": "string"},
                       content_type="text/csv", success=True)
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args, run_id):
         """Per-epoch history: error, accuracy and validation error where recorded."""
         get_run_or_404(run_id)
@@ -229,7 +288,10 @@ class RunParams(MethodView):
     @blp.arguments(ParamsArgsSchema, location="query")
     @blp.response(200, ParamsSchema)
     @blp.alt_response(200, description="NPZ (W1, B1, W2, B2, ...) when format=npz",
+                      schema={"type": "string", "format": "binary"},
                       content_type="application/octet-stream", success=True)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
     def get(self, args, run_id):
         """Final parameters, or the initial ones with which=initial; JSON or NPZ."""
         _, row = stored_params(run_id, args["which"])
@@ -246,6 +308,8 @@ class RunParams(MethodView):
 @blp.route("/<int:run_id>/cancel")
 class RunCancel(MethodView):
     @blp.response(202, RunSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
     def post(self, run_id):
         """Cancel queued or running work; a finished run is left as it is (409)."""
         run = get_run_or_404(run_id)
@@ -258,15 +322,18 @@ class RunCancel(MethodView):
 class RunPredict(MethodView):
     @blp.arguments(PredictSchema)
     @blp.response(200, PredictionSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
     def post(self, body, run_id):
         """Outputs of the trained network for the given input rows."""
         run, row = stored_params(run_id, "final")
         spec = run.spec
-        inputs = np.asarray(body["inputs"], dtype=np.float64)
-        if inputs.ndim != 2 or inputs.shape[1] != spec["layers"][0]:
-            width = inputs.shape[1] if inputs.ndim == 2 else "ragged"
+        widths = sorted({len(row) for row in body["inputs"]})
+        if widths != [spec["layers"][0]]:
             raise ApiError(422, "validation_error", "invalid inputs",
-                           {"inputs": f"rows must have {spec['layers'][0]} values, got {width}"})
+                           {"inputs": f"every row must have {spec['layers'][0]} values (layers[0]),"
+                                      f" got rows of {', '.join(map(str, widths))}"})
+        inputs = np.asarray(body["inputs"], dtype=np.float64)
         outputs = kernels.predict(params_from_npz(row.data), inputs,
                                   activation=spec["activation"],
                                   output_activation=spec["output_activation"],

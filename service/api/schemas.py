@@ -1,13 +1,47 @@
 """Request and response schemas: one set feeds validation and the OpenAPI document."""
 
+from datetime import timezone
+
 import marshmallow as ma
 from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 
 import kernels
-from service.runspec import RUN_DEFAULTS, numeric_problems, complete_spec
+from service.runspec import RUN_DEFAULTS, complete_spec, numeric_problems
+from service.store.runs import ORDERABLE, RUN_STATES
 
 ACTIVATION_NAMES = tuple(kernels.HIDDEN_ACTIVATIONS)
 OUTPUT_ACTIVATION_NAMES = tuple(kernels.OUTPUT_ACTIVATIONS)
+# Sizes, batch sizes and epochs are INTEGER columns or int64 arrays: bound them before anything
+# converts them (the configured limits, usually far lower, are checked afterwards).
+INT32 = 2**31 - 1
+
+
+class UtcDateTime(fields.DateTime):
+    """A timestamp in ISO 8601 with its UTC offset (SQLite hands back naive UTC datetimes)."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+class StrictFloat(fields.Float):
+    """A JSON number (an integer or a float), never a string or a boolean; finite unless
+    ``allow_nan``."""
+
+    def _validated(self, value):
+        if isinstance(value, (str, bytes)):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only (not 1, 0 or strings)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
 
 
 class DatasetRef(fields.Field):
@@ -42,7 +76,7 @@ class RunSpecSchema(ma.Schema):
 
     dataset = DatasetRef(required=True, metadata={"description": "dataset name or id",
                                                   "example": "xor"})
-    layers = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1)),
+    layers = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=INT32)),
                          required=True, validate=validate.Length(min=2),
                          metadata={"example": [2, 8, 1]})
     activation = Activation(load_default=RUN_DEFAULTS["activation"],
@@ -54,22 +88,22 @@ class RunSpecSchema(ma.Schema):
                                  "else sigmoid"})
     loss = fields.String(load_default=RUN_DEFAULTS["loss"],
                          validate=validate.OneOf(tuple(kernels.LOSSES)))
-    learning_rate = fields.Float(load_default=RUN_DEFAULTS["learning_rate"],
-                                 validate=validate.Range(min=0, min_inclusive=False))
+    learning_rate = StrictFloat(load_default=RUN_DEFAULTS["learning_rate"],
+                                validate=validate.Range(min=0, min_inclusive=False))
     batch_mode = fields.String(load_default=RUN_DEFAULTS["batch_mode"],
                                validate=validate.OneOf(kernels.BATCH_MODES))
     batch_size = fields.Integer(strict=True, load_default=RUN_DEFAULTS["batch_size"],
-                                validate=validate.Range(min=1))
+                                validate=validate.Range(min=1, max=INT32))
     epochs = fields.Integer(strict=True, load_default=RUN_DEFAULTS["epochs"],
-                            validate=validate.Range(min=0))
+                            validate=validate.Range(min=0, max=INT32))
     seed = fields.Integer(strict=True, load_default=RUN_DEFAULTS["seed"],
                           validate=validate.Range(min=0, max=2**63 - 1))
-    shuffle = fields.Boolean(load_default=RUN_DEFAULTS["shuffle"], truthy={True}, falsy={False})
+    shuffle = StrictBoolean(load_default=RUN_DEFAULTS["shuffle"])
     init = fields.String(load_default=RUN_DEFAULTS["init"], validate=validate.OneOf(kernels.INITS))
     dtype = fields.String(load_default=RUN_DEFAULTS["dtype"],
                           validate=validate.OneOf(kernels.DTYPES))
-    validation_split = fields.Float(load_default=0.0,
-                                    validate=validate.Range(min=0, max=1, max_inclusive=False))
+    validation_split = StrictFloat(load_default=0.0,
+                                  validate=validate.Range(min=0, max=1, max_inclusive=False))
     name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)),
                        values=fields.String(validate=validate.Length(max=500)),
@@ -98,9 +132,9 @@ class RunSchema(ma.Schema):
     tags = fields.Dict()
     dataset = fields.Nested(DatasetSummarySchema)
     sweep_id = fields.Integer(allow_none=True)
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
+    created_at = UtcDateTime()
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
     epochs = fields.Integer()
     epochs_done = fields.Integer()
     final_error = fields.Float(allow_none=True)
@@ -110,6 +144,9 @@ class RunSchema(ma.Schema):
     final_val_error = fields.Float(allow_none=True)
     worker = fields.String(allow_none=True)
     attempts = fields.Integer()
+    cancel_requested = fields.Boolean(metadata={"description": "a cancel was asked for; a "
+                                                               "running run stops at its next "
+                                                               "chunk"})
     error_message = fields.String(allow_none=True)
 
 
@@ -118,20 +155,34 @@ class RunPageSchema(ma.Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class RunListArgsSchema(ma.Schema):
-    """Query parameters of GET /runs. Also accepted: tag.KEY=VALUE, and FIELD_min /
-    FIELD_max for learning_rate, batch_size, epochs, final_error, best_error."""
+# Run columns GET /runs filters by range, with FIELD_min and FIELD_max (both inclusive).
+RANGE_FIELDS = ("learning_rate", "batch_size", "epochs", "epochs_done", "final_error",
+                "best_error", "final_accuracy")
+ORDER_CHOICES = tuple(f"{sign}{name}" for name in ORDERABLE for sign in ("", "-"))
 
+
+class _RunListArgs(ma.Schema):
     class Meta:
-        unknown = ma.INCLUDE
+        unknown = ma.INCLUDE  # tag.KEY parameters; anything else is rejected by the view
 
-    status = fields.String(metadata={"description": "one state or several, comma-separated"})
+    status = fields.String(metadata={"description": "one state or several, comma-separated: "
+                                                    + ", ".join(RUN_STATES)})
     dataset = fields.String(metadata={"description": "dataset name or id"})
     sweep_id = fields.Integer()
-    order_by = fields.String(load_default="-id",
-                             metadata={"description": "a field, '-' first for descending"})
+    order_by = fields.String(load_default="-id", validate=validate.OneOf(ORDER_CHOICES),
+                             metadata={"description": "a field, '-' first for descending; "
+                                                      "ties are broken by id"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = fields.String(metadata={"description": "next_cursor of the previous page (made "
+                                                    "for the same order_by)"})
+
+
+# Query parameters of GET /runs: the above, FIELD_min / FIELD_max for each range field, and
+# tag.KEY=VALUE (runs whose tag KEY is VALUE; several are ANDed).
+RunListArgsSchema = type("RunListArgsSchema", (_RunListArgs,), {
+    f"{name}_{bound}": fields.Float(metadata={"description": f"runs with {name} {op} this"})
+    for name in RANGE_FIELDS for bound, op in (("min", ">="), ("max", "<="))
+})
 
 
 class HistoryArgsSchema(ma.Schema):
@@ -169,7 +220,7 @@ class PredictSchema(ma.Schema):
     class Meta:
         unknown = RAISE
 
-    inputs = fields.List(fields.List(fields.Float(allow_nan=False), validate=validate.Length(min=1)),
+    inputs = fields.List(fields.List(StrictFloat(), validate=validate.Length(min=1)),
                          required=True, validate=validate.Length(min=1, max=100_000))
 
 

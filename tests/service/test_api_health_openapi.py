@@ -1,0 +1,172 @@
+"""/api/v1/health and the OpenAPI document (with its browsable page)."""
+
+import pytest
+
+from service.api import create_app
+from service.config import Settings
+
+from .conftest import API, error_of
+
+# Every endpoint of API.md section 3 that exists, as (path in the document, method).
+ENDPOINTS = [
+    ("/api/v1/runs", "post"),
+    ("/api/v1/runs", "get"),
+    ("/api/v1/runs/{run_id}", "get"),
+    ("/api/v1/runs/{run_id}/history", "get"),
+    ("/api/v1/runs/{run_id}/params", "get"),
+    ("/api/v1/runs/{run_id}/cancel", "post"),
+    ("/api/v1/runs/{run_id}/predict", "post"),
+    ("/api/v1/datasets", "post"),
+    ("/api/v1/datasets", "get"),
+    ("/api/v1/datasets/{ref}", "get"),
+    ("/api/v1/health", "get"),
+]
+
+
+@pytest.fixture
+def sqlite_client(sqlite_url, embedded_broker_url):
+    """For what does not depend on the database: a client on SQLite only."""
+    clients = []
+
+    def make(testing=True, **settings):
+        settings = {"database_url": sqlite_url, "broker_url": embedded_broker_url, **settings}
+        app = create_app({"SETTINGS": Settings(**settings), "TESTING": testing})
+        clients.append(app)
+        return app.test_client()
+
+    yield make
+    for app in clients:
+        app.extensions["descent"]["engine"].dispose()
+
+
+def test_health_on_the_embedded_broker(client):
+    response = client.get(f"{API}/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["api"] is True and body["database"] is True and body["broker"] is True
+    assert body["status"] == "ok"
+    assert body["workers"] is None  # the filesystem broker cannot broadcast a ping
+
+
+def test_health_with_an_unreachable_broker(sqlite_client):
+    response = sqlite_client(broker_url="redis://127.0.0.1:1/0").get(f"{API}/health")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["broker"] is False and body["database"] is True and body["api"] is True
+    assert body["status"] == "degraded"
+
+
+def test_health_with_an_unreachable_database(sqlite_client):
+    client = sqlite_client(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    response = client.get(f"{API}/health")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["database"] is False and body["broker"] is True
+    assert body["status"] == "degraded"
+
+
+@pytest.fixture
+def document(sqlite_client):
+    response = sqlite_client().get(f"{API}/openapi.json")
+    assert response.status_code == 200 and response.is_json
+    return response.get_json()
+
+
+def test_openapi_document_is_valid(document):
+    openapi_spec_validator = pytest.importorskip("openapi_spec_validator")
+    openapi_spec_validator.validate(document)
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "Descent"
+
+
+def _resolve(document, node):
+    while "$ref" in node:
+        kind, name = node["$ref"].split("/")[-2:]
+        node = document["components"][kind][name]
+    return node
+
+
+def test_openapi_lists_every_endpoint_with_schemas(document):
+    paths = document["paths"]
+    for path, method in ENDPOINTS:
+        assert method in paths.get(path, {}), (path, method)
+        operation = paths[path][method]
+        assert operation.get("summary"), (path, method)
+        responses = operation["responses"]
+        success = [code for code in responses if code.startswith("2")]
+        assert success, (path, method)
+        for code in success:
+            content = _resolve(document, responses[code])["content"]
+            assert "schema" in content["application/json"], (path, method, code)
+        if method == "post" and not path.endswith("/cancel"):
+            body = operation["requestBody"]["content"]["application/json"]
+            assert body["schema"], (path, method)
+        # errors are documented with our error body (a degraded health check is a report)
+        error_codes = [code for code in responses if code[0] in "45"] + ["default"]
+        for code in error_codes:
+            schema = _resolve(document, responses[code])["content"]["application/json"]["schema"]
+            expected = "Health" if (path, code) == ("/api/v1/health", "503") else "Error"
+            assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, method, code)
+
+
+def test_openapi_documents_every_route_the_app_serves(sqlite_client, document):
+    client = sqlite_client()
+    served = set()
+    for rule in client.application.url_map.iter_rules():
+        if not rule.rule.startswith(API) or rule.endpoint.startswith("api-docs"):
+            continue
+        path = rule.rule
+        for argument in rule.arguments:
+            path = path.replace(f"<int:{argument}>", f"{{{argument}}}")
+            path = path.replace(f"<{argument}>", f"{{{argument}}}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            served.add((path, method.lower()))
+    documented = {(path, method) for path, operations in document["paths"].items()
+                  for method in operations if method != "parameters"}
+    assert served == documented
+    assert set(ENDPOINTS) <= documented
+
+
+def test_openapi_schemas_match_the_contract(document):
+    schemas = document["components"]["schemas"]
+    error = schemas["Error"]
+    assert set(error["properties"]) == {"error"}
+    detail = _resolve(document, error["properties"]["error"])
+    assert set(detail["properties"]) == {"code", "message", "fields"}
+    spec = schemas["RunSpec"]
+    assert set(spec["required"]) == {"dataset", "layers"}
+    assert set(spec["properties"]) == {
+        "dataset", "layers", "activation", "output_activation", "loss", "learning_rate",
+        "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype",
+        "validation_split", "name", "tags"}
+    assert spec.get("additionalProperties") is False
+    assert spec["properties"]["loss"]["enum"] == ["mse", "cross_entropy"]
+    runs = document["paths"]["/api/v1/runs"]["get"]
+    names = {p["name"] for p in runs["parameters"]}
+    assert {"status", "dataset", "sweep_id", "order_by", "limit", "cursor",
+            "learning_rate_min", "learning_rate_max", "final_error_min",
+            "final_error_max"} <= names
+    upload = document["paths"]["/api/v1/datasets"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"application/json", "multipart/form-data"}
+    history = document["paths"]["/api/v1/runs/{run_id}/history"]["get"]["responses"]["200"]
+    assert set(history["content"]) == {"application/json", "text/csv"}
+    params = document["paths"]["/api/v1/runs/{run_id}/params"]["get"]["responses"]["200"]
+    assert set(params["content"]) == {"application/json", "application/octet-stream"}
+
+
+def test_docs_page(sqlite_client):
+    client = sqlite_client()
+    response = client.get(f"{API}/docs")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "swagger" in page.lower() and "openapi.json" in page
+    error_of(client.get(f"{API}/docs/nothing"), 404)
+
+
+def test_unexpected_errors_are_json_500s(sqlite_client, tmp_path):
+    # a database nobody migrated: every query fails inside the view
+    client = sqlite_client(testing=False, database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    error = error_of(client.get(f"{API}/runs"), 500)
+    assert error["code"] == "internal_server_error"
+    assert "runs" not in error["message"]  # no SQL or table names leak out
