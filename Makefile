@@ -1,11 +1,15 @@
 # Two entry points for a fresh machine; both create .venv on first use.
-#   make demo   set up, then train a network on a built-in dataset and show its error curve
+#   make up     set up, start Descent on embedded defaults (API and workers, no server to
+#               install), train examples/xor.json through it, and keep serving until Ctrl-C
 #   make test   set up, then run the whole test suite
+# Also: make demo (the training core alone, no service), make bench.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PORT ?= 8000
+WORKERS ?= 2
 
-.PHONY: demo test bench
+.PHONY: up demo test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +22,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
+
+up: $(VENV)/.installed
+	$(BIN)/descent up --port $(PORT) --workers $(WORKERS) --submit examples/xor.json
 
 demo: $(VENV)/.installed
 	$(BIN)/python examples/train_xor.py

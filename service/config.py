@@ -67,13 +67,15 @@ def celery_config(broker_url: str) -> dict:
     parsed = urlparse(broker_url)
     if parsed.scheme == "filesystem":
         folder = Path((parsed.netloc + parsed.path) or "descent-queue").resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_url"] = "filesystem://"
+        config["broker_url"] = "filesystem://localhost/"  # a host, or kombu warns of none
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Broadcast (pidbox) tables; kombu's default is ./control in the working directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.02,
         }
