@@ -70,6 +70,8 @@ def celery_config(broker_url: str) -> dict:
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_url"] = "filesystem://localhost/"  # a host, or kombu warns of none
+        # kombu's own filesystem transport can lose a message a producer is still writing.
+        config["broker_transport"] = "service.fstransport:Transport"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),

@@ -10,6 +10,10 @@ from service.config import Settings, celery_config
 settings = Settings.from_env()
 app = Celery("descent", include=["workers.tasks"])
 app.conf.update(celery_config(settings.broker_url))
+# When a pool process dies mid-task, billiard waits this long for a result it might still
+# have sent before rejecting (and so redelivering) the task; the default is 10 s. Run state
+# lives in the database and results are ignored, so there is nothing worth waiting for.
+app.conf.worker_lost_wait = 1.0
 
 
 def limit_threads() -> None:

@@ -62,7 +62,12 @@ def add_dataset_once(session: Session, name: str, X: np.ndarray, y: np.ndarray,
 
 def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of a stored dataset."""
-    arrays = from_npz(dataset.data)
+    return dataset_arrays_from(dataset.data)
+
+
+def dataset_arrays_from(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of a stored dataset's ``data`` blob."""
+    arrays = from_npz(data)
     return arrays["X"], arrays["y"]
 
 

@@ -56,7 +56,8 @@ class Dataset(Base):
     n_classes: Mapped[Optional[int]] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    # Deferred: loaded on first access, not with every run that refers to the dataset.
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

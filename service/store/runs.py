@@ -97,7 +97,7 @@ def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[st
     if query.sweep_id is not None:
         stmt = stmt.where(Run.sweep_id == query.sweep_id)
     for key, value in query.tags.items():
-        stmt = stmt.where(func.json_extract(Run.tags, f"$.{key}") == value
+        stmt = stmt.where(func.json_extract(Run.tags, f'$."{key}"') == value
                           if session.bind.dialect.name == "sqlite"
                           else Run.tags[key].as_string() == value)
     for name, (low, high) in query.ranges.items():
@@ -132,51 +132,123 @@ def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[st
 # ------------------------------------------------------------------------ worker's side
 
 
-def claim_run(session: Session, run_id: int, worker: str) -> Optional[Run]:
-    """Mark a queued (or redelivered running) run as running by ``worker`` and clear any
-    history of an earlier attempt. Returns None when the run should not train (gone,
-    finished, or cancelled). Commits."""
+class LostRun(Exception):
+    """The run is no longer this attempt's to write: it was claimed again by another
+    delivery of its task (a redelivery after a lost worker or a broker timeout), or deleted."""
+
+
+def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int] = None,
+              states: Sequence[str] = ("queued", "running")) -> Optional[Run]:
+    """Mark a run in one of ``states`` (queued, or running under a lost worker) as running
+    by ``worker``, and clear the history and parameters of an earlier attempt. Returns None
+    when the run should not train (gone, finished, cancelled, or, with ``attempts``, claimed
+    again since the caller saw it with that many attempts); a run whose cancel was
+    requested ends ``cancelled`` here. Commits.
+
+    The returned run's ``attempts`` identifies this claim: pass it as ``attempt`` to
+    ``record_progress``, ``complete_run`` and ``finish_run``, which then refuse to write
+    (LostRun / False) once a later claim of the same run has taken over, so two deliveries
+    of one task never interleave their history.
+    """
     now = utcnow()
-    claimed = session.execute(
+    where = [Run.id == run_id, Run.status.in_(states), Run.cancel_requested.is_(False)]
+    if attempts is not None:
+        where.append(Run.attempts == attempts)
+    run = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.in_(("queued", "running")),
-               Run.cancel_requested.is_(False))
+        .where(*where)
         .values(status="running", worker=worker, attempts=Run.attempts + 1,
-                started_at=now, heartbeat_at=now, epochs_done=0, final_error=None,
-                best_error=None, best_epoch=None, final_accuracy=None, final_val_error=None,
-                error_message=None)
-    ).rowcount
-    if not claimed:
-        run = session.get(Run, run_id)
-        if run is not None and run.status == "queued" and run.cancel_requested:
-            finish_run(session, run_id, "cancelled")
+                started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0,
+                final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
+                final_val_error=None, error_message=None)
+        .returning(Run),
+        execution_options={"populate_existing": True},
+    ).scalar()
+    if run is None:
+        # A cancel requested before this delivery (possibly while a lost worker trained
+        # it) ends the run now; its history so far is kept.
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_(("queued", "running")),
+                   Run.cancel_requested.is_(True))
+            .values(status="cancelled", finished_at=now)
+        )
         session.commit()
         return None
-    session.execute(delete(Epoch).where(Epoch.run_id == run_id))
-    session.execute(delete(Params).where(Params.run_id == run_id))
+    if run.attempts > 1:  # an earlier attempt may have left rows behind
+        session.execute(delete(Epoch).where(Epoch.run_id == run_id))
+        session.execute(delete(Params).where(Params.run_id == run_id))
     session.commit()
-    return session.get(Run, run_id, populate_existing=True)
+    return run
 
 
 def _finite(value):
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def record_progress(session: Session, run_id: int, rows: list[dict], summary: dict) -> bool:
+def _owned(run_id: int, attempt: Optional[int]):
+    """WHERE clause of writes by claim ``attempt`` (any running attempt when None)."""
+    clause = and_(Run.id == run_id, Run.status == "running")
+    return clause if attempt is None else and_(clause, Run.attempts == attempt)
+
+
+def record_progress(session: Session, run_id: int, rows: list[dict], summary: dict,
+                    attempt: Optional[int] = None) -> bool:
     """Append history rows and update the run's summary (epochs_done, final/best error...).
-    Returns True when a cancel was requested. Commits."""
+    Returns True when a cancel was requested. Raises LostRun (writing nothing) when the run
+    is no longer running under claim ``attempt``. Commits.
+
+    The run row is updated before the rows are inserted: on PostgreSQL that update takes the
+    row lock a competing ``claim_run`` needs, so a claim either sees these rows (and deletes
+    them) or this write sees the claim (and raises)."""
+    values = {key: (_finite(value) if isinstance(value, float) else value)
+              for key, value in summary.items()}
+    values["heartbeat_at"] = utcnow()
+    cancel = session.execute(
+        update(Run).where(_owned(run_id, attempt)).values(**values)
+        .returning(Run.cancel_requested)
+    ).scalar()
+    if cancel is None:
+        session.rollback()
+        raise LostRun(f"run {run_id} is no longer running under attempt {attempt}")
     if rows:
         for row in rows:
             for key in ("error", "accuracy", "val_error", "val_accuracy"):
                 row[key] = _finite(row.get(key))
         session.execute(Epoch.__table__.insert(), rows)
-    values = {key: (_finite(value) if isinstance(value, float) else value)
-              for key, value in summary.items()}
-    values["heartbeat_at"] = utcnow()
-    session.execute(update(Run).where(Run.id == run_id).values(**values))
-    cancel = session.scalar(select(Run.cancel_requested).where(Run.id == run_id))
     session.commit()
     return bool(cancel)
+
+
+def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: list[dict],
+                 summary: dict, status: str, error_message: Optional[str] = None,
+                 params: Optional[dict] = None) -> None:
+    """Finish a run in one transaction: its last history rows, summary, final state and
+    parameters (``{which: (dtype, npz bytes)}``). Raises LostRun (writing nothing) when the
+    run is no longer running under claim ``attempt``. Commits."""
+    assert status in FINAL_STATES
+    values = {key: (_finite(value) if isinstance(value, float) else value)
+              for key, value in summary.items()}
+    now = utcnow()
+    values.update(status=status, error_message=error_message, finished_at=now,
+                  heartbeat_at=now)
+    owned = session.execute(
+        update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id)
+    ).scalar()
+    if owned is None:
+        session.rollback()
+        raise LostRun(f"run {run_id} is no longer running under attempt {attempt}")
+    if rows:
+        for row in rows:
+            for key in ("error", "accuracy", "val_error", "val_accuracy"):
+                row[key] = _finite(row.get(key))
+        session.execute(Epoch.__table__.insert(), rows)
+    if params:
+        # A claim clears an earlier attempt's parameters, so these are new rows.
+        session.execute(Params.__table__.insert(), [
+            {"run_id": run_id, "which": which, "dtype": dtype, "data": data}
+            for which, (dtype, data) in params.items()])
+    session.commit()
 
 
 def store_params(session: Session, run_id: int, which: str, dtype: str, data: bytes) -> None:
@@ -184,13 +256,16 @@ def store_params(session: Session, run_id: int, which: str, dtype: str, data: by
     session.merge(Params(run_id=run_id, which=which, dtype=dtype, data=data))
 
 
-def finish_run(session: Session, run_id: int, status: str, error_message=None) -> None:
-    """Put a run in a final state (the caller commits)."""
+def finish_run(session: Session, run_id: int, status: str, error_message=None,
+               attempt: Optional[int] = None) -> bool:
+    """Put a run in a final state (the caller commits). With ``attempt``, only a run still
+    running under that claim changes; returns whether the run changed."""
     assert status in FINAL_STATES
-    session.execute(
-        update(Run).where(Run.id == run_id)
+    where = Run.id == run_id if attempt is None else _owned(run_id, attempt)
+    return bool(session.execute(
+        update(Run).where(where)
         .values(status=status, finished_at=utcnow(), error_message=error_message)
-    )
+    ).rowcount)
 
 
 # ------------------------------------------------------------------------ client's side
@@ -198,15 +273,18 @@ def finish_run(session: Session, run_id: int, status: str, error_message=None) -
 
 def request_cancel(session: Session, run_id: int) -> Optional[Run]:
     """Cancel a run: a queued one ends now, a running one at its next chunk. Returns the
-    run (unchanged if already final) or None if there is none. Commits."""
-    run = session.get(Run, run_id)
-    if run is None:
+    run (unchanged if already final) or None if there is none. Commits.
+
+    Both updates are conditional on the state they change, so a worker claiming the run
+    between them cannot lose the request: a run claimed before the first is caught by the
+    second, and a claim refuses a run whose cancel is already requested."""
+    if session.get(Run, run_id) is None:
         return None
-    if run.status == "queued":
-        session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
-                        .values(cancel_requested=True, status="cancelled", finished_at=utcnow()))
-    elif run.status == "running":
-        session.execute(update(Run).where(Run.id == run_id).values(cancel_requested=True))
+    now = utcnow()
+    session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
+                    .values(cancel_requested=True, status="cancelled", finished_at=now))
+    session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                    .values(cancel_requested=True))
     session.commit()
     return session.get(Run, run_id, populate_existing=True)
 

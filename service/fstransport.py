@@ -1,0 +1,110 @@
+"""kombu's filesystem transport without its lost-message race (the embedded broker).
+
+kombu's ``filesystem`` transport writes a message by opening ``<name>.msg`` in the queue
+folder, then locking it, then writing; a consumer lists the folder, moves the file away
+and reads it without taking the lock. A consumer that moves a file between the producer's
+open and write reads an empty payload, fails with JSONDecodeError, and the message (a
+queued run) is lost for good. Moving the file to the system's temporary folder also turns
+the move into copy-and-delete when that is another filesystem, so two consumers could both
+copy one message.
+
+This transport reads the same folders and files (a producer may still be plain kombu,
+such as the API's queue client):
+
+* ``_get`` renames a message into the processed folder (one rename on one filesystem:
+  exactly one consumer wins), then reads it under a shared lock, so it waits for a
+  producer that still holds its exclusive lock, and retries while the file is empty
+  (a producer between its open and its lock);
+* ``_put`` writes under a name consumers ignore and renames it into place, so a complete
+  message appears at once.
+
+The workers use it (``workers.celery_app``) when the broker is the filesystem.
+"""
+
+import logging
+import os
+import time
+import uuid
+from queue import Empty
+
+from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+log = logging.getLogger(__name__)
+
+# How long a consumer waits for the producer of a message it found empty.
+EMPTY_MESSAGE_WAIT = 5.0
+
+
+class Channel(filesystem.Channel):
+    """Filesystem channel with atomic puts and race-free gets."""
+
+    def _put(self, queue, payload, **kwargs):
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # A name with no "<stamp>.<queue>.msg" form: consumers skip it until the rename.
+        partial = os.path.join(self.data_folder_out, f".partial-{uuid.uuid4().hex}")
+        try:
+            with open(partial, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.rename(partial, os.path.join(self.data_folder_out, name))
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot add message {name!r} to the queue") from exc
+
+    def _claim_folder(self) -> str:
+        folder = self.processed_folder
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def _get(self, queue):
+        wanted = f"{queue}.msg"
+        claim_folder = self._claim_folder()
+        for filename in sorted(os.listdir(self.data_folder_in)):
+            if filename.partition(".")[2] != wanted:
+                continue
+            claimed = os.path.join(claim_folder, filename)
+            try:
+                os.rename(os.path.join(self.data_folder_in, filename), claimed)
+            except OSError:  # another consumer took it first
+                continue
+            payload = self._read_whole(claimed)
+            if payload is None:
+                log.error("message %s stayed empty for %.0f s; left in %s", filename,
+                          EMPTY_MESSAGE_WAIT, claim_folder)
+                continue
+            if not self.store_processed:
+                try:
+                    os.remove(claimed)
+                except OSError:
+                    pass
+            return payload
+        raise Empty()
+
+    @staticmethod
+    def _read_whole(path):
+        """The decoded message at ``path``, once its producer has written it."""
+        deadline = time.monotonic() + EMPTY_MESSAGE_WAIT
+        delay = 0.0005
+        with open(path, "rb") as f:
+            while True:
+                filesystem.lock(f, filesystem.LOCK_SH)
+                try:
+                    f.seek(0)
+                    data = f.read()
+                finally:
+                    filesystem.unlock(f)
+                if data:
+                    try:
+                        return loads(bytes_to_str(data))
+                    except ValueError:
+                        pass  # not written yet in full: a producer without a lock
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+
+class Transport(filesystem.Transport):
+    """kombu's filesystem transport with ``Channel`` above."""
+
+    Channel = Channel

@@ -1,0 +1,110 @@
+"""service.fstransport: the embedded broker loses no message and delivers each once."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from queue import Empty
+
+import pytest
+from kombu import Connection
+
+from service.config import celery_config
+
+
+def connection(folder, transport="service.fstransport:Transport"):
+    options = celery_config(f"filesystem://{folder}")["broker_transport_options"]
+    return Connection("filesystem://", transport=transport, transport_options=options)
+
+
+def test_a_message_still_being_written_is_read_once_complete(tmp_path):
+    """The producer has created the file but not written it (kombu's producer opens, then
+    locks, then writes): the consumer waits for the content instead of losing it."""
+    with connection(tmp_path / "q") as conn:
+        channel = conn.default_channel
+        path = os.path.join(channel.data_folder_in, "1_abc.celery.msg")
+        producer = open(path, "wb", buffering=0)  # opened, nothing written yet
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(msg=channel._get("celery")))
+        reader.start()
+        time.sleep(0.1)
+        assert reader.is_alive()  # waiting, not failed
+        assert not os.path.exists(path)  # it has taken the file
+        producer.write(json.dumps({"body": "x"}).encode())
+        producer.close()
+        reader.join(5)
+        assert got == {"msg": {"body": "x"}}
+        with pytest.raises(Empty):
+            channel._get("celery")
+
+
+def test_put_is_atomic_and_get_skips_partial_files(tmp_path):
+    with connection(tmp_path / "q") as conn:
+        channel = conn.default_channel
+        # a put in progress, under its temporary name
+        open(os.path.join(channel.data_folder_out, ".partial-123"), "wb").close()
+        with pytest.raises(Empty):
+            channel._get("celery")
+        channel._put("celery", {"body": "y"})
+        assert channel._get("celery") == {"body": "y"}
+        assert os.listdir(channel.data_folder_in) == [".partial-123"]
+
+
+def test_each_message_is_delivered_exactly_once(tmp_path):
+    """Plain kombu producers (as the API's queue client is) and two consumers of this
+    transport, all at once."""
+    n_producers, per_producer = 3, 200
+    received, errors = [], []
+    done = threading.Event()
+
+    def produce(k):
+        with connection(tmp_path / "q", transport="filesystem") as conn:
+            channel = conn.default_channel
+            for i in range(per_producer):
+                channel._put("celery", {"n": k * per_producer + i})
+
+    def consume():
+        try:
+            with connection(tmp_path / "q") as conn:
+                channel = conn.default_channel
+                while True:
+                    finished = done.is_set()
+                    try:
+                        received.append(channel._get("celery")["n"])
+                    except Empty:
+                        if finished:  # nothing left after the last put
+                            return
+        except Exception as exc:
+            errors.append(exc)
+
+    consumers = [threading.Thread(target=consume) for _ in range(2)]
+    producers = [threading.Thread(target=produce, args=(k,)) for k in range(n_producers)]
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    done.set()
+    for t in consumers:
+        t.join(60)
+    assert errors == []
+    assert sorted(received) == list(range(n_producers * per_producer))
+
+
+def test_workers_use_it_on_the_filesystem_broker(tmp_path):
+    code = ("from workers.celery_app import app\n"
+            "with app.connection_for_read() as c:\n"
+            "    print(type(c.transport).__module__, type(c.transport).__name__)\n")
+    env = {**os.environ, "DESCENT_BROKER_URL": f"filesystem://{tmp_path / 'q'}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, text=True,
+                         capture_output=True, check=True).stdout
+    assert out.split() == ["service.fstransport", "Transport"]
+
+
+def test_the_api_queue_client_uses_it_too(tmp_path):
+    from service.queue import QueueClient
+
+    client = QueueClient(f"filesystem://{tmp_path / 'q'}")
+    with client.celery.connection_for_write() as connection:
+        assert type(connection.transport).__module__ == "service.fstransport"
