@@ -186,6 +186,21 @@ def _finite(value):
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def _summary_values(summary: dict) -> dict:
+    """Run columns from a summary, with non-finite floats as NULL."""
+    return {key: (_finite(value) if isinstance(value, float) else value)
+            for key, value in summary.items()}
+
+
+def _insert_history(session: Session, rows: list[dict]) -> None:
+    """Insert history rows, with non-finite metrics as NULL."""
+    if rows:
+        for row in rows:
+            for key in ("error", "accuracy", "val_error", "val_accuracy"):
+                row[key] = _finite(row.get(key))
+        session.execute(Epoch.__table__.insert(), rows)
+
+
 def _owned(run_id: int, attempt: Optional[int]):
     """WHERE clause of writes by claim ``attempt`` (any running attempt when None)."""
     clause = and_(Run.id == run_id, Run.status == "running")
@@ -201,8 +216,7 @@ def record_progress(session: Session, run_id: int, rows: list[dict], summary: di
     The run row is updated before the rows are inserted: on PostgreSQL that update takes the
     row lock a competing ``claim_run`` needs, so a claim either sees these rows (and deletes
     them) or this write sees the claim (and raises)."""
-    values = {key: (_finite(value) if isinstance(value, float) else value)
-              for key, value in summary.items()}
+    values = _summary_values(summary)
     values["heartbeat_at"] = utcnow()
     cancel = session.execute(
         update(Run).where(_owned(run_id, attempt)).values(**values)
@@ -211,11 +225,7 @@ def record_progress(session: Session, run_id: int, rows: list[dict], summary: di
     if cancel is None:
         session.rollback()
         raise LostRun(f"run {run_id} is no longer running under attempt {attempt}")
-    if rows:
-        for row in rows:
-            for key in ("error", "accuracy", "val_error", "val_accuracy"):
-                row[key] = _finite(row.get(key))
-        session.execute(Epoch.__table__.insert(), rows)
+    _insert_history(session, rows)
     session.commit()
     return bool(cancel)
 
@@ -227,8 +237,7 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     parameters (``{which: (dtype, npz bytes)}``). Raises LostRun (writing nothing) when the
     run is no longer running under claim ``attempt``. Commits."""
     assert status in FINAL_STATES
-    values = {key: (_finite(value) if isinstance(value, float) else value)
-              for key, value in summary.items()}
+    values = _summary_values(summary)
     now = utcnow()
     values.update(status=status, error_message=error_message, finished_at=now,
                   heartbeat_at=now)
@@ -238,11 +247,7 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     if owned is None:
         session.rollback()
         raise LostRun(f"run {run_id} is no longer running under attempt {attempt}")
-    if rows:
-        for row in rows:
-            for key in ("error", "accuracy", "val_error", "val_accuracy"):
-                row[key] = _finite(row.get(key))
-        session.execute(Epoch.__table__.insert(), rows)
+    _insert_history(session, rows)
     if params:
         # A claim clears an earlier attempt's parameters, so these are new rows.
         session.execute(Params.__table__.insert(), [
