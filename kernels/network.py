@@ -46,7 +46,7 @@ class Network:
     def workspace(self, rows: int) -> "Workspace":
         """The engine's view of the network and scratch space for passes of up to ``rows`` rows."""
         s = self.sizes
-        widest = int(s.max())
+        widest = int(s[1:].max())  # deltas never hold the inputs: layer 1 needs no dE/dX
         aoff = np.concatenate(([0], np.cumsum(rows * s)[:-1])).astype(np.uint64)
         bufs = (
             np.empty(rows * int(s.sum()), dtype=self.dtype),  # activations, layer by layer
