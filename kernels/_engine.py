@@ -27,7 +27,7 @@ import math
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _U = np.uint64
@@ -118,6 +118,99 @@ def _tanh(v):
 
 
 
+@intrinsic
+def _bits_as_float32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (a bitcast that vectorises)."""
+    sig = types.float32(types.int64)
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], llvm_ir.IntType(32))
+        return builder.bitcast(low, llvm_ir.FloatType())
+
+    return sig, codegen
+
+
+# float32 constants: a bare Python float would promote float32 arithmetic to float64.
+_F32 = np.float32
+_F32_ZERO, _F32_HALF, _F32_ONE, _F32_TWO = _F32(0.0), _F32(0.5), _F32(1.0), _F32(2.0)
+_F32_EXP_MIN = _F32(-87.0)
+_F32_LOG2E = _F32(1.4426950408889634)
+_F32_LN2_HI = _F32(0.693145751953125)
+_F32_LN2_LO = _F32(1.4286068203094172e-06)
+_F32_EXP_TAYLOR = tuple(_F32(1.0 / math.factorial(n)) for n in range(8))
+_F32_TANH_SMALL = _F32(0.1)
+_F32_TANH_TAYLOR = (_F32(-1.0 / 3.0), _F32(2.0 / 15.0), _F32(-17.0 / 315.0))
+
+
+@njit(inline="always", **_JIT)
+def _exp_nonpositive32(v):
+    """exp(v) for v <= 0 in float32 arithmetic, within a few ulps, vectorisable; results
+    below exp(-87) are flushed to 0."""
+    w = v if v > _F32_EXP_MIN else _F32_EXP_MIN
+    k = np.floor(w * _F32_LOG2E + _F32_HALF)
+    r = (w - k * _F32_LN2_HI) - k * _F32_LN2_LO
+    c = _F32_EXP_TAYLOR
+    p = c[7]
+    p = p * r + c[6]
+    p = p * r + c[5]
+    p = p * r + c[4]
+    p = p * r + c[3]
+    p = p * r + c[2]
+    p = p * r + c[1]
+    p = p * r + c[0]
+    e = p * _bits_as_float32((np.int64(k) + 127) << 23)
+    return e if v >= _F32_EXP_MIN else _F32_ZERO
+
+
+@njit(inline="always", **_JIT)
+def _sigmoid32(z):
+    """1 / (1 + exp(-z)) in float32 arithmetic, without overflow."""
+    e = _exp_nonpositive32(-abs(z))
+    r = _F32_ONE / (_F32_ONE + e)
+    return r if z >= _F32_ZERO else e * r
+
+
+@njit(inline="always", **_JIT)
+def _tanh32(v):
+    """tanh in float32 arithmetic within a few ulps, like _tanh."""
+    a = abs(v)
+    e = _exp_nonpositive32(-_F32_TWO * a)
+    t = (_F32_ONE - e) / (_F32_ONE + e)
+    x2 = v * v
+    c = _F32_TANH_TAYLOR
+    small = a + a * x2 * (c[0] + x2 * (c[1] + x2 * c[2]))
+    r = small if a < _F32_TANH_SMALL else t
+    return r if v >= _F32_ZERO else -r
+
+
+def _exp_of(v):
+    """exp(v) for v <= 0 in v's own precision (dispatched by type at compile time)."""
+
+
+def _sigmoid_of(z):
+    """sigmoid in z's own precision (dispatched by type at compile time)."""
+
+
+def _tanh_of(v):
+    """tanh in v's own precision (dispatched by type at compile time)."""
+
+
+@overload(_exp_of, inline="always")
+def _exp_of_typed(v):
+    return (lambda v: _exp_nonpositive32(v)) if v == types.float32 else (
+        lambda v: _exp_nonpositive(v))
+
+
+@overload(_sigmoid_of, inline="always")
+def _sigmoid_of_typed(z):
+    return (lambda z: _sigmoid32(z)) if z == types.float32 else (lambda z: _sigmoid(z))
+
+
+@overload(_tanh_of, inline="always")
+def _tanh_of_typed(v):
+    return (lambda v: _tanh32(v)) if v == types.float32 else (lambda v: _tanh(v))
+
+
 @njit(**_JIT)
 def _activate(buf, start, count, width, code, consts):
     """buf[start:start + count] = f(itself), rows of ``width`` (in place so loops vectorise)."""
@@ -125,10 +218,10 @@ def _activate(buf, start, count, width, code, consts):
     stop = start + count
     if code == SIGMOID:
         for k in range(start, stop):
-            buf[k] = _sigmoid(buf[k])
+            buf[k] = _sigmoid_of(buf[k])
     elif code == TANH:
         for k in range(start, stop):
-            buf[k] = _tanh(buf[k])
+            buf[k] = _tanh_of(buf[k])
     elif code == RELU:
         for k in range(start, stop):
             z = buf[k]
@@ -144,11 +237,11 @@ def _activate(buf, start, count, width, code, consts):
             for j in range(r + _U1, r + width):
                 if buf[j] > m:
                     m = buf[j]
+            for j in range(r, r + width):  # apart from the sum, so that it vectorises
+                buf[j] = _exp_of(buf[j] - m)
             total = zero
             for j in range(r, r + width):
-                e = _exp_nonpositive(buf[j] - m)
-                buf[j] = e
-                total += e
+                total += buf[j]
             for j in range(r, r + width):
                 buf[j] = buf[j] / total
     # LINEAR: nothing to do.

@@ -1,5 +1,6 @@
 """``train``: the validated public entry point over the jitted epoch loops."""
 
+import operator
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -76,6 +77,7 @@ def train(
     params=None,
     callback: Optional[Callable[[Progress], Optional[bool]]] = None,
     validation=None,
+    checkpoints=None,
 ) -> TrainResult:
     """Train a fully connected network by gradient descent, as API.md section 1 defines.
 
@@ -84,6 +86,8 @@ def train(
     chunks of epochs (each a few tens of milliseconds); it returns True to stop training.
     ``validation=(X_val, y_val)`` records the error (and accuracy) on those rows after every
     epoch as ``val_errors`` (``val_accuracy``); they take no part in training.
+    ``checkpoints``: epochs at which a chunk must end, so the callback sees exactly that
+    epoch last (and can stop there), e.g. the rungs of successive halving.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -98,6 +102,15 @@ def train(
         initial = check_params(params, network)
     if callback is not None and not callable(callback):
         raise ValueError("callback: expected a callable")
+    if checkpoints is None:
+        checkpoints = []
+    else:
+        try:
+            checkpoints = sorted({operator.index(c) for c in checkpoints})
+        except TypeError:
+            raise ValueError("checkpoints: expected a list of epochs (integers)") from None
+        if checkpoints and checkpoints[0] < 1:
+            raise ValueError("checkpoints: epochs must be at least 1")
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError("validation: expected a pair (X_val, y_val)")
@@ -145,6 +158,11 @@ def train(
     chunk = 1
     while done < epochs and not diverged and not stopped:
         k = min(chunk, epochs - done)
+        while checkpoints and checkpoints[0] <= done:
+            checkpoints.pop(0)
+        at_checkpoint = bool(checkpoints) and checkpoints[0] - done <= k
+        if at_checkpoint:
+            k = checkpoints[0] - done
         started = time.perf_counter()
         ran = E.train_epochs(
             X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, batch,
@@ -158,6 +176,9 @@ def train(
         if lagging and ran == k and done == epochs:
             evaluate_epoch(done)
         known = done - 1 if lagging and ran == k and done < epochs else done
+        if at_checkpoint and ran == k and known < done:  # the callback sees the checkpoint
+            evaluate_epoch(done)
+            known = done
         diverged = not np.isfinite(errors[known])
         if callback is not None:
             stopped = bool(callback(Progress(
