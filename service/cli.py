@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -491,6 +492,10 @@ def api(host, port, threads, loglevel):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # /predict runs kernels in this process: load them now rather than in the first request.
+    from service.warmup import warm_predict
+
+    threading.Thread(target=warm_predict, name="warm-predict", daemon=True).start()
     server.run()
     app.extensions["descent"]["engine"].dispose()
     log.info("Descent API stopped")
