@@ -878,16 +878,24 @@ def submit(spec_file, wait, overrides, api_url):
               help="Any other GET /runs query parameter, e.g. final_error_max=0.01 or "
                    "learning_rate_min=0.1 (FIELD_min/FIELD_max for learning_rate, batch_size, "
                    "epochs, final_error, best_error); repeatable.")
+@click.option("--where", metavar="EXPR",
+              help="A filter expression, ANDed with the other filters: comparisons "
+                   "(= != < <= > >=), in (...), not, and, or and parentheses over status, "
+                   "dataset, sweep_id, name, batch_mode, tag.KEY and the numeric and time "
+                   "fields, e.g. 'status in (succeeded, diverged) and (learning_rate >= 0.1 "
+                   "or tag.team = \"vision\") and created_at >= \"2026-11-01\"'.")
 @click.option("--order-by", default="-id", show_default=True, metavar="FIELD",
-              help="id, created_at, learning_rate, batch_size, epochs, final_error, best_error "
-                   "or epochs_done; '-' first for descending.")
+              help="id, created_at, started_at, finished_at, learning_rate, batch_size, "
+                   "epochs, seed, epochs_done, final_error, best_error, best_epoch, "
+                   "final_accuracy, final_val_error, sweep_id or batch_mode; '-' first for "
+                   "descending; runs without a value come last.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1),
               help="Show at most this many runs.")
 @click.option("--all", "everything", is_flag=True, help="Show every matching run (pages through).")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON lines.")
 @api_url_option
-def runs(statuses, dataset, sweep_id, tags, filters, order_by, limit, everything, as_json,
-         api_url):
+def runs(statuses, dataset, sweep_id, tags, filters, where, order_by, limit, everything,
+         as_json, api_url):
     """Query the run history as a table, newest first.
 
     \b
@@ -895,6 +903,7 @@ def runs(statuses, dataset, sweep_id, tags, filters, order_by, limit, everything
       descent runs --status running,queued
       descent runs --dataset moons --order-by final_error --limit 5
       descent runs --tag experiment=lr-scan --filter final_error_max=0.05 --all
+      descent runs --where 'final_error < 0.05 and (batch_mode = sgd or epochs >= 1000)'
     """
     params = {**parse_pairs(filters, "--filter"),
               **{f"tag.{k}": v for k, v in parse_pairs(tags, "--tag").items()}}
@@ -905,6 +914,8 @@ def runs(statuses, dataset, sweep_id, tags, filters, order_by, limit, everything
         params["dataset"] = dataset
     if sweep_id is not None:
         params["sweep_id"] = sweep_id
+    if where is not None:
+        params["where"] = where
     params["order_by"] = order_by
     client = Client(api_url)
     found, cursor = [], None
@@ -999,6 +1010,11 @@ def health(api_url):
     out.print(f"status    {body.get('status')}")
     if not (body.get("database") and body.get("broker")):
         sys.exit(EXIT_FAILED)
+
+
+from service import cli_sweep  # noqa: E402  (registers `descent sweep`)
+
+cli_sweep.register(cli)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,18 @@ class Client:
         """POST /runs/{id}/cancel."""
         return self.request("POST", f"/runs/{int(run_id)}/cancel")
 
+    def submit_sweep(self, body: dict) -> dict:
+        """POST /sweeps (with ``"preview": true``, the configurations only)."""
+        return self.request("POST", "/sweeps", json=body)
+
+    def get_sweep(self, sweep_id: int, **params) -> dict:
+        """GET /sweeps/{id} (``metric``, ``order`` choose the leaderboard's ranking)."""
+        return self.request("GET", f"/sweeps/{int(sweep_id)}", params=params or None)
+
+    def cancel_sweep(self, sweep_id: int) -> dict:
+        """POST /sweeps/{id}/cancel."""
+        return self.request("POST", f"/sweeps/{int(sweep_id)}/cancel")
+
 
 def _error_from(response: requests.Response) -> ApiError:
     try:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 import kernels
 from service.store import runs as store_runs
+from service.store import sweeps as store_sweeps
 from service.store.arrays import params_to_npz
 from service.store.datasets import dataset_arrays_from
 
@@ -55,10 +56,18 @@ class HistoryWriter:
     transaction as the final state), so a short run costs two transactions in all: its
     claim and its end. Each write also tells whether a cancel was requested."""
 
-    def __init__(self, sessions, run_id: int, attempt: Optional[int] = None):
+    def __init__(self, sessions, run_id: int, attempt: Optional[int] = None,
+                 sweep_id: Optional[int] = None, early_stopping: Optional[dict] = None,
+                 metric: str = "error", epochs: int = 0):
         self.sessions = sessions
         self.run_id = run_id
         self.attempt = attempt
+        # Successive halving: the rung epochs still ahead, and whether a rung cut this run.
+        self.sweep_id = sweep_id
+        self.early_stopping = early_stopping
+        self.metric = metric
+        self.rungs = store_sweeps.rungs(early_stopping, epochs) if early_stopping else []
+        self.stopped_early = False
         self.pending: list[dict] = []
         self.started = time.perf_counter()
         self.last_flush = self.started
@@ -96,9 +105,38 @@ class HistoryWriter:
                      None if progress.val_accuracy is None else progress.val_accuracy[k],
                      seconds)
         self.epochs_done = progress.epochs_done
+        last = progress.first_epoch + len(progress.errors) - 1
+        if self.rungs and self.rungs[0] <= last and not progress.diverged:
+            return self.rung_reached(progress, last)
         if time.perf_counter() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
         return self.cancel_requested
+
+    def rung_reached(self, progress, last: int) -> bool:
+        """At a rung (kernels.train ends a chunk exactly there, see ``checkpoints``): write
+        the history so far, record the run's metric at the rung and stop the run unless it
+        is in the top 1/reduction_factor of the runs recorded there so far."""
+        rung = self.rungs.pop(0)
+        while self.rungs and self.rungs[0] <= last:
+            self.rungs.pop(0)
+        k = rung - progress.first_epoch
+        values = progress.errors
+        if self.metric == "val_error" and progress.val_errors is not None:
+            values = progress.val_errors
+        value = float(values[k]) if 0 <= k < len(values) else float(self.last["error"])
+        self.flush()
+        if self.cancel_requested:
+            return True
+        with self.sessions() as session:
+            promoted = store_sweeps.record_rung(
+                session, self.sweep_id, rung, self.run_id,
+                value if math.isfinite(value) else None,
+                self.early_stopping["reduction_factor"])
+            session.commit()
+        if not promoted:
+            self.stopped_early = True
+            return True
+        return False
 
     def catch_up(self, result) -> None:
         """Collect the epochs of a finished ``train`` the callback has not seen (when a
@@ -130,13 +168,21 @@ class HistoryWriter:
         self.pending = []
         self.last_flush = time.perf_counter()
 
-    def finish(self, status: str, error_message=None, params=None) -> None:
+    def finish(self, status: str, error_message=None, params=None) -> list[int]:
         """Write the last rows, the summary, the final state and ``params`` in one
-        transaction."""
+        transaction; for a sweep's run, that transaction also dispatches the sweep's next
+        waiting cells, whose run ids are returned (to enqueue after the commit)."""
+        to_send: list[int] = []
+        hook = None
+        if self.sweep_id is not None:
+            def hook(session):
+                to_send.extend(store_sweeps.run_ended(session, self.sweep_id))
         with self.sessions() as session:
             store_runs.complete_run(session, self.run_id, self.attempt, self.pending,
-                                    self.summary(), status, error_message, params)
+                                    self.summary(), status, error_message, params,
+                                    before_commit=hook)
         self.pending = []
+        return to_send
 
 
 # Datasets recently trained on by this process, by (id, content hash): a stored dataset
@@ -167,11 +213,44 @@ def load_dataset(key, data) -> tuple:
     return X, y
 
 
-def _fail(sessions, run_id: int, attempt: int, message: str) -> str:
+def send_runs(run_ids, enqueue=None) -> None:
+    """Enqueue train_run for each of ``run_ids`` (a sweep's next cells), by name through
+    the workers' Celery app unless ``enqueue`` is given."""
+    if not run_ids:
+        return
+    if enqueue is None:
+        from workers.celery_app import app
+
+        def enqueue(run_id):
+            app.send_task("workers.tasks.train_run", args=[run_id])
+    for run_id in run_ids:
+        try:
+            enqueue(run_id)
+        except Exception:  # the run stays dispatched but unsent; see docs
+            log.exception("sweep run %s could not be enqueued", run_id)
+
+
+def _fail(sessions, run_id: int, attempt: int, message: str, sweep_id=None,
+          enqueue=None) -> str:
+    to_send = []
     with sessions() as session:
         store_runs.finish_run(session, run_id, "failed", message[:4000], attempt=attempt)
+        if sweep_id is not None:
+            to_send = store_sweeps.run_ended(session, sweep_id)
         session.commit()
+    send_runs(to_send, enqueue)
     return "failed"
+
+
+def _sweep_run_ended(sessions, sweep_id, enqueue=None) -> None:
+    """A sweep's run ended without this delivery training it (cancelled before its claim):
+    free its slot."""
+    if sweep_id is None:
+        return
+    with sessions() as session:
+        to_send = store_sweeps.run_ended(session, sweep_id)
+        session.commit()
+    send_runs(to_send, enqueue)
 
 
 def owner_alive(run, stale_seconds: float = STALE_SECONDS) -> bool:
@@ -196,7 +275,8 @@ def owner_alive(run, stale_seconds: float = STALE_SECONDS) -> bool:
     return (datetime.now(timezone.utc) - heartbeat).total_seconds() < stale_seconds
 
 
-def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SECONDS) -> str:
+def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SECONDS,
+                enqueue=None) -> str:
     """Train run ``run_id`` if it is queued (or was being trained by a lost worker) and
     record its history, parameters and final state. Never raises for a bad run: that run
     ends ``failed``.
@@ -223,21 +303,29 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
                                        attempts=current.attempts)
             if run is None:
                 session.refresh(current)
+                if current.status in store_runs.FINAL_STATES:
+                    session.close()
+                    _sweep_run_ended(sessions, current.sweep_id, enqueue)
                 return current.status
         attempt = run.attempts
         spec = dict(run.spec)
         source = dataset_source(run.dataset)
+        sweep_id = run.sweep_id
+        stopping = store_sweeps.early_stopping_of(session, sweep_id) if sweep_id else None
     try:  # decompressed with no transaction open (on SQLite one holds the write lock)
         X, y = load_dataset(*source)
     except Exception as exc:
         log.exception("run %s: dataset %s unreadable", run_id, source[0][0])
         return _fail(sessions, run_id, attempt,
-                     f"dataset unreadable: {type(exc).__name__}: {exc}")
-    writer = HistoryWriter(sessions, run_id, attempt)
+                     f"dataset unreadable: {type(exc).__name__}: {exc}", sweep_id, enqueue)
+    writer = HistoryWriter(sessions, run_id, attempt, sweep_id,
+                           stopping[0] if stopping else None,
+                           stopping[1] if stopping else "error", spec["epochs"])
     try:
         X_train, y_train, validation = split_validation(
             X, y, spec.get("validation_split", 0.0), spec["seed"])
         result = kernels.train(X_train, y_train, callback=writer, validation=validation,
+                               checkpoints=writer.rungs or None,
                                **{name: spec[name] for name in KERNEL_FIELDS})
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
@@ -246,21 +334,23 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
         raise  # the database, not the run: workers.tasks tries again later
     except Exception as exc:  # a bad spec or data that slipped through: the run fails
         log.exception("run %s failed", run_id)
-        return _fail(sessions, run_id, attempt, f"{type(exc).__name__}: {exc}")
+        return _fail(sessions, run_id, attempt, f"{type(exc).__name__}: {exc}", sweep_id,
+                     enqueue)
     writer.catch_up(result)
     if result.diverged:
         status = "diverged"
     elif result.stopped:
-        status = "cancelled"
+        status = "stopped_early" if writer.stopped_early else "cancelled"
     else:
         status = "succeeded"
     # Compressed before the transaction: on SQLite it holds the database's write lock.
     params = {"initial": (spec["dtype"], params_to_npz(result.initial_params)),
               "final": (spec["dtype"], params_to_npz(result.params))}
     try:
-        writer.finish(status, "training diverged (non-finite error)" if result.diverged
-                      else None, params)
+        to_send = writer.finish(status, "training diverged (non-finite error)"
+                                if result.diverged else None, params)
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"
+    send_runs(to_send, enqueue)
     return status

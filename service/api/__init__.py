@@ -51,10 +51,11 @@ def create_app(config: dict | None = None) -> Flask:
 
     api = Api(app, spec_kwargs={"info": {"description": "Batch training of fully connected "
                                                        "networks by gradient descent."}})
-    from . import datasets, health, runs
+    from . import datasets, health, runs, sweeps
 
     api.register_blueprint(runs.blp)
     api.register_blueprint(datasets.blp)
     api.register_blueprint(health.blp)
+    api.register_blueprint(sweeps.blp)
     register_error_handlers(app)
     return app

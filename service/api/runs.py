@@ -17,6 +17,7 @@ from service.runspec import complete_spec, dataset_problems
 from service.store import Run
 from service.store import runs as store_runs
 from service.store.arrays import params_from_npz
+from service.store.where import WhereError, compile_where
 
 from .context import db, queue, settings
 from .datasets import resolve_dataset
@@ -144,7 +145,8 @@ class Runs(MethodView):
         """Query run history, newest first by default, one page at a time.
 
         Filters: status (comma-separated states), dataset (name or id), sweep_id,
-        tag.KEY=VALUE, and FIELD_min / FIELD_max ranges (inclusive); all are ANDed. Pass
+        tag.KEY=VALUE, FIELD_min / FIELD_max ranges (inclusive) and a where= expression
+        with and, or, not and parentheses; all are ANDed. Pass
         next_cursor back as cursor for the next page; pages stay stable while new runs
         arrive."""
         query = parse_run_query(args)
@@ -188,13 +190,15 @@ def unwrap_cursor(query: store_runs.RunQuery, cursor: str) -> str:
             or not isinstance(last_id, int) or not 0 <= last_id <= MAX_RUN_ID:
         raise bad()
     if is_null:
-        ok = value is None
-    elif query.order_by == "created_at":
+        ok = value is None and query.order_by != "id"
+    elif query.order_by in store_runs.TIME_ORDERABLE:
         try:
             datetime.fromisoformat(value)
             ok = True
         except (TypeError, ValueError):
             ok = False
+    elif query.order_by in store_runs.TEXT_ORDERABLE:
+        ok = isinstance(value, str) and len(value) <= 200
     else:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
             and math.isfinite(value) and abs(value) <= MAX_RUN_ID
@@ -231,6 +235,11 @@ def parse_run_query(args: dict) -> store_runs.RunQuery:
             query.tags[key[4:]] = value
         elif key not in known:
             problems[key] = "unknown query parameter"
+    if args.get("where") is not None:
+        try:
+            query.where = compile_where(args["where"], db().bind.dialect.name)
+        except WhereError as exc:
+            problems["where"] = str(exc)
     if problems:
         raise ApiError(422, "validation_error", f"invalid {', '.join(sorted(problems))}",
                        problems)
@@ -256,11 +265,16 @@ class RunHistory(MethodView):
                       content_type="text/csv", success=True)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args, run_id):
-        """Per-epoch history: error, accuracy and validation error where recorded."""
+        """Per-epoch history: error, accuracy and validation error where recorded;
+        max_points=N keeps at most N evenly spread epochs (always the first, the last and
+        the best)."""
         get_run_or_404(run_id)
+        epochs = store_runs.history(db(), run_id)
+        if args.get("max_points") is not None:
+            epochs = store_runs.downsample(epochs, args["max_points"])
         rows = [{"epoch": e.epoch, "error": e.error, "accuracy": e.accuracy,
                  "val_error": e.val_error, "val_accuracy": e.val_accuracy,
-                 "seconds": e.seconds} for e in store_runs.history(db(), run_id)]
+                 "seconds": e.seconds} for e in epochs]
         if args["format"] == "csv":
             out = io.StringIO()
             writer = csv.DictWriter(out, fieldnames=["epoch", "error", "accuracy", "val_error",

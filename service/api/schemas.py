@@ -169,6 +169,16 @@ class _RunListArgs(ma.Schema):
                                                     + ", ".join(RUN_STATES)})
     dataset = fields.String(metadata={"description": "dataset name or id"})
     sweep_id = fields.Integer()
+    where = fields.String(metadata={"description": (
+        "a filter expression, ANDed with the other filters: comparisons (= != < <= > >=), "
+        "`in (...)`, `not in (...)`, `not`, `and`, `or` and parentheses over status, "
+        "dataset, sweep_id, name, batch_mode, tag.KEY, id, learning_rate, batch_size, "
+        "epochs, seed, epochs_done, final_error, best_error, best_epoch, final_accuracy, "
+        "final_val_error, created_at, started_at, finished_at; times quoted (ISO 8601), "
+        "strings quoted or bare words, `= null` for a missing value, "
+        "e.g. `status in (succeeded, diverged) and (learning_rate >= 0.1 or "
+        "tag.team = \"vision\") and created_at >= \"2026-11-01\"`. A malformed one is a "
+        "422 naming the character offset and what was expected.")})
     order_by = fields.String(load_default="-id", validate=validate.OneOf(ORDER_CHOICES),
                              metadata={"description": "a field, '-' first for descending; "
                                                       "ties are broken by id"})
@@ -187,6 +197,9 @@ RunListArgsSchema = type("RunListArgsSchema", (_RunListArgs,), {
 
 class HistoryArgsSchema(ma.Schema):
     format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+    max_points = fields.Integer(validate=validate.Range(min=3), metadata={"description": (
+        "at most this many epochs, evenly spread, always with the first, the last and the "
+        "best (lowest error) one")})
 
 
 class EpochSchema(ma.Schema):

@@ -16,7 +16,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Deterministic constraint names, so migrations name the same things on SQLite and PostgreSQL.
@@ -61,6 +63,11 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+# Run columns with an (column, id) index for sorting and range filters (GET /runs).
+RUN_QUERY_INDEXES = ("created_at", "finished_at", "learning_rate", "batch_size", "epochs",
+                     "final_error", "best_error", "final_accuracy")
+
+
 class Run(Base):
     """One training job: its spec, state and summary of results."""
 
@@ -68,12 +75,18 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_status_id", "status", "id"),
         Index("ix_runs_dataset_id_id", "dataset_id", "id"),
+        # Keyset pages of GET /runs sorted by these columns (ties broken by id), and range
+        # filters on them; see RUN_QUERY_INDEXES (migration 0002).
+        *(Index(f"ix_runs_{column}_id", column, "id") for column in RUN_QUERY_INDEXES),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     name: Mapped[Optional[str]] = mapped_column(String(200))
     spec: Mapped[dict] = mapped_column(JSON)
-    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    # JSONB on PostgreSQL: tag equality is containment (@>), which the planner estimates
+    # from the column's statistics (GET /runs picks the sort index when it should).
+    tags: Mapped[dict] = mapped_column(JSON().with_variant(JSONB(), "postgresql"),
+                                       default=dict)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     sweep_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
@@ -128,3 +141,66 @@ class Params(Base):
     which: Mapped[str] = mapped_column(String(8), primary_key=True)  # "initial" | "final"
     dtype: Mapped[str] = mapped_column(String(8))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+SWEEP_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class Sweep(Base):
+    """A hyperparameter sweep: a base run spec and a search space, expanded into runs."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    base: Mapped[dict] = mapped_column(JSON)
+    space: Mapped[dict] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(8))  # "grid" | "random"
+    trials: Mapped[Optional[int]] = mapped_column(Integer)
+    seed: Mapped[Optional[int]] = mapped_column(BigInteger)
+    max_concurrency: Mapped[Optional[int]] = mapped_column(Integer)
+    early_stopping: Mapped[Optional[dict]] = mapped_column(JSON)
+    metric: Mapped[str] = mapped_column(String(16), default="error")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class SweepCell(Base):
+    """One configuration of a sweep and its run. (sweep_id, config_hash) is unique, so a
+    retried creation never stores a configuration twice. A cell's run waits in state
+    ``queued`` with ``dispatched`` false until a concurrency slot sends it to the broker."""
+
+    __tablename__ = "sweep_cells"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "config_hash", name="uq_sweep_cells_sweep_id_config_hash"),
+        Index("ix_sweep_cells_sweep_id_dispatched_position", "sweep_id", "dispatched",
+              "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict] = mapped_column(JSON)
+    run_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+    dispatched: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SweepRung(Base):
+    """A run's metric when it reached a successive-halving rung of its sweep."""
+
+    __tablename__ = "sweep_rungs"
+
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)  # the epoch
+    run_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    value: Mapped[Optional[float]] = mapped_column(Float)  # NULL when not finite
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,17 +4,21 @@ import base64
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Optional, Sequence
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .models import FINAL_STATES, RUN_STATES, Epoch, Params, Run, utcnow
+from .where import tag_equals
 
-# Columns GET /runs may sort by.
-ORDERABLE = ("id", "created_at", "learning_rate", "batch_size", "epochs", "final_error",
-             "best_error", "epochs_done")
-
+# Columns GET /runs may sort by (each way; ties broken by id, NULLs last either way).
+ORDERABLE = ("id", "created_at", "started_at", "finished_at", "learning_rate", "batch_size",
+             "epochs", "seed", "epochs_done", "final_error", "best_error", "best_epoch",
+             "final_accuracy", "final_val_error", "sweep_id", "batch_mode")
+TIME_ORDERABLE = ("created_at", "started_at", "finished_at")
+TEXT_ORDERABLE = ("batch_mode",)
 
 def create_run(session: Session, spec: dict, dataset_id: int, name=None, tags=None,
                sweep_id=None) -> Run:
@@ -58,6 +62,7 @@ class RunQuery:
     descending: bool = True
     limit: int = 50
     cursor: Optional[str] = None
+    where: object = None  # a SQLAlchemy clause (see where.compile_where), ANDed with the rest
 
 
 def encode_cursor(values: list) -> str:
@@ -82,13 +87,24 @@ def _sort_value(run: Run, column: str):
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+def cursor_value(column: str, value):
+    """A page token's sort value as the column compares it."""
+    if value is not None and column in TIME_ORDERABLE:
+        return datetime.fromisoformat(value)
+    return value
+
+
 def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[str]]:
     """One page of runs and the token of the next page (None on the last page).
 
     Keyset pagination on (order column, id): pages stay stable while new runs arrive.
-    Runs whose order column is NULL come last in either direction.
+    Runs whose order column is NULL come last in either direction. Each page is read with
+    at most two queries that an index on (column, id) serves directly: the runs with a value
+    (``(column, id) > (last value, last id)`` in order), then, once those run out, the runs
+    without one (by id). Never touches the history.
     """
     column = getattr(Run, query.order_by)
+    by_id = query.order_by == "id"
     stmt = select(Run)
     if query.statuses:
         stmt = stmt.where(Run.status.in_(query.statuses))
@@ -97,29 +113,35 @@ def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[st
     if query.sweep_id is not None:
         stmt = stmt.where(Run.sweep_id == query.sweep_id)
     for key, value in query.tags.items():
-        stmt = stmt.where(func.json_extract(Run.tags, f'$."{key}"') == value
-                          if session.bind.dialect.name == "sqlite"
-                          else Run.tags[key].as_string() == value)
+        stmt = stmt.where(tag_equals(key, value, session.bind.dialect.name))
     for name, (low, high) in query.ranges.items():
         col = getattr(Run, name)
         if low is not None:
             stmt = stmt.where(col >= low)
         if high is not None:
             stmt = stmt.where(col <= high)
-    if query.cursor:
-        is_null, value, last_id = decode_cursor(query.cursor)
-        if query.order_by == "created_at" and value is not None:
-            from datetime import datetime
-            value = datetime.fromisoformat(value)
-        id_after = Run.id < last_id if query.descending else Run.id > last_id
-        if is_null:
-            stmt = stmt.where(and_(column.is_(None), id_after))
-        else:
-            beyond = column < value if query.descending else column > value
-            stmt = stmt.where(or_(beyond, and_(column == value, id_after), column.is_(None)))
+    if query.where is not None:
+        stmt = stmt.where(query.where)
+    is_null, value, last_id = (decode_cursor(query.cursor) if query.cursor
+                               else (False, None, None))
+    value = cursor_value(query.order_by, value)
+    later = (lambda a, b: a < b) if query.descending else (lambda a, b: a > b)
     direction = (lambda c: c.desc()) if query.descending else (lambda c: c.asc())
-    stmt = stmt.order_by(column.is_(None), direction(column), direction(Run.id))
-    rows = list(session.scalars(stmt.limit(query.limit + 1)))
+    want = query.limit + 1
+    rows: list[Run] = []
+    if not is_null:
+        present = stmt if by_id else stmt.where(column.is_not(None))
+        if last_id is not None:
+            present = present.where(later(Run.id, last_id) if by_id else
+                                    later(tuple_(column, Run.id), tuple_(value, last_id)))
+        order = (direction(Run.id),) if by_id else (direction(column), direction(Run.id))
+        rows = list(session.scalars(present.order_by(*order).limit(want)))
+    if len(rows) < want and not by_id:
+        absent = stmt.where(column.is_(None))
+        if is_null and last_id is not None:
+            absent = absent.where(later(Run.id, last_id))
+        rows += list(session.scalars(absent.order_by(direction(Run.id))
+                                     .limit(want - len(rows))))
     page, more = rows[:query.limit], len(rows) > query.limit
     next_cursor = None
     if more and page:
@@ -127,6 +149,23 @@ def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[st
         value = _sort_value(last, query.order_by)
         next_cursor = encode_cursor([value is None, value, last.id])
     return page, next_cursor
+
+
+def downsample(rows: list, max_points: int, error=lambda row: row.error) -> list:
+    """At most ``max_points`` (>= 3) of ``rows`` (in epoch order), evenly spread, always with
+    the first, the last and the best (lowest error; the first of equals) row."""
+    n = len(rows)
+    if n <= max_points:
+        return list(rows)
+    errors = [(error(row), i) for i, row in enumerate(rows) if error(row) is not None]
+    best = min(errors)[1] if errors else 0
+    keep = {0, n - 1, best}
+    slots = max_points - (len(keep) - 2)  # evenly spread points, first and last included
+    keep.update(round(i * (n - 1) / (slots - 1)) for i in range(slots))
+    if len(keep) > max_points:  # the best displaced a spread point: drop its neighbour
+        spread = sorted(keep - {0, n - 1, best}, key=lambda i: abs(i - best))
+        keep -= set(spread[:len(keep) - max_points])
+    return [rows[i] for i in sorted(keep)]
 
 
 # ------------------------------------------------------------------------ worker's side
@@ -232,10 +271,11 @@ def record_progress(session: Session, run_id: int, rows: list[dict], summary: di
 
 def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: list[dict],
                  summary: dict, status: str, error_message: Optional[str] = None,
-                 params: Optional[dict] = None) -> None:
+                 params: Optional[dict] = None, before_commit=None) -> None:
     """Finish a run in one transaction: its last history rows, summary, final state and
     parameters (``{which: (dtype, npz bytes)}``). Raises LostRun (writing nothing) when the
-    run is no longer running under claim ``attempt``. Commits."""
+    run is no longer running under claim ``attempt``. ``before_commit(session)``, if given,
+    writes more in the same transaction (a sweep dispatching its next cell). Commits."""
     assert status in FINAL_STATES
     values = _summary_values(summary)
     now = utcnow()
@@ -253,6 +293,8 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
         session.execute(Params.__table__.insert(), [
             {"run_id": run_id, "which": which, "dtype": dtype, "data": data}
             for which, (dtype, data) in params.items()])
+    if before_commit is not None:
+        before_commit(session)
     session.commit()
 
 

@@ -348,6 +348,34 @@ def test_runs_limit_and_all(live_api):
 
 
 @pytest.mark.slow
+def test_runs_where_and_order_by_any_field(live_api):
+    group = uuid.uuid4().hex[:8]
+    tags = f"tags={json.dumps({'w': group})}"
+    slow = submit_ok(live_api, str(XOR_SPEC), "-s", tags, "-s", "learning_rate=0.01")
+    fast = submit_ok(live_api, str(XOR_SPEC), "-s", tags, "-s", "learning_rate=2")
+    other = submit_ok(live_api, str(XOR_SPEC), "-s", tags, "-s", "learning_rate=0.5",
+                      "-s", "seed=7")
+    env = {"DESCENT_API_URL": live_api}
+
+    def ids(*args):
+        result = invoke(["runs", "--json", "--tag", f"w={group}", *args], env=env)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["id"] for line in result.output.splitlines()]
+
+    assert ids("--where", "learning_rate < 0.1 or learning_rate > 1") == [fast, slow]
+    assert ids("--where", "not (learning_rate < 0.1 or learning_rate > 1)") == [other]
+    assert ids("--where", f'tag.w = "{group}" and seed = 7') == [other]
+    assert ids("--order-by", "-seed") == [other, fast, slow]
+    assert ids("--order-by", "learning_rate", "--where", "status = queued") == [
+        slow, other, fast]
+    bad = invoke(["runs", "--where", "learning_rate >> 1"], env=env)
+    assert bad.exit_code == 2
+    assert "where" in bad.output and "at character 15" in bad.output, bad.output
+    bad = invoke(["runs", "--order-by", "colour"], env=env)
+    assert bad.exit_code == 2 and "order_by" in bad.output, bad.output
+
+
+@pytest.mark.slow
 def test_show_a_run_and_a_missing_one(live_api):
     run_id = submit_ok(live_api, str(XOR_SPEC))
     result = invoke(["show", str(run_id)], env={"DESCENT_API_URL": live_api})

@@ -1,0 +1,194 @@
+"""A 48-configuration grid on digits through Descent's queue against scikit-learn.
+
+Run by hand (not part of the test suite):
+
+    .venv/bin/python bench/sweep.py                    # 2 workers, 50 epochs
+    .venv/bin/python bench/sweep.py --epochs 100 --workers 2
+    .venv/bin/python bench/sweep.py --database-url postgresql+psycopg://... --broker-url redis://...
+
+The grid is learning rate (4) x batch size (4) x hidden width (3) of a 64-W-10 network
+(tanh hidden, softmax output, cross-entropy, plain minibatch SGD), each run on the same 80%
+of digits with the other 20% as its validation split, for the same number of epochs.
+
+* Descent: a temporary store and queue (by default a SQLite file and the filesystem broker,
+  the embedded defaults' transports), ``--workers`` real ``celery -A workers.celery_app
+  worker`` processes with one pool process each, started and warmed before the clock starts;
+  the sweep is POSTed through the API (Flask test client) and timed from the POST to the
+  sweep's last ``finished_at``.
+* scikit-learn: ``GridSearchCV(MLPClassifier(solver="sgd", momentum=0, alpha=0,
+  activation="tanh", learning_rate="constant", max_iter=epochs, tol=0,
+  n_iter_no_change=epochs + 1), grid, cv=<the same single 80/20 split>, n_jobs=2,
+  refit=False)``; BLAS at one thread per process for both.
+
+Target: Descent >= 5x faster wall time.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import kernels  # noqa: E402
+import migrations  # noqa: E402
+
+LEARNING_RATES = [0.01, 0.03, 0.1, 0.3]
+BATCH_SIZES = [16, 32, 64, 128]
+WIDTHS = [16, 32, 64]
+VALIDATION = 0.2
+TARGET = 5.0
+
+
+def start_workers(n: int, env: dict, cwd: Path) -> list[subprocess.Popen]:
+    processes = []
+    for i in range(n):
+        log = open(cwd / f"worker{i}.log", "w")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+             "--concurrency", "1", "--loglevel", "INFO", "-n", f"bench{i}@%h",
+             "--without-mingle", "--without-gossip"],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    deadline = time.monotonic() + 120
+    for i in range(n):
+        while " ready." not in (cwd / f"worker{i}.log").read_text():
+            if time.monotonic() > deadline or processes[i].poll() is not None:
+                raise SystemExit(f"worker {i} not ready:\n{(cwd / f'worker{i}.log').read_text()}")
+            time.sleep(0.1)
+    return processes
+
+
+def stop_workers(processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_sweep(client, sweep_id: int, timeout: float = 3600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        sweep = client.get(f"/api/v1/sweeps/{sweep_id}?metric=final_accuracy").get_json()
+        if sweep["status"] in ("succeeded", "failed", "cancelled"):
+            return sweep
+        if time.monotonic() > deadline:
+            raise SystemExit(f"sweep not done: {sweep['counts']}")
+        time.sleep(0.1)
+
+
+def _utc(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def run_descent(args, folder: Path) -> tuple[float, dict]:
+    from service.api import create_app
+    from service.config import Settings
+
+    database_url = args.database_url or f"sqlite:///{folder / 'descent.db'}"
+    broker_url = args.broker_url or f"filesystem://{folder / 'queue'}"
+    migrations.upgrade(database_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}
+    env.update(DESCENT_DATABASE_URL=database_url, DESCENT_BROKER_URL=broker_url,
+               PYTHONPATH=str(ROOT), DESCENT_WORKER_THREADS="1")
+    workers = start_workers(args.workers, env, folder)
+    app = create_app({"SETTINGS": Settings(database_url=database_url, broker_url=broker_url)})
+    client = app.test_client()
+    try:
+        base = {"dataset": "digits", "layers": [64, 32, 10], "activation": "tanh",
+                "loss": "cross_entropy", "batch_mode": "minibatch", "epochs": args.epochs,
+                "validation_split": VALIDATION, "shuffle": True, "seed": 0}
+        # Warm-up: one tiny sweep, so the workers have loaded the kernels and the dataset.
+        warm = client.post("/api/v1/sweeps", json={
+            "base": {**base, "epochs": 1},
+            "grid": {"layers": [[64, w, 10] for w in WIDTHS]}}).get_json()
+        wait_sweep(client, warm["id"])
+        body = {"base": base, "grid": {"learning_rate": LEARNING_RATES,
+                                       "batch_size": BATCH_SIZES,
+                                       "layers": [[64, w, 10] for w in WIDTHS]}}
+        started = datetime.now(timezone.utc)
+        clock = time.perf_counter()
+        response = client.post("/api/v1/sweeps", json=body)
+        assert response.status_code == 202, response.get_json()
+        sweep = wait_sweep(client, response.get_json()["id"])
+        polled = time.perf_counter() - clock
+        last = max(_utc(run["finished_at"]) for run in sweep["runs"])
+        wall = (last - started).total_seconds()
+        print(f"descent: {len(sweep['runs'])} runs {sweep['counts']}, wall {wall:.2f} s "
+              f"(poll loop saw {polled:.2f} s)")
+        return wall, sweep
+    finally:
+        stop_workers(workers)
+        app.extensions["descent"]["engine"].dispose()
+
+
+def run_sklearn(args) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = kernels.load_dataset("digits")
+    n = X.shape[0]
+    n_val = int(np.floor(n * VALIDATION))
+    order = np.random.default_rng(0).permutation(n)
+    fold = np.full(n, -1)
+    fold[order[n - n_val:]] = 0  # the rows Descent's validation_split holds out
+    model = MLPClassifier(solver="sgd", momentum=0.0, nesterovs_momentum=False, alpha=0.0,
+                          activation="tanh", learning_rate="constant", max_iter=args.epochs,
+                          tol=0.0, n_iter_no_change=args.epochs + 1, shuffle=True,
+                          random_state=0)
+    grid = {"learning_rate_init": LEARNING_RATES, "batch_size": BATCH_SIZES,
+            "hidden_layer_sizes": [(w,) for w in WIDTHS]}
+    search = GridSearchCV(model, grid, cv=PredefinedSplit(fold), n_jobs=2, refit=False)
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    os.environ.update(env)  # for the joblib worker processes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clock = time.perf_counter()
+        search.fit(X, y)
+        wall = time.perf_counter() - clock
+    print(f"sklearn: GridSearchCV {len(search.cv_results_['params'])} fits, wall {wall:.2f} s, "
+          f"best validation accuracy {search.best_score_:.3f}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--database-url")
+    parser.add_argument("--broker-url")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="descent-bench-sweep-"))
+    try:
+        descent, sweep = run_descent(args, folder)
+        board = sweep["leaderboard"][:3]
+        for entry in board:
+            print(f"  rank {entry['rank']}: {entry['config']} accuracy "
+                  f"{entry['final_accuracy']:.3f}")
+        sklearn = run_sklearn(args)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    ratio = sklearn / descent
+    print(f"\n48 configurations x {args.epochs} epochs on digits: descent {descent:.2f} s, "
+          f"sklearn GridSearchCV(n_jobs=2) {sklearn:.2f} s, ratio {ratio:.1f}x "
+          f"(target >= {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Sweeps: their cells (one run per configuration), concurrency slots, states, rungs.
+
+A sweep's runs are created up front, all in state ``queued``; a cell's ``dispatched`` flag
+says whether its run has been sent to the broker. ``fill_slots`` dispatches waiting cells
+while fewer than ``max_concurrency`` of the sweep's dispatched runs are queued or running;
+the API calls it when the sweep is created and the worker in the transaction that ends a
+sweep's run, so the limit is kept by the database, whoever sends the tasks."""
+
+from typing import Optional
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .models import FINAL_STATES, Run, Sweep, SweepCell, SweepRung, utcnow
+from .runs import create_run
+
+ACTIVE = ("queued", "running")
+
+
+def create_sweep(session: Session, **fields) -> Sweep:
+    """Store a sweep row (the caller commits)."""
+    sweep = Sweep(status="queued", **fields)
+    session.add(sweep)
+    session.flush()
+    return sweep
+
+
+def get_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
+    return session.get(Sweep, sweep_id)
+
+
+def list_sweeps(session: Session, limit: int = 50, before: Optional[int] = None) -> list[Sweep]:
+    stmt = select(Sweep).order_by(Sweep.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(Sweep.id < before)
+    return list(session.scalars(stmt))
+
+
+def create_cell(session: Session, sweep_id: int, position: int, config: dict, config_hash: str,
+                spec: dict, dataset_id: int, name=None, tags=None) -> Optional[int]:
+    """Store one configuration of a sweep with its (waiting) run; returns the run id, or None
+    when the sweep already has this configuration: the unique key (sweep_id, config_hash)
+    makes a retried creation or a redelivered dispatch a no-op. The caller commits."""
+    exists = session.scalar(select(SweepCell.run_id).where(
+        SweepCell.sweep_id == sweep_id, SweepCell.config_hash == config_hash))
+    if exists is not None:
+        return None
+    try:
+        with session.begin_nested():
+            run = create_run(session, spec, dataset_id, name=name, tags=tags,
+                             sweep_id=sweep_id)
+            session.add(SweepCell(sweep_id=sweep_id, position=position, config=config,
+                                  config_hash=config_hash, run_id=run.id, dispatched=False))
+            session.flush()
+    except IntegrityError:  # a concurrent creation stored it first
+        return None
+    return run.id
+
+
+def cells(session: Session, sweep_id: int) -> list[tuple[SweepCell, Run]]:
+    """A sweep's cells and runs in position order."""
+    return [(cell, run) for cell, run in session.execute(
+        select(SweepCell, Run).join(Run, Run.id == SweepCell.run_id)
+        .where(SweepCell.sweep_id == sweep_id).order_by(SweepCell.position))]
+
+
+def _lock_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
+    """The sweep row, locked until the transaction ends on PostgreSQL (SQLite's BEGIN
+    IMMEDIATE already serialises writers), so slot counts are never computed twice at once."""
+    return session.execute(select(Sweep).where(Sweep.id == sweep_id).with_for_update(),
+                           execution_options={"populate_existing": True}).scalar()
+
+
+def fill_slots(session: Session, sweep_id: int) -> list[int]:
+    """Mark waiting cells dispatched while fewer than ``max_concurrency`` dispatched runs of
+    the sweep are queued or running; returns their run ids, to enqueue after the caller
+    commits. Nothing is dispatched for a cancelled sweep."""
+    sweep = _lock_sweep(session, sweep_id)
+    if sweep is None or sweep.cancel_requested:
+        return []
+    waiting = (select(SweepCell).join(Run, Run.id == SweepCell.run_id)
+               .where(SweepCell.sweep_id == sweep_id, SweepCell.dispatched.is_(False),
+                      Run.status == "queued")
+               .order_by(SweepCell.position))
+    if sweep.max_concurrency is not None:
+        active = session.scalar(
+            select(func.count()).select_from(SweepCell).join(Run, Run.id == SweepCell.run_id)
+            .where(SweepCell.sweep_id == sweep_id, SweepCell.dispatched.is_(True),
+                   Run.status.in_(ACTIVE)))
+        free = sweep.max_concurrency - active
+        if free <= 0:
+            return []
+        waiting = waiting.limit(free)
+    if session.bind.dialect.name == "postgresql":
+        waiting = waiting.with_for_update(skip_locked=True, of=SweepCell)
+    chosen = list(session.scalars(waiting))
+    for cell in chosen:
+        cell.dispatched = True
+    session.flush()
+    return [cell.run_id for cell in chosen]
+
+
+def counts(session: Session, sweep_id: int) -> dict:
+    """{state: number of the sweep's runs in it}."""
+    return {status: n for status, n in session.execute(
+        select(Run.status, func.count()).where(Run.sweep_id == sweep_id)
+        .group_by(Run.status))}
+
+
+def derive_status(sweep: Sweep, by_state: dict) -> str:
+    """queued (no run started), running, or once every run is final: cancelled (the sweep
+    was cancelled), failed (some run failed), else succeeded (diverged and stopped_early
+    runs are results of a sweep, not failures)."""
+    total = sum(by_state.values())
+    active = by_state.get("queued", 0) + by_state.get("running", 0)
+    if total and active == 0:
+        if sweep.cancel_requested:
+            return "cancelled"
+        return "failed" if by_state.get("failed") else "succeeded"
+    if sweep.cancel_requested:
+        return "running" if by_state.get("running") else "cancelled"
+    if active == by_state.get("queued", 0) and active == total:
+        return "queued"
+    return "running"
+
+
+def update_status(session: Session, sweep_id: int) -> Optional[Sweep]:
+    """Store the sweep's state as derived from its runs (the caller commits)."""
+    sweep = session.get(Sweep, sweep_id, populate_existing=True)
+    if sweep is None:
+        return None
+    status = derive_status(sweep, counts(session, sweep_id))
+    if status != sweep.status:
+        sweep.status = status
+        if status in ("succeeded", "failed", "cancelled"):
+            sweep.finished_at = utcnow()
+    session.flush()
+    return sweep
+
+
+def run_ended(session: Session, sweep_id: int) -> list[int]:
+    """What the transaction that ends one of the sweep's runs also does: dispatch the next
+    waiting cells and update the sweep's state. Returns the run ids to enqueue after
+    commit."""
+    to_send = fill_slots(session, sweep_id)
+    update_status(session, sweep_id)
+    return to_send
+
+
+def cancel_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
+    """Cancel a sweep: its queued runs (dispatched or not) end ``cancelled`` now, its running
+    ones at their next chunk, and no more cells are dispatched. Commits.
+
+    Run rows are written before the sweep row, the order of a worker ending a run (its run,
+    then the sweep's slots), so the two never wait on each other in a cycle."""
+    if session.get(Sweep, sweep_id) is None:
+        return None
+    now = utcnow()
+    session.execute(update(Run).where(Run.sweep_id == sweep_id, Run.status == "queued")
+                    .values(cancel_requested=True, status="cancelled", finished_at=now))
+    session.execute(update(Run).where(Run.sweep_id == sweep_id, Run.status == "running")
+                    .values(cancel_requested=True))
+    session.execute(update(Sweep).where(Sweep.id == sweep_id).values(cancel_requested=True))
+    sweep = update_status(session, sweep_id)
+    session.commit()
+    session.refresh(sweep)
+    return sweep
+
+
+def delete_sweep(session: Session, sweep_id: int) -> None:
+    """Remove a sweep, its cells and runs (when its first dispatch could not be queued).
+    The caller commits."""
+    from sqlalchemy import delete
+
+    run_ids = select(SweepCell.run_id).where(SweepCell.sweep_id == sweep_id)
+    ids = list(session.scalars(run_ids))
+    session.execute(delete(SweepCell).where(SweepCell.sweep_id == sweep_id))
+    if ids:
+        session.execute(delete(Run).where(Run.id.in_(ids)))
+    session.execute(delete(Sweep).where(Sweep.id == sweep_id))
+
+
+# ----------------------------------------------------------------------- early stopping
+
+
+def rungs(early_stopping: dict, epochs: int) -> list[int]:
+    """The rung epochs below ``epochs``: min_epochs * reduction_factor**k."""
+    rung, rf, out = early_stopping["min_epochs"], early_stopping["reduction_factor"], []
+    while rung < epochs:
+        out.append(rung)
+        rung *= rf
+    return out
+
+
+def record_rung(session: Session, sweep_id: int, rung: int, run_id: int,
+                value: Optional[float], reduction_factor: int) -> bool:
+    """Record a run's metric at a rung and decide whether it continues (ASHA's rule, made
+    deterministic for the first arrivals):
+
+    with n runs recorded at the rung so far (this one included), the run continues if its
+    value ranks within the best ceil(n / reduction_factor) of them (ties in its favour);
+    a non-finite (NULL) value never continues unless it is the only one. So the first run
+    at a rung always continues, and a later run must beat all but the best n/rf arrivals.
+    A run that reaches the same rung again (a redelivered task) gets its recorded decision.
+    Commits nothing; the caller commits."""
+    import math
+
+    previous = session.get(SweepRung, (sweep_id, rung, run_id))
+    if previous is not None:
+        return previous.promoted
+    _lock_sweep(session, sweep_id)  # one decision at a time per sweep
+    values = list(session.scalars(select(SweepRung.value).where(
+        SweepRung.sweep_id == sweep_id, SweepRung.rung == rung)))
+    n = len(values) + 1
+    keep = math.ceil(n / reduction_factor)
+    if value is None:
+        promoted = n == 1
+    else:
+        better = sum(1 for v in values if v is not None and v < value)
+        promoted = better < keep
+    session.add(SweepRung(sweep_id=sweep_id, rung=rung, run_id=run_id, value=value,
+                          promoted=promoted))
+    session.flush()
+    return promoted
+
+
+def early_stopping_of(session: Session, sweep_id: int) -> Optional[tuple[dict, str]]:
+    """(early stopping config, metric) of a sweep, or None when it has none."""
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None or not sweep.early_stopping:
+        return None
+    return sweep.early_stopping, sweep.metric
+
+
+__all__ = ["FINAL_STATES", "cancel_sweep", "cells", "counts", "create_cell", "create_sweep",
+           "fill_slots", "record_rung", "run_ended", "rungs", "update_status"]
