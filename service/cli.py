@@ -983,10 +983,16 @@ def show(run_id, everything, as_json, api_url):
 @cli.command(cls=ClientCommand, context_settings=CONTEXT,
              short_help="Cancel a queued or running run.")
 @click.argument("run_id", type=int, metavar="ID")
+@click.option("--sweep", "is_sweep", is_flag=True,
+              help="ID is a sweep: cancel all of its queued and running runs.")
 @api_url_option
-def cancel(run_id, api_url):
+def cancel(run_id, is_sweep, api_url):
     """Cancel a queued or running run (a running one stops at its next chunk and keeps its
-    history)."""
+    history), or with --sweep a whole sweep."""
+    if is_sweep:
+        sweep = Client(api_url).cancel_sweep(run_id)
+        console().print(f"cancel requested for sweep {sweep['id']} ({sweep['status']})")
+        return
     run = Client(api_url).cancel_run(run_id)
     console().print(f"cancel requested for run {run['id']} ({run['status']})")
 

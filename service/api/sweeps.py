@@ -194,6 +194,11 @@ def expand(body: dict) -> list[dict]:
             problems.setdefault(path, message)
         out.append({"position": position, "config": config, "spec": spec,
                     "dataset": dataset})
+    if body.get("metric") == "val_error":
+        without = [cell["position"] for cell in out if not cell["spec"].get("validation_split")]
+        if without:
+            problems["metric"] = ("val_error needs validation_split > 0 in every configuration; "
+                                  f"{len(without)} have none (e.g. #{without[0]})")
     if problems:
         raise _invalid(problems)
     return out

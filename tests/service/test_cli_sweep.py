@@ -91,3 +91,21 @@ def test_sweep_preview_wait_and_leaderboard(live, tmp_path):
     bad.write_text(json.dumps({**body, "grid": {"learning_rate": [0.1, -1]}}))
     result = invoke(["sweep", str(bad)], env=env)
     assert result.exit_code == 2 and "grid.learning_rate[1]" in result.output, result.output
+
+
+def test_cancel_sweep_ends_its_queued_runs(live, tmp_path):
+    base_url, sessions = live
+    env = {"DESCENT_API_URL": base_url}
+    body = {"base": {"dataset": "xor", "layers": [2, 4, 1], "epochs": 5},
+            "grid": {"learning_rate": [0.1, 0.2, 0.3]}, "max_concurrency": 1}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(body))
+    submitted = invoke(["sweep", str(path)], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    with sessions() as session:
+        sweep_id = session.scalars(select(SweepCell.sweep_id)).first()
+    result = invoke(["cancel", "--sweep", str(sweep_id)], env=env)
+    assert result.exit_code == 0 and f"sweep {sweep_id}" in result.output, result.output
+    with sessions() as session:
+        states = {run.status for run in session.scalars(select(Run))}
+    assert states == {"cancelled"}, states

@@ -97,6 +97,7 @@ def test_random_draws_are_seeded_and_in_range(client):
     ({**GRID, "max_concurrency": 0}, "max_concurrency"),
     ({**GRID, "early_stopping": {"min_epochs": 0}}, "early_stopping.min_epochs"),
     ({**GRID, "metric": "accuracy"}, "metric"),
+    ({**GRID, "metric": "val_error"}, "metric"),  # no validation split to measure it on
 ])
 def test_a_bad_base_or_space_is_a_422_naming_the_field_and_stores_nothing(
         client, sessions, queue_dir, body, field):
