@@ -327,13 +327,18 @@ def request_cancel(session: Session, run_id: int) -> Optional[Run]:
     second, and a claim refuses a run whose cancel is already requested."""
     if session.get(Run, run_id) is None:
         return None
-    now = utcnow()
-    session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
-                    .values(cancel_requested=True, status="cancelled", finished_at=now))
-    session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
-                    .values(cancel_requested=True))
+    cancel_runs(session, Run.id == run_id)
     session.commit()
     return session.get(Run, run_id, populate_existing=True)
+
+
+def cancel_runs(session: Session, which) -> None:
+    """Cancel the runs matching ``which``: queued ones end ``cancelled`` now, running ones
+    get ``cancel_requested`` and stop at their next chunk (the caller commits)."""
+    session.execute(update(Run).where(which, Run.status == "queued")
+                    .values(cancel_requested=True, status="cancelled", finished_at=utcnow()))
+    session.execute(update(Run).where(which, Run.status == "running")
+                    .values(cancel_requested=True))
 
 
 def history(session: Session, run_id: int) -> list[Epoch]:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import FINAL_STATES, Run, Sweep, SweepCell, SweepRung, utcnow
-from .runs import create_run
+from .runs import cancel_runs, create_run
 
 ACTIVE = ("queued", "running")
 
@@ -156,11 +156,7 @@ def cancel_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
     then the sweep's slots), so the two never wait on each other in a cycle."""
     if session.get(Sweep, sweep_id) is None:
         return None
-    now = utcnow()
-    session.execute(update(Run).where(Run.sweep_id == sweep_id, Run.status == "queued")
-                    .values(cancel_requested=True, status="cancelled", finished_at=now))
-    session.execute(update(Run).where(Run.sweep_id == sweep_id, Run.status == "running")
-                    .values(cancel_requested=True))
+    cancel_runs(session, Run.sweep_id == sweep_id)
     session.execute(update(Sweep).where(Sweep.id == sweep_id).values(cancel_requested=True))
     sweep = update_status(session, sweep_id)
     session.commit()
