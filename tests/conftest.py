@@ -112,7 +112,46 @@ def app(settings):
     app.extensions["descent"]["engine"].dispose()
 
 
+def make_token(database_url: str, user: str) -> str:
+    """A new API token of ``user`` in the database at ``database_url``."""
+    from service.store import make_engine, make_sessionmaker
+    from service.store.tokens import create_token
+
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            token = create_token(session, user)
+            session.commit()
+    finally:
+        engine.dispose()
+    return token
+
+
 @pytest.fixture
-def client(app):
-    """A Flask test client."""
-    return app.test_client()
+def token(settings):
+    """An API token of user "alice" in the test's database."""
+    return make_token(settings.database_url, "alice")
+
+
+@pytest.fixture
+def auth_headers(token):
+    """Request headers carrying alice's token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def client(app, token):
+    """A Flask test client that sends alice's token with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+@pytest.fixture
+def client_of(app, settings):
+    """A factory: ``client_of("bob")`` is a test client with a new token of user bob."""
+    def make(user: str):
+        other = app.test_client()
+        other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {make_token(settings.database_url, user)}"
+        return other
+    return make

@@ -24,3 +24,8 @@ def queue():
 def engine():
     """The app's database engine."""
     return current_app.extensions["descent"]["engine"]
+
+
+def current_user():
+    """The user of this request's API token (set by the auth hook), or None."""
+    return g.get("user")

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -47,9 +48,17 @@ class Dataset(Base):
     """Training data: X and y as one NPZ blob, with its shape and a content hash."""
 
     __tablename__ = "datasets"
+    __table_args__ = (
+        # Names are per owner; built-in datasets have no owner and are everyone's.
+        UniqueConstraint("owner", "name", name="uq_datasets_owner_name"),
+        # NULLs are distinct in a unique constraint: built-in names need their own index.
+        Index("uq_datasets_public_name", "name", unique=True,
+              sqlite_where=text("owner IS NULL"), postgresql_where=text("owner IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[Optional[str]] = mapped_column(String(200), index=True)
     n_samples: Mapped[int] = mapped_column(Integer)
     n_features: Mapped[int] = mapped_column(Integer)
     # "labels" (1-D integer classes), "values" (1-D floats) or "matrix" (2-D floats)
@@ -78,6 +87,9 @@ class Run(Base):
         # Keyset pages of GET /runs sorted by these columns (ties broken by id), and range
         # filters on them; see RUN_QUERY_INDEXES (migration 0002).
         *(Index(f"ix_runs_{column}_id", column, "id") for column in RUN_QUERY_INDEXES),
+        Index("ix_runs_owner_id", "owner", "id"),
+        # The reaper's scans: running runs by heartbeat, queued runs never sent.
+        Index("ix_runs_status_heartbeat_at", "status", "heartbeat_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -87,8 +99,11 @@ class Run(Base):
     # from the column's statistics (GET /runs picks the sort index when it should).
     tags: Mapped[dict] = mapped_column(JSON().with_variant(JSONB(), "postgresql"),
                                        default=dict)
+    # The user whose token created the run (NULL: created before tokens existed).
+    owner: Mapped[Optional[str]] = mapped_column(String(200))
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
-    sweep_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    sweep_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     # Spec fields people filter and sort on, copied out of the JSON.
     learning_rate: Mapped[float] = mapped_column(Float)
@@ -100,6 +115,9 @@ class Run(Base):
     started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    # When the run's task message was last handed to the broker (NULL: never, e.g. a sweep
+    # cell waiting for a slot, or a send that failed); the reaper sends runs left unsent.
+    enqueued_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     worker: Mapped[Optional[str]] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -153,6 +171,7 @@ class Sweep(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[Optional[str]] = mapped_column(String(200))
+    owner: Mapped[Optional[str]] = mapped_column(String(200), index=True)
     base: Mapped[dict] = mapped_column(JSON)
     space: Mapped[dict] = mapped_column(JSON)
     kind: Mapped[str] = mapped_column(String(8))  # "grid" | "random"
@@ -203,4 +222,39 @@ class SweepRung(Base):
         ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     value: Mapped[Optional[float]] = mapped_column(Float)  # NULL when not finite
     promoted: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """An API token of a user. Only the SHA-256 of the token is stored; ``prefix`` (its
+    first characters) lets people tell their tokens apart."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[Optional[str]] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyKey(Base):
+    """The first response to a POST carrying an ``Idempotency-Key``: a retry with the same
+    key (same user, same endpoint) gets the same resource back and queues nothing new."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("owner", "endpoint", "key", name="uq_idempotency_keys_owner_endpoint_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(64))  # e.g. "POST /runs"
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request body
+    resource_id: Mapped[Optional[int]] = mapped_column(BigInteger)
+    status_code: Mapped[Optional[int]] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
