@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine; both create .venv on first use.
 #   make up     set up, start Descent on embedded defaults (API and workers, no server to
 #               install), train examples/xor.json through it, and keep serving until Ctrl-C
-#   make test   set up, then run the whole test suite
+#   make test   set up (and, as root, apt-get install Debian's chromium for the browser
+#               tests), then run the whole test suite
 # Also: make demo (the training core alone, no service), make bench.
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: up demo test bench
+.PHONY: up demo test bench chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,22 @@ up: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/python examples/train_xor.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/browser) drive Debian's chromium: installed here when missing and
+# run as root (CI); otherwise a hint, and those tests skip (fail under DESCENT_REQUIRE_SERVICES=1).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q && apt-get install -y -q chromium; } || \
+	      echo "warning: could not install chromium; the browser tests will not run"; \
+	  else \
+	    echo "hint: the browser tests need Debian's chromium: sudo apt-get install -y chromium"; \
+	  fi; }
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/kernels.py $(BENCH_ARGS)

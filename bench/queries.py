@@ -44,6 +44,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 import migrations  # noqa: E402
 from service.config import Settings  # noqa: E402
+from bench_auth import authorized_client  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DESCENT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -56,7 +57,12 @@ RUN_COLUMNS = ["id", "name", "spec", "tags", "dataset_id", "sweep_id", "status",
                "learning_rate", "batch_mode", "batch_size", "epochs", "seed", "created_at",
                "started_at", "finished_at", "heartbeat_at", "worker", "attempts",
                "cancel_requested", "error_message", "epochs_done", "final_error", "best_error",
-               "best_epoch", "final_accuracy", "final_val_error"]
+               "best_epoch", "final_accuracy", "final_val_error", "owner"]
+SWEEP_COLUMNS = ["id", "owner", "base", "space", "kind", "metric", "status",
+                 "cancel_requested", "created_at"]
+N_SWEEPS = 999
+# Every synthetic run and sweep belongs to this user, whose token the requests carry.
+USER = "bench"
 EPOCH_COLUMNS = ["run_id", "epoch", "error", "accuracy", "val_error", "val_accuracy", "seconds"]
 
 
@@ -87,7 +93,14 @@ def synthetic_runs(n: int, epochs: int, seed: int = 0):
                created + timedelta(minutes=1) if done else None, "bench" if done else None,
                1 if done else 0, status == "cancelled",
                "boom" if status == "failed" else None, epochs if finished else epochs // 2,
-               final, best, None if best is None else rng.randrange(epochs), None, None)
+               final, best, None if best is None else rng.randrange(epochs), None, None, USER)
+
+
+def sweeps_rows():
+    """The sweeps the synthetic runs point at (runs.sweep_id is a foreign key)."""
+    now = datetime(2026, 8, 1, tzinfo=timezone.utc)
+    return [(i, USER, "{}", "{}", "grid", "error", "succeeded", False, now)
+            for i in range(1, N_SWEEPS + 1)]
 
 
 def synthetic_epochs(first_run: int, last_run: int, epochs: int, rng: random.Random):
@@ -117,12 +130,17 @@ def load_postgres(url: str, n_runs: int, epochs: int) -> None:
             with cur.copy(f"COPY datasets ({', '.join(DATASET_COLUMNS)}) FROM STDIN") as copy:
                 for row in datasets_rows():
                     copy.write_row(row)
+            with cur.copy(f"COPY sweeps ({', '.join(SWEEP_COLUMNS)}) FROM STDIN") as copy:
+                for row in sweeps_rows():
+                    copy.write_row(row)
             with cur.copy(f"COPY runs ({', '.join(RUN_COLUMNS)}) FROM STDIN") as copy:
                 for row in synthetic_runs(n_runs, epochs):
                     copy.write_row(row)
             cur.execute("SELECT setval(pg_get_serial_sequence('runs', 'id'), %s)", (n_runs,))
             cur.execute("SELECT setval(pg_get_serial_sequence('datasets', 'id'), %s)",
                         (len(DATASETS),))
+            cur.execute("SELECT setval(pg_get_serial_sequence('sweeps', 'id'), %s)",
+                        (N_SWEEPS,))
         conn.commit()
         rng = random.Random(1)
         step = 10_000
@@ -151,6 +169,10 @@ def load_sqlite(path: Path, n_runs: int, epochs: int) -> None:
             f"INSERT INTO datasets ({', '.join(DATASET_COLUMNS)}) VALUES "
             f"({', '.join('?' * len(DATASET_COLUMNS))})",
             [(*row[:-1], sqlite_time(row[-1])) for row in datasets_rows()])
+        conn.executemany(
+            f"INSERT INTO sweeps ({', '.join(SWEEP_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(SWEEP_COLUMNS))})",
+            [(*row[:-1], sqlite_time(row[-1])) for row in sweeps_rows()])
         time_columns = [RUN_COLUMNS.index(c) for c in
                         ("created_at", "started_at", "finished_at", "heartbeat_at")]
 
@@ -189,7 +211,7 @@ def measure(database_url: str, n_requests: int, n_runs: int, queue_dir: Path) ->
     app = create_app({"SETTINGS": Settings(database_url=database_url,
                                            broker_url=f"filesystem://{queue_dir}"),
                       "TESTING": True})
-    client = app.test_client()
+    client = authorized_client(app, database_url, USER)
     api = "/api/v1/runs"
     rng = random.Random(2)
     where = ("status in (succeeded, diverged) and learning_rate >= 0.1 and "

@@ -57,6 +57,7 @@ import kernels  # noqa: E402
 import migrations  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.store import Epoch, Run  # noqa: E402
+from bench_auth import authorized_client  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DESCENT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -195,7 +196,7 @@ class Bench:
 
         self.spec = spec
         self.app = create_app({"SETTINGS": settings})
-        self.api = self.app.test_client()
+        self.api = authorized_client(self.app, settings.database_url)
         # A plain engine for polling: on SQLite its reads take no write lock.
         self.reader = create_engine(settings.database_url)
 

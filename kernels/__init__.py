@@ -1,7 +1,8 @@
 """Descent's training core: pure numerics (numpy + numba), no I/O.
 
 ``train`` runs gradient descent as API.md section 1 defines; ``predict`` and ``gradients``
-apply given parameters; ``load_dataset`` returns the built-in datasets.
+apply given parameters; ``trace_step`` shows one SGD step of one sample layer by layer;
+``load_dataset`` returns the built-in datasets.
 """
 
 from .datasets import BUILTIN_DATASETS, dataset_info, load_dataset
@@ -17,6 +18,7 @@ from .names import (
     OUTPUT_ACTIVATIONS,
     default_output_activation,
 )
+from .trace import TraceStep, layer_symbols, trace_step
 from .training import Progress, TrainResult, train
 
 __all__ = [
@@ -29,12 +31,15 @@ __all__ = [
     "LOSSES",
     "OUTPUT_ACTIVATIONS",
     "Progress",
+    "TraceStep",
     "TrainResult",
     "dataset_info",
     "default_output_activation",
     "gradients",
     "init_params",
+    "layer_symbols",
     "load_dataset",
     "predict",
+    "trace_step",
     "train",
 ]

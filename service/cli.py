@@ -53,6 +53,7 @@ def cli():
       descent up                  API and workers in the foreground, on embedded defaults
       descent api | worker        one API server or one worker, for compose and scale-out
       descent db upgrade          apply database migrations
+      descent reap                requeue runs of lost workers (every worker does it too)
     \b
     Use it (talks to DESCENT_API_URL, default http://127.0.0.1:8000):
       descent submit SPEC.json --wait
@@ -135,6 +136,14 @@ def fail(message: str, code: int = EXIT_FAILED):
 def report_api_error(exc: ApiError) -> None:
     """An API error on stderr; exits 2 for validation errors (422), else 1."""
     err = console(stderr=True)
+    if exc.status == 401:
+        from service.credentials import client_token, token_file
+
+        if client_token() is None:
+            fail("no token: run `descent token create --user NAME` and set DESCENT_TOKEN "
+                 f"(or start `descent up` here, which writes {token_file()})")
+        fail("the API refused the token (unknown or revoked, or made for another "
+             "database): run `descent token create --user NAME` and set DESCENT_TOKEN")
     if exc.status == 422:
         err.print(f"[bold red]rejected (HTTP 422):[/] {escape(exc.message)}", soft_wrap=True)
         for field, message in sorted(exc.fields.items()):
@@ -451,6 +460,45 @@ def apply_migrations(database_url: str, revision: str = "head") -> str:
              f"{str(exc.orig).strip() if exc.orig else exc}")
 
 
+@cli.command(context_settings=CONTEXT,
+             short_help="Take back runs of lost workers and send unsent runs, once.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+def reap(as_json):
+    """One pass of the reaper that every worker runs periodically (service.store.reaper):
+    running runs whose worker stopped beating for DESCENT_STALE_SECONDS go back on the queue
+    (or end `failed`, "worker lost", after DESCENT_MAX_ATTEMPTS claims), queued runs whose
+    task never reached the broker are sent, and sweeps get the state their runs say.
+
+    Safe to run while workers run. Exits 1 when some run could not be sent (the broker is
+    down) or the database is unreachable.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from service.queue import QueueClient
+    from service.store import make_engine, make_sessionmaker
+    from service.store import reaper
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    try:
+        done = reaper.reap(make_sessionmaker(engine), QueueClient(settings.broker_url).enqueue_run)
+    except OperationalError as exc:
+        fail(f"cannot reach the database {describe_database(settings.database_url)}: "
+             f"{str(exc.orig).strip() if exc.orig else exc}")
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(vars(done)))
+    else:
+        for what, ids in vars(done).items():
+            if ids:
+                click.echo(f"{what}: {', '.join(map(str, ids))}")
+        if not done:
+            click.echo("nothing to reap")
+    if done.unsent:
+        sys.exit(EXIT_FAILED)
+
+
 @cli.command(context_settings=CONTEXT, short_help="Serve the REST API (one server).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 for every interface, as in a container).")
@@ -469,12 +517,14 @@ def api(host, port, threads, loglevel):
     from waitress import create_server
 
     from service.api import create_app
+    from service.api.bodysize import server_body_ceiling
 
     setup_logging(loglevel)
     settings = Settings.from_env()
     app = create_app({"SETTINGS": settings})
     try:
-        server = create_server(app, host=host, port=port, threads=threads, ident="descent")
+        server = create_server(app, host=host, port=port, threads=threads, ident="descent",
+                               max_request_body_size=server_body_ceiling(settings.limits))
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     if hasattr(server, "effective_host"):
@@ -713,6 +763,11 @@ def up(host, port, workers, threads, grace, loglevel, specs):
         fail(f"cannot listen on {host}:{port}: {problem}{hint}")
     try:
         revision = apply_migrations(settings.database_url)
+        from service.cli_token import ensure_local_token
+        from service.credentials import token_file
+
+        local_token, token_created = ensure_local_token(settings.database_url)
+        client = Client(base_url, timeout=5, token=local_token)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         supervisor.spawn("API", [sys.executable, "-m", "service.cli", "api", "--host", host,
                                  "--port", str(port), "--threads", str(threads),
@@ -731,6 +786,13 @@ def up(host, port, workers, threads, grace, loglevel, specs):
         out.print(f"  broker    {describe_broker(settings.broker_url)}", soft_wrap=True)
         out.print(f"  workers   {workers} training process{'es' if workers > 1 else ''} "
                   f"(celery worker pid {worker_process.pid})")
+        out.print(f"  token     {escape(str(token_file()))} (user local"
+                  f"{', created now' if token_created else ''}; `descent` commands run here "
+                  "use it)", soft_wrap=True)
+        # The token itself is never printed: terminal output often ends up in a log.
+        out.print(f"  dashboard {base_url}/ (log in with the token in "
+                  f"{escape(str(token_file()))}: `cat {escape(str(token_file()))}`)",
+                  soft_wrap=True)
         if base_url != "http://127.0.0.1:8000":
             out.print(f"  clients   DESCENT_API_URL={base_url} descent runs", soft_wrap=True)
         out.print("Press Ctrl-C to stop.")
@@ -1021,6 +1083,14 @@ def health(api_url):
 from service import cli_sweep  # noqa: E402  (registers `descent sweep`)
 
 cli_sweep.register(cli)
+
+from service import cli_token  # noqa: E402  (registers `descent token`)
+
+cli_token.register(cli)
+
+from service import cli_plot  # noqa: E402  (registers `descent plot`)
+
+cli_plot.register(cli)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import requests
 
 from service.config import Settings
+from service.credentials import client_token
 
 API_PREFIX = "/api/v1"
 FINAL_STATES = frozenset({"succeeded", "failed", "diverged", "cancelled", "stopped_early"})
@@ -35,10 +36,12 @@ class ApiError(Exception):
 
 class Client:
     """The Descent API at ``base_url`` (default: DESCENT_API_URL, else
-    http://127.0.0.1:8000); ``/api/v1`` is added unless the URL already ends with it."""
+    http://127.0.0.1:8000); ``/api/v1`` is added unless the URL already ends with it.
+    Every request carries the API token ``token`` (default: DESCENT_TOKEN, else the token
+    file's; see service.credentials) as ``Authorization: Bearer``."""
 
     def __init__(self, base_url: str | None = None, timeout: float = 10.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, token: str | None = None):
         base = (base_url or Settings.from_env().api_url).rstrip("/")
         if base.endswith(API_PREFIX):
             base = base[: -len(API_PREFIX)]
@@ -46,6 +49,9 @@ class Client:
         self.api_url = base + API_PREFIX
         self.timeout = timeout
         self.http = session or requests.Session()
+        self.token = token if token is not None else client_token()
+        if self.token:
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     def request(self, method: str, path: str, **kwargs) -> Any:
         """``method`` on ``/api/v1{path}``; the JSON body of a 2xx answer."""

@@ -1,6 +1,7 @@
 """Configuration from the environment, with embedded defaults that need no server."""
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,8 +19,11 @@ class Limits:
     max_width: int = 4096
     max_params: int = 20_000_000
     max_epochs: int = 1_000_000
-    max_samples: int = 1_000_000
-    max_upload_bytes: int = 256 * 1024 * 1024
+    max_samples: int = 1_000_000  # rows of a dataset
+    max_features: int = 4096  # columns of X
+    max_work: int = 10_000_000_000  # epochs x samples of one run
+    max_upload_bytes: int = 256 * 1024 * 1024  # a dataset upload (multipart or JSON)
+    max_json_bytes: int = 16 * 1024 * 1024  # any other request body
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,10 @@ class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     api_url: str = DEFAULT_API_URL
     limits: Limits = field(default_factory=Limits)
+    # Requests per token, in Flask-Limiter's notation ("600/minute"); None: no limit.
+    rate_limit: str | None = None
+    # Where the counts live; None: the broker's Redis when the broker is Redis, else memory.
+    ratelimit_storage_url: str | None = None
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -45,7 +53,19 @@ class Settings:
             broker_url=env.get("DESCENT_BROKER_URL", DEFAULT_BROKER_URL),
             api_url=env.get("DESCENT_API_URL", DEFAULT_API_URL),
             limits=limits,
+            rate_limit=env.get("DESCENT_RATE_LIMIT") or None,
+            ratelimit_storage_url=env.get("DESCENT_RATELIMIT_STORAGE_URL") or None,
         )
+
+
+# The password of a URL's userinfo (scheme://user:PASSWORD@host), wherever it appears in text.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]*(?=@)")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (error messages of
+    drivers and brokers may quote the URL they were given)."""
+    return _URL_PASSWORD.sub(r"\g<head>***", text)
 
 
 def celery_config(broker_url: str) -> dict:
@@ -63,6 +83,10 @@ def celery_config(broker_url: str) -> dict:
         "task_ignore_result": True,  # run state lives in the database
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        # Task messages carry only ids, as JSON: never pickle (nothing executable on the wire).
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
     }
     parsed = urlparse(broker_url)
     if parsed.scheme == "filesystem":

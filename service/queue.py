@@ -18,6 +18,11 @@ class QueueClient:
         self.broker_url = broker_url
         self.celery = Celery("descent-client", set_as_current=False)
         self.celery.conf.update(celery_config(broker_url))
+        if broker_url.startswith(("redis:", "rediss:")):
+            # An unreachable or hung Redis answers 503 within seconds, not minutes.
+            self.celery.conf.broker_transport_options = {
+                **self.celery.conf.broker_transport_options,
+                "socket_connect_timeout": 2, "socket_timeout": 5}
 
     def enqueue_run(self, run_id: int) -> None:
         """Queue ``train_run(run_id)``; QueueUnavailable when the broker is down."""

@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from service.config import Settings, celery_config
 
@@ -40,3 +40,21 @@ def _after_fork(**_):
 
     recorder.reset_engine()
     limit_threads()
+
+
+_reaper_stop = None
+
+
+@worker_ready.connect
+def _start_reaper(**_):
+    """In the main process, once the pool is up: reap lost runs periodically."""
+    global _reaper_stop
+    from workers.reaping import start_reaper
+
+    _reaper_stop = start_reaper()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_):
+    if _reaper_stop is not None:
+        _reaper_stop.set()

@@ -4,6 +4,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ import numpy as np
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 import kernels
+from service.store import reaper
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
 from service.store.arrays import params_to_npz
@@ -25,10 +27,12 @@ KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_
                  "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype")
 # History is written at most this often (and once at the end), not once per epoch.
 FLUSH_SECONDS = 0.5
-# A running run whose worker has written nothing for this long is taken over by another
-# delivery of its task; a worker writes at every flush, so at least every FLUSH_SECONDS or
-# every epoch, whichever is longer.
-STALE_SECONDS = float(os.environ.get("DESCENT_STALE_SECONDS", "60"))
+# A running run whose worker has not beaten for this long is taken over by another delivery
+# of its task or by the reaper (service.store.reaper); a Heartbeat thread beats every
+# HEARTBEAT_SECONDS while a run trains.
+STALE_SECONDS = reaper.STALE_SECONDS
+HEARTBEAT_SECONDS = reaper.HEARTBEAT_SECONDS
+MAX_ATTEMPTS = reaper.MAX_ATTEMPTS
 
 
 def worker_name() -> str:
@@ -213,21 +217,62 @@ def load_dataset(key, data) -> tuple:
     return X, y
 
 
-def send_runs(run_ids, enqueue=None) -> None:
-    """Enqueue train_run for each of ``run_ids`` (a sweep's next cells), by name through
-    the workers' Celery app unless ``enqueue`` is given."""
+def send_task(run_id: int) -> None:
+    """Send train_run(run_id) by name through the workers' Celery app."""
+    from workers.celery_app import app
+
+    app.send_task("workers.tasks.train_run", args=[run_id])
+
+
+def send_runs(run_ids, enqueue=None, sessions=None) -> None:
+    """Enqueue train_run for each of ``run_ids`` (a sweep's next cells) with ``enqueue``
+    (default: ``send_task``) and, given ``sessions``, record them as sent. A send that
+    fails leaves its run unsent, which the reaper sends later."""
     if not run_ids:
         return
-    if enqueue is None:
-        from workers.celery_app import app
-
-        def enqueue(run_id):
-            app.send_task("workers.tasks.train_run", args=[run_id])
+    sent = []
     for run_id in run_ids:
         try:
-            enqueue(run_id)
-        except Exception:  # the run stays dispatched but unsent; see docs
-            log.exception("sweep run %s could not be enqueued", run_id)
+            (enqueue or send_task)(run_id)
+        except Exception:
+            log.exception("sweep run %s could not be enqueued (the reaper sends it later)",
+                          run_id)
+        else:
+            sent.append(run_id)
+    if sessions is not None and sent:
+        with sessions() as session:
+            store_runs.mark_enqueued(session, sent)
+
+
+class Heartbeat:
+    """A thread that refreshes a running run's heartbeat every ``seconds`` while this
+    process trains it (kernels release the GIL), however long an epoch takes; it stops by
+    itself once the run is no longer this attempt's."""
+
+    def __init__(self, sessions, run_id: int, attempt: int,
+                 seconds: float = HEARTBEAT_SECONDS):
+        self.sessions, self.run_id, self.attempt, self.seconds = (
+            sessions, run_id, attempt, seconds)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True,
+                                       name=f"heartbeat-{run_id}")
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)  # a beat after the run ended changes nothing
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.seconds):
+            try:
+                with self.sessions() as session:
+                    if not store_runs.beat(session, self.run_id, self.attempt):
+                        return
+            except Exception as exc:  # the database is away: beat again later
+                log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
 
 
 def _fail(sessions, run_id: int, attempt: int, message: str, sweep_id=None,
@@ -238,7 +283,7 @@ def _fail(sessions, run_id: int, attempt: int, message: str, sweep_id=None,
         if sweep_id is not None:
             to_send = store_sweeps.run_ended(session, sweep_id)
         session.commit()
-    send_runs(to_send, enqueue)
+    send_runs(to_send, enqueue, sessions)
     return "failed"
 
 
@@ -250,13 +295,13 @@ def _sweep_run_ended(sessions, sweep_id, enqueue=None) -> None:
     with sessions() as session:
         to_send = store_sweeps.run_ended(session, sweep_id)
         session.commit()
-    send_runs(to_send, enqueue)
+    send_runs(to_send, enqueue, sessions)
 
 
 def owner_alive(run, stale_seconds: float = STALE_SECONDS) -> bool:
     """Whether the worker that claimed a running run may still be training it: a process of
     this host that no longer exists (or this very process, which trains one run at a time)
-    is not; elsewhere, one whose last write is older than ``stale_seconds`` is not."""
+    is not; elsewhere, one whose last heartbeat is older than ``stale_seconds`` is not."""
     host, _, pid = (run.worker or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         if int(pid) == os.getpid():
@@ -276,20 +321,26 @@ def owner_alive(run, stale_seconds: float = STALE_SECONDS) -> bool:
 
 
 def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SECONDS,
-                enqueue=None) -> str:
+                enqueue=None, max_attempts: Optional[int] = None,
+                heartbeat_seconds: Optional[float] = None) -> str:
     """Train run ``run_id`` if it is queued (or was being trained by a lost worker) and
     record its history, parameters and final state. Never raises for a bad run: that run
     ends ``failed``.
 
     Returns the final state, or what made it skip: the run's state when it is not this
     delivery's to train, "missing", "busy" when another worker is still training it (see
-    ``owner_alive``; a duplicate delivery, e.g. after a Redis visibility timeout: try again
-    later), or "superseded" when another claim of the run took over while this one trained
-    (this one then wrote nothing more). ``stale_seconds=None`` takes over any running run.
+    ``owner_alive``; a duplicate delivery, e.g. after a Redis visibility timeout: it does
+    nothing, and should that worker die the reaper requeues the run), or "superseded" when
+    another claim of the run took over while this one trained (this one then wrote nothing
+    more). ``stale_seconds=None`` takes over any running run. A run already claimed
+    ``max_attempts`` times (default MAX_ATTEMPTS: its earlier deliveries died with their
+    process) ends ``failed`` "worker lost (N attempts)" instead of training again.
     """
+    max_attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
     with sessions() as session:
         # The usual case, a queued run, in one statement; then redeliveries.
-        run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",))
+        run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",),
+                                   max_attempts=max_attempts)
         if run is None:
             current = store_runs.get_run(session, run_id)
             if current is None:
@@ -300,7 +351,7 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
                 return "busy"
             # Claim the run as seen: a competing claim since then makes this one fail.
             run = store_runs.claim_run(session, run_id, worker_name(),
-                                       attempts=current.attempts)
+                                       attempts=current.attempts, max_attempts=max_attempts)
             if run is None:
                 session.refresh(current)
                 if current.status in store_runs.FINAL_STATES:
@@ -324,9 +375,10 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
     try:
         X_train, y_train, validation = split_validation(
             X, y, spec.get("validation_split", 0.0), spec["seed"])
-        result = kernels.train(X_train, y_train, callback=writer, validation=validation,
-                               checkpoints=writer.rungs or None,
-                               **{name: spec[name] for name in KERNEL_FIELDS})
+        with Heartbeat(sessions, run_id, attempt, heartbeat_seconds or HEARTBEAT_SECONDS):
+            result = kernels.train(X_train, y_train, callback=writer, validation=validation,
+                                   checkpoints=writer.rungs or None,
+                                   **{name: spec[name] for name in KERNEL_FIELDS})
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"
@@ -352,5 +404,5 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"
-    send_runs(to_send, enqueue)
+    send_runs(to_send, enqueue, sessions)
     return status

@@ -4,7 +4,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from workers import recorder
 from workers.celery_app import app
-from workers.runner import STALE_SECONDS, execute_run
+from workers.runner import execute_run
 
 # Seconds before a delivery that could not reach the database tries again.
 DATABASE_RETRY_SECONDS = 5.0
@@ -15,15 +15,12 @@ DATABASE_RETRY_SECONDS = 5.0
 def train_run(self, run_id: int) -> str:
     """Train the stored run ``run_id``; its state and results go to the database.
 
-    A delivery that finds the run still being trained by a live worker (a duplicate, e.g.
-    after a broker's visibility timeout) comes back after STALE_SECONDS, and takes the run
-    over then if that worker has gone quiet. One that cannot reach the database (down,
-    locked for longer than the busy timeout) comes back after DATABASE_RETRY_SECONDS; the
-    run, if this delivery had claimed it, is then taken over from this process."""
+    A delivery of a run that is final, or still being trained by a live worker (a
+    duplicate, e.g. after a broker's visibility timeout), does nothing: should that worker
+    die, the reaper requeues the run. One that cannot reach the database (down, locked for
+    longer than the busy timeout) comes back after DATABASE_RETRY_SECONDS; the run, if this
+    delivery had claimed it, is then taken over from this process."""
     try:
-        status = execute_run(recorder.sessions(), int(run_id))
+        return execute_run(recorder.sessions(), int(run_id))
     except (OperationalError, InterfaceError) as exc:
         raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS)
-    if status == "busy":
-        raise self.retry(countdown=STALE_SECONDS)
-    return status

@@ -5,7 +5,8 @@ Revises: 0003
 Create Date: 2026-11-28
 
 Runs, sweeps and datasets get an owner (the user of the token that created them; dataset
-names become unique per owner); API tokens (hashes only) and idempotency keys get tables;
+names become unique per owner; existing rows go to user "local", built-in datasets to no
+one); API tokens (hashes only) and idempotency keys get tables;
 runs get ``enqueued_at`` (when their task message was handed to the broker) and a
 (status, heartbeat_at) index for the reaper; runs.sweep_id becomes a foreign key.
 """
@@ -41,6 +42,12 @@ def upgrade() -> None:
                               unique=False)
         batch_op.create_foreign_key('fk_runs_sweep_id_sweeps', 'sweeps', ['sweep_id'], ['id'],
                                     ondelete='CASCADE')
+    # What exists was made before tokens: it goes to user "local" (the user `descent up`
+    # creates a token for; elsewhere `descent token create --user local` reaches it).
+    # Built-in datasets stay everyone's.
+    op.execute("UPDATE runs SET owner = 'local' WHERE owner IS NULL")
+    op.execute("UPDATE sweeps SET owner = 'local' WHERE owner IS NULL")
+    op.execute("UPDATE datasets SET owner = 'local' WHERE owner IS NULL AND builtin = false")
     # Runs that exist were sent when they were created, except sweep cells still waiting.
     op.execute(
         "UPDATE runs SET enqueued_at = created_at WHERE id NOT IN "

@@ -7,7 +7,8 @@ from service.config import Settings
 from service.queue import QueueClient
 from service.store import make_engine, make_sessionmaker
 
-from .errors import ErrorSchema, register_error_handlers
+from . import auth, bodysize, ratelimit
+from .errors import CommonResponses, ErrorSchema, register_error_handlers
 
 API_PREFIX = "/api/v1"
 
@@ -16,6 +17,8 @@ class Api(SmorestApi):
     """flask-smorest's Api, documenting our error body instead of its own."""
 
     ERROR_SCHEMA = ErrorSchema
+    # No catch-all "default" response: each operation lists every status it answers.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -49,13 +52,30 @@ def create_app(config: dict | None = None) -> Flask:
         if session is not None:
             session.close()
 
+    from . import metrics  # times every request, those the later hooks reject included
+
+    metrics.init_app(app)
+    # Before authentication, so requests with wrong tokens are limited too.
+    ratelimit.install(app, settings)
+    # First of the before_request hooks: every later one (and every view) sees g.user.
+    auth.install(app)
+    bodysize.install(app)
     api = Api(app, spec_kwargs={"info": {"description": "Batch training of fully connected "
-                                                       "networks by gradient descent."}})
+                                                       "networks by gradient descent."},
+                                "extra_plugins": [CommonResponses(ratelimit.UNLIMITED_PATHS)]})
+    auth.document(api)
     from . import datasets, health, runs, sweeps
 
     api.register_blueprint(runs.blp)
     api.register_blueprint(datasets.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(sweeps.blp)
+    from . import plots, trace
+
+    api.register_blueprint(plots.blp)
+    api.register_blueprint(trace.blp)
     register_error_handlers(app)
+    from service.dashboard import init_dashboard  # the browser pages at /
+
+    init_dashboard(app)
     return app

@@ -14,6 +14,7 @@ from service.store import Dataset
 from service.store import datasets as store_datasets
 from service.store.arrays import to_npz
 
+from .auth import require_user
 from .context import db, settings
 from .errors import ApiError
 from .parser import FORM_TYPES, Blueprint
@@ -99,11 +100,15 @@ MAX_DATASET_ID = 2**31 - 1
 
 
 def resolve_dataset(session, ref, create_builtin: bool = True):
-    """A dataset by id or name; a built-in is stored the first time it is named."""
-    if (isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit())) \
+    """A dataset of this request's user or a public one (built-in), by id or name; the
+    user's own name shadows a public one. Another user's dataset is None, like a missing
+    one. A built-in is stored the first time it is named. Every route that names a
+    dataset goes through here."""
+    user = require_user()
+    if (isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit())) \
             and not 0 < int(ref) <= MAX_DATASET_ID:
         return None
-    dataset = store_datasets.find_dataset(session, ref)
+    dataset = store_datasets.find_dataset(session, ref, owner=user)
     if dataset is None and create_builtin and ref in kernels.BUILTIN_DATASETS:
         X, y = kernels.load_dataset(ref)
         dataset = store_datasets.add_dataset_once(session, ref, X, y, builtin=True)
@@ -111,53 +116,78 @@ def resolve_dataset(session, ref, create_builtin: bool = True):
     return dataset
 
 
+def get_dataset_or_404(ref):
+    """The dataset ``ref`` (id or name) as this request's user sees it (resolve_dataset);
+    another user's dataset is a 404, the same as a missing one."""
+    dataset = resolve_dataset(db(), ref)
+    if dataset is None:
+        raise ApiError(404, "not_found", f"no dataset {ref!r}")
+    return dataset
+
+
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"invalid {field}", {field: message})
+
+
 def checked_arrays(X, y) -> tuple[np.ndarray, np.ndarray]:
-    """X as 2-D float64 and y as int labels or floats; ApiError 422 naming X or y."""
+    """X as 2-D float64 and y as int labels or floats, within the configured rows and
+    columns; ApiError 422 naming X or y (NaN, infinities, ragged rows, non-numbers, labels
+    out of range, empty data, different lengths)."""
+    limits = settings().limits
+    if isinstance(X, np.ndarray) and X.dtype.kind not in "biuf":
+        raise _bad("X", f"expected numbers, got an array of {X.dtype}")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ApiError(422, "validation_error", "invalid X",
-                       {"X": "rows must all have the same number of numbers"}) from None
+        raise _bad("X", "rows must all have the same number of numbers") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ApiError(422, "validation_error", "invalid X", {"X": "expected a non-empty 2-D array"})
+        raise _bad("X", "expected a non-empty 2-D array (rows of features)")
+    if X.shape[0] > limits.max_samples:
+        raise _bad("X", f"{X.shape[0]} rows; the limit is {limits.max_samples}")
+    if X.shape[1] > limits.max_features:
+        raise _bad("X", f"{X.shape[1]} columns; the limit is {limits.max_features}")
     if not np.isfinite(X).all():
-        raise ApiError(422, "validation_error", "invalid X", {"X": "contains NaN or infinity"})
+        raise _bad("X", "contains NaN or infinity")
     try:
         y = np.asarray(y)
     except (TypeError, ValueError):  # ragged
         y = np.empty(0, dtype=object)
     if y.dtype == object or y.ndim not in (1, 2):
-        raise ApiError(422, "validation_error", "invalid y",
-                       {"y": "expected a list of numbers (labels or values) or of rows"})
+        raise _bad("y", "expected a list of numbers (labels or values) or of rows")
     if y.dtype == bool:
         y = y.astype(np.int64)
-    if not np.issubdtype(y.dtype, np.number):
-        raise ApiError(422, "validation_error", "invalid y", {"y": "expected numbers"})
+    if y.dtype.kind not in "iuf":
+        raise _bad("y", f"expected numbers, got {y.dtype}")
     if y.shape[0] != X.shape[0]:
-        raise ApiError(422, "validation_error", "invalid y",
-                       {"y": f"has {y.shape[0]} rows but X has {X.shape[0]}"})
-    if np.issubdtype(y.dtype, np.integer):
+        raise _bad("y", f"has {y.shape[0]} rows but X has {X.shape[0]}")
+    if y.ndim == 2 and not 0 < y.shape[1] <= limits.max_width:
+        raise _bad("y", f"target rows need 1 to {limits.max_width} values")
+    if y.dtype.kind in "iu":
         if y.ndim != 1:
             y = y.astype(np.float64)
         elif y.min() < 0:
-            raise ApiError(422, "validation_error", "invalid y",
-                           {"y": "class labels must be >= 0"})
+            raise _bad("y", "class labels must be >= 0")
+        elif y.max() >= limits.max_width:
+            # n_classes outputs: a label no network within the limits can have.
+            raise _bad("y", f"class labels must be below {limits.max_width} (the widest "
+                            f"layer allowed); got {y.max()}")
         else:
             y = y.astype(np.int64)
-    if np.issubdtype(y.dtype, np.floating):
+    if y.dtype.kind == "f":
         y = y.astype(np.float64)
         if not np.isfinite(y).all():
-            raise ApiError(422, "validation_error", "invalid y", {"y": "contains NaN or infinity"})
-    limits = settings().limits
-    if X.shape[0] > limits.max_samples:
-        raise ApiError(422, "validation_error", "invalid X",
-                       {"X": f"{X.shape[0]} rows; the limit is {limits.max_samples}"})
+            raise _bad("y", "contains NaN or infinity")
     return np.ascontiguousarray(X), np.ascontiguousarray(y)
 
 
 def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Rows of numbers, the last column being y (a header row is skipped)."""
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline=""))
+                if row and any(c.strip() for c in row)]
+    except csv.Error as exc:  # a stray carriage return or NUL, an unclosed quote
+        raise ApiError(422, "validation_error", "invalid file",
+                       {"file": f"not a CSV file: {exc}"}) from None
     if rows:
         try:
             [float(c) for c in rows[0]]
@@ -174,7 +204,8 @@ def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
         raise ApiError(422, "validation_error", "invalid file",
                        {"file": "expected at least two columns (features..., target)"})
     y = table[:, -1]
-    if np.all(y == np.round(y)):
+    # Whole numbers are class labels (not infinities, nor ones too large for int64).
+    if np.isfinite(y).all() and np.all(y == np.round(y)) and np.abs(y).max() < 2**53:
         y = y.astype(np.int64)
     return table[:, :-1], y
 
@@ -199,7 +230,8 @@ class Datasets(MethodView):
     @blp.response(200, DatasetListSchema)
     def get(self):
         """Stored datasets, and the built-in names that can be used before they are stored."""
-        return {"datasets": [dataset_json(d) for d in store_datasets.list_datasets(db())],
+        return {"datasets": [dataset_json(d) for d in
+                             store_datasets.list_datasets(db(), owner=require_user())],
                 "builtin_available": list(kernels.BUILTIN_DATASETS)}
 
     # Either body is documented here; the view parses whichever came (with the blueprint's
@@ -238,11 +270,14 @@ class Datasets(MethodView):
             name, X, y = body["name"], body["X"], body["y"]
         X, y = checked_arrays(X, y)
         session = db()
-        if name in kernels.BUILTIN_DATASETS or store_datasets.find_dataset(session, name):
+        user = require_user()
+        # Names are per user; a stored public dataset's name may be taken (and shadowed).
+        if name in kernels.BUILTIN_DATASETS \
+                or store_datasets.find_own_dataset(session, name, user):
             raise ApiError(409, "name_taken", f"a dataset named {name!r} exists",
                            {"name": "already taken"})
         try:
-            dataset = store_datasets.add_dataset(session, name, X, y)
+            dataset = store_datasets.add_dataset(session, name, X, y, owner=user)
             session.commit()
         except IntegrityError:  # uploaded by someone else since the check above
             session.rollback()
@@ -261,9 +296,7 @@ class DatasetByRef(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args, ref):
         """A dataset's shape and summary; with format=json or npz, X and y themselves."""
-        dataset = resolve_dataset(db(), ref)
-        if dataset is None:
-            raise ApiError(404, "not_found", f"no dataset {ref!r}")
+        dataset = get_dataset_or_404(ref)
         body = dataset_json(dataset)
         if args.get("format") is None:
             X, y = store_datasets.dataset_arrays(dataset)

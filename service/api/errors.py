@@ -1,5 +1,6 @@
 """Every error as JSON: {"error": {"code", "message", "fields"}} (API.md section 3)."""
 
+from apispec import BasePlugin
 from flask import jsonify
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
@@ -93,3 +94,47 @@ def register_error_handlers(app) -> None:
             return error_response(422, "validation_error", f"invalid {names}", fields)
         code = (error.name or "error").lower().replace(" ", "_")
         return error_response(error.code or 500, code, error.description or error.name, fields)
+
+
+# Operations with a request body may also answer these (a body that is not JSON, not valid
+# JSON, or over the configured size).
+BODY_ERRORS = {"400": "BAD_REQUEST", "413": "REQUEST_ENTITY_TOO_LARGE",
+               "415": "UNSUPPORTED_MEDIA_TYPE"}
+
+
+class CommonResponses(BasePlugin):
+    """An apispec plugin documenting the errors of every operation that no view declares
+    itself: 401 where a token is needed, 429 (rate limit) outside ``unlimited_paths``, and
+    the body errors on operations that take a body. (There is no catch-all "default" response: every status an operation
+    can answer is listed, so clients and schemathesis can rely on the list.)"""
+
+    def __init__(self, unlimited_paths=()):
+        self.unlimited_paths = tuple(unlimited_paths)
+
+    def init_spec(self, spec):
+        """Register the 429 response, with its Retry-After header."""
+        super().init_spec(spec)
+        spec.components.response("TOO_MANY_REQUESTS_RETRY", {
+            "description": "Too many requests with this token (or from this address, without "
+                           "one); try again after Retry-After seconds",
+            "headers": {"Retry-After": {"description": "seconds until the limit resets",
+                                        "schema": {"type": "integer"}}},
+            "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}},
+        }, lazy=True)
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        """Add the common error responses to each operation of ``path``."""
+        for method, operation in (operations or {}).items():
+            if not isinstance(operation, dict) or method == "parameters":
+                continue
+            responses = operation.setdefault("responses", {})
+            # Operations open without a token say so with "security: []"; the others
+            # answer 401 without a live one.
+            if operation.get("security") != []:
+                responses.setdefault("401", "UNAUTHORIZED")
+            if "requestBody" in operation:
+                for status, name in BODY_ERRORS.items():
+                    responses.setdefault(status, name)
+            if not (path or "").startswith(self.unlimited_paths):
+                responses.setdefault("429", "TOO_MANY_REQUESTS_RETRY")

@@ -22,6 +22,7 @@ class HealthSchema(Schema):
 
 @blp.route("")
 class Health(MethodView):
+    @blp.doc(security=[])  # open without a token (service.api.auth.PUBLIC)
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="a dependency is unreachable")
     def get(self):

@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import json
+import logging
 import math
 from datetime import datetime
 
@@ -12,6 +13,7 @@ from flask import Response
 from flask.views import MethodView
 
 import kernels
+from service.config import redact_urls
 from service.queue import QueueUnavailable
 from service.runspec import complete_spec, dataset_problems
 from service.store import Run
@@ -19,9 +21,11 @@ from service.store import runs as store_runs
 from service.store.arrays import params_from_npz
 from service.store.where import WhereError, compile_where
 
+from .auth import require_user
 from .context import db, queue, settings
 from .datasets import resolve_dataset
 from .errors import ApiError
+from .idempotency import idempotent
 from .parser import Blueprint
 from .schemas import (
     RANGE_FIELDS,
@@ -38,6 +42,7 @@ from .schemas import (
 )
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Training runs")
+log = logging.getLogger(__name__)
 
 # Largest value a run id (BIGINT) or a sweep id (INTEGER) column can hold.
 MAX_RUN_ID = 2**63 - 1
@@ -73,8 +78,11 @@ def run_json(run: Run) -> dict:
 
 
 def get_run_or_404(run_id: int) -> Run:
-    run = store_runs.get_run(db(), run_id) if run_id <= MAX_RUN_ID else None
-    if run is None:
+    """The run ``run_id`` of this request's user. Every route that reads or changes one run
+    goes through here: another user's run is a 404, the same as a missing one."""
+    user = require_user()
+    run = store_runs.get_run(db(), run_id) if 0 <= run_id <= MAX_RUN_ID else None
+    if run is None or run.owner != user:
         raise ApiError(404, "not_found", f"run {run_id} does not exist")
     return run
 
@@ -93,6 +101,10 @@ def check_limits(spec: dict, n_samples: int) -> dict:
         problems["layers"] = f"{n_params} parameters; the limit is {limits.max_params}"
     if spec["epochs"] > limits.max_epochs:
         problems["epochs"] = f"at most {limits.max_epochs}"
+    elif spec["epochs"] * n_samples > limits.max_work:
+        problems["epochs"] = (f"{spec['epochs']} epochs x {n_samples} samples is "
+                              f"{spec['epochs'] * n_samples}; the limit on epochs x samples "
+                              f"is {limits.max_work}")
     if n_samples > limits.max_samples:
         problems["dataset"] = f"{n_samples} samples; the limit is {limits.max_samples}"
     return problems
@@ -102,6 +114,7 @@ def submit_run(fields: dict, sweep_id=None) -> Run:
     """Validate a spec against its dataset and the limits, store it and enqueue it.
     Raises ApiError (422, or 503 when the queue is down; then nothing is kept)."""
     session = db()
+    user = require_user()
     spec = complete_spec(fields)
     dataset = resolve_dataset(session, spec["dataset"])
     if dataset is None:
@@ -115,16 +128,22 @@ def submit_run(fields: dict, sweep_id=None) -> Run:
         raise ApiError(422, "validation_error", f"invalid {', '.join(sorted(problems))}",
                        problems)
     run = store_runs.create_run(session, spec, dataset.id, name=spec.get("name"),
-                                tags=spec.get("tags"), sweep_id=sweep_id)
+                                tags=spec.get("tags"), sweep_id=sweep_id, owner=user)
     session.commit()
     try:
         queue().enqueue_run(run.id)
     except QueueUnavailable as exc:
+        run_id = run.id
         # Keep no orphan: a run nobody will ever train must not sit in "queued".
         session.delete(run)
         session.commit()
+        # The broker's error may quote its URL (and password): log it redacted, never answer it.
+        log.warning("run %s not queued, the broker is unreachable: %s", run_id,
+                    redact_urls(str(exc)))
         raise ApiError(503, "queue_unavailable",
-                       f"the broker is unreachable; nothing was queued ({exc})") from exc
+                       "the broker is unreachable; nothing was queued") from None
+    # Sent: the reaper sends runs that never get this mark (an API that died just now).
+    store_runs.mark_enqueued(session, [run.id])
     return run
 
 
@@ -135,6 +154,7 @@ class Runs(MethodView):
     @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @idempotent(blp, "POST /runs", lambda run_id: run_json(get_run_or_404(run_id)))
     def post(self, fields):
         """Submit a training run: validate, store, enqueue."""
         return run_json(submit_run(fields))
@@ -197,8 +217,8 @@ def unwrap_cursor(query: store_runs.RunQuery, cursor: str) -> str:
             ok = True
         except (TypeError, ValueError):
             ok = False
-    elif query.order_by in store_runs.TEXT_ORDERABLE:
-        ok = isinstance(value, str) and len(value) <= 200
+    elif store_runs.is_text_order(query.order_by):
+        ok = isinstance(value, str) and len(value) <= 500
     else:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
             and math.isfinite(value) and abs(value) <= MAX_RUN_ID
@@ -210,7 +230,7 @@ def unwrap_cursor(query: store_runs.RunQuery, cursor: str) -> str:
 def parse_run_query(args: dict) -> store_runs.RunQuery:
     """GET /runs query parameters as a RunQuery; ApiError 422 naming a bad parameter."""
     problems = {}
-    query = store_runs.RunQuery(limit=args["limit"])
+    query = store_runs.RunQuery(limit=args["limit"], owner=require_user())
     if args.get("status"):
         statuses = [s.strip() for s in args["status"].split(",") if s.strip()]
         unknown = [s for s in statuses if s not in store_runs.RUN_STATES]

@@ -7,7 +7,7 @@ from marshmallow import RAISE, ValidationError, fields, validate, validates_sche
 
 import kernels
 from service.runspec import RUN_DEFAULTS, complete_spec, numeric_problems
-from service.store.runs import ORDERABLE, RUN_STATES
+from service.store.runs import ORDERABLE, RUN_STATES, is_orderable
 
 ACTIVATION_NAMES = tuple(kernels.HIDDEN_ACTIVATIONS)
 OUTPUT_ACTIVATION_NAMES = tuple(kernels.OUTPUT_ACTIVATIONS)
@@ -158,7 +158,13 @@ class RunPageSchema(ma.Schema):
 # Run columns GET /runs filters by range, with FIELD_min and FIELD_max (both inclusive).
 RANGE_FIELDS = ("learning_rate", "batch_size", "epochs", "epochs_done", "final_error",
                 "best_error", "final_accuracy")
-ORDER_CHOICES = tuple(f"{sign}{name}" for name in ORDERABLE for sign in ("", "-"))
+
+
+def validate_order_by(value: str) -> None:
+    """order_by is a sortable field or tag.KEY, optionally with '-' first."""
+    if not is_orderable(value[1:] if value.startswith("-") else value):
+        raise ValidationError(f"not a sortable field: one of {', '.join(ORDERABLE)} or "
+                              "tag.KEY, with '-' first for descending")
 
 
 class _RunListArgs(ma.Schema):
@@ -179,9 +185,13 @@ class _RunListArgs(ma.Schema):
         "e.g. `status in (succeeded, diverged) and (learning_rate >= 0.1 or "
         "tag.team = \"vision\") and created_at >= \"2026-11-01\"`. A malformed one is a "
         "422 naming the character offset and what was expected.")})
-    order_by = fields.String(load_default="-id", validate=validate.OneOf(ORDER_CHOICES),
-                             metadata={"description": "a field, '-' first for descending; "
-                                                      "ties are broken by id"})
+    order_by = fields.String(
+        load_default="-id",
+        validate=validate_order_by,
+        metadata={"description": "a field (" + ", ".join(ORDERABLE) + ", or tag.KEY), "
+                                 "'-' first for descending; text sorts in the database's "
+                                 "collation; runs without a value come last either way; "
+                                 "ties are broken by id"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     cursor = fields.String(metadata={"description": "next_cursor of the previous page (made "
                                                     "for the same order_by)"})

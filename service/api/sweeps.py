@@ -1,24 +1,31 @@
 """/api/v1/sweeps: grid and random searches expanded into runs on the queue."""
 
+import logging
+
 import marshmallow as ma
 from flask import jsonify
 from flask.views import MethodView
 from marshmallow import RAISE, ValidationError, fields, validate
 
 from service import sweepspace
+from service.config import redact_urls
 from service.queue import QueueUnavailable
 from service.runspec import complete_spec, dataset_problems
+from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
 
+from .auth import require_user
 from .context import db, queue
 from .datasets import resolve_dataset
 from .errors import ApiError, flatten_messages
+from .idempotency import idempotent
 from .parser import Blueprint
 from .runs import check_limits
 from .schemas import INT32, RunSchema, RunSpecSchema, StrictBoolean, UtcDateTime
 
 blp = Blueprint("sweeps", __name__, url_prefix="/api/v1/sweeps",
                 description="Hyperparameter sweeps")
+log = logging.getLogger(__name__)
 
 METRICS = ("final_error", "best_error", "final_val_error", "final_accuracy")
 RUN_FIELDS = [name for name in RunSpecSchema().fields if name not in ("name", "tags")]
@@ -119,6 +126,8 @@ class SweepSchema(ma.Schema):
 
 class SweepListSchema(ma.Schema):
     sweeps = fields.List(fields.Nested(SweepSchema))
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "pass as cursor for the next page; null on the last page"})
 
 
 class SweepArgsSchema(ma.Schema):
@@ -130,6 +139,22 @@ class SweepArgsSchema(ma.Schema):
 
 class SweepListArgsSchema(ma.Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(load_default=None, metadata={
+        "description": "next_cursor of the previous page (pages stay stable while new "
+                       "sweeps arrive)"})
+
+
+def sweep_cursor(token: str) -> int:
+    """The last sweep id of the previous page, from its page token; ApiError 422 naming
+    ``cursor`` when the token is not one of ours."""
+    try:
+        is_null, value, last_id = store_runs.decode_cursor(token)
+    except ValueError:
+        last_id = None
+    if not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 < last_id <= INT32:
+        raise _invalid({"cursor": "not a valid page token; pass next_cursor of the previous "
+                                  "page as it is"})
+    return last_id
 
 
 # ------------------------------------------------------------------------- expansion
@@ -213,15 +238,17 @@ def preview_json(cells: list[dict]) -> dict:
 def enqueue(run_ids) -> None:
     for run_id in run_ids:
         queue().enqueue_run(run_id)
+    store_runs.mark_enqueued(db(), run_ids)  # the reaper sends runs left unmarked
 
 
 def create(body: dict):
     """Store a sweep with all its cells, dispatch the first ones, enqueue them."""
     expanded = expand(body)
     session = db()
+    user = require_user()
     kind = "grid" if "grid" in body else "random"
     sweep = store_sweeps.create_sweep(
-        session, name=body.get("name"), base=body["base"], space=body[kind], kind=kind,
+        session, owner=user, name=body.get("name"), base=body["base"], space=body[kind], kind=kind,
         trials=body.get("trials") if kind == "random" else None,
         seed=body.get("seed") if kind == "random" else None,
         max_concurrency=body.get("max_concurrency"), early_stopping=body.get("early_stopping"),
@@ -239,10 +266,14 @@ def create(body: dict):
     try:
         enqueue(to_send)
     except QueueUnavailable as exc:
-        store_sweeps.delete_sweep(session, sweep.id)
+        sweep_id = sweep.id
+        store_sweeps.delete_sweep(session, sweep_id)
         session.commit()
+        # The broker's error may quote its URL (and password): log it redacted, never answer it.
+        log.warning("sweep %s not queued, the broker is unreachable: %s", sweep_id,
+                    redact_urls(str(exc)))
         raise ApiError(503, "queue_unavailable",
-                       f"the broker is unreachable; nothing was queued ({exc})") from exc
+                       "the broker is unreachable; nothing was queued") from None
     return sweep
 
 
@@ -285,8 +316,11 @@ def sweep_json(sweep, metric: str = "final_error", order=None, with_runs: bool =
 
 
 def get_sweep_or_404(sweep_id: int):
-    sweep = store_sweeps.get_sweep(db(), sweep_id) if sweep_id <= INT32 else None
-    if sweep is None:
+    """The sweep ``sweep_id`` of this request's user. Every route that reads or changes one
+    sweep goes through here: another user's sweep is a 404, the same as a missing one."""
+    user = require_user()
+    sweep = store_sweeps.get_sweep(db(), sweep_id) if 0 <= sweep_id <= INT32 else None
+    if sweep is None or sweep.owner != user:
         raise ApiError(404, "not_found", f"sweep {sweep_id} does not exist")
     return sweep
 
@@ -298,6 +332,7 @@ class Sweeps(MethodView):
     @blp.alt_response(200, schema=PreviewSchema, description="the configurations, with "
                       "preview: true (nothing is stored or queued)", success=True)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @idempotent(blp, "POST /sweeps", lambda sweep_id: sweep_json(get_sweep_or_404(sweep_id)))
     def post(self, body):
         """Submit a sweep: validate every configuration, store one run per configuration,
         and queue them (at most max_concurrency at a time)."""
@@ -310,9 +345,15 @@ class Sweeps(MethodView):
     @blp.arguments(SweepListArgsSchema, location="query")
     @blp.response(200, SweepListSchema)
     def get(self, args):
-        """Sweeps, newest first, with their state and run counts."""
-        return {"sweeps": [sweep_json(s, with_runs=False)
-                           for s in store_sweeps.list_sweeps(db(), args["limit"])]}
+        """Sweeps, newest first, with their state and run counts; cursor paging."""
+        before = sweep_cursor(args["cursor"]) if args["cursor"] else None
+        sweeps = store_sweeps.list_sweeps(db(), args["limit"] + 1, before=before,
+                                          owner=require_user())
+        page = sweeps[:args["limit"]]
+        more = len(sweeps) > args["limit"]
+        return {"sweeps": [sweep_json(s, with_runs=False) for s in page],
+                "next_cursor": (store_runs.encode_cursor([False, None, page[-1].id])
+                                if more else None)}
 
 
 @blp.route("/preview")

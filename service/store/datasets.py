@@ -3,7 +3,7 @@
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,8 +21,9 @@ def describe_targets(y: np.ndarray) -> tuple[str, int, Optional[int]]:
 
 
 def add_dataset(session: Session, name: str, X: np.ndarray, y: np.ndarray,
-                builtin: bool = False) -> Dataset:
-    """Store a dataset under a new name (the caller commits)."""
+                builtin: bool = False, owner: Optional[str] = None) -> Dataset:
+    """Store a dataset under a name new to ``owner`` (None: a public, built-in dataset;
+    the caller commits)."""
     kind, n_targets, n_classes = describe_targets(y)
     dataset = Dataset(
         name=name,
@@ -33,6 +34,7 @@ def add_dataset(session: Session, name: str, X: np.ndarray, y: np.ndarray,
         n_classes=n_classes,
         content_hash=content_hash(X, y),
         builtin=builtin,
+        owner=owner,
         data=to_npz(X=X, y=y),
     )
     session.add(dataset)
@@ -40,24 +42,42 @@ def add_dataset(session: Session, name: str, X: np.ndarray, y: np.ndarray,
     return dataset
 
 
-def find_dataset(session: Session, ref) -> Optional[Dataset]:
-    """A dataset by id (an int or a string of digits) or by name."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        return session.get(Dataset, int(ref))
-    return session.scalar(select(Dataset).where(Dataset.name == ref))
+def visible_to(owner: Optional[str]):
+    """WHERE clause of the datasets ``owner`` may use: their own and the public ones (no
+    owner); only the public ones when ``owner`` is None."""
+    public = Dataset.owner.is_(None)
+    return public if owner is None else or_(Dataset.owner == owner, public)
+
+
+def find_dataset(session: Session, ref, owner: Optional[str] = None) -> Optional[Dataset]:
+    """A dataset visible to ``owner`` (see ``visible_to``) by id (an int or a string of
+    digits) or by name; the owner's own dataset shadows a public one of the same name."""
+    # (isascii: str.isdigit also accepts digits like '²' that int() rejects)
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        dataset = session.get(Dataset, int(ref))
+        return dataset if dataset is not None and dataset.owner in (None, owner) else None
+    return session.scalar(select(Dataset).where(Dataset.name == ref, visible_to(owner))
+                          .order_by(Dataset.owner.is_(None)).limit(1))
+
+
+def find_own_dataset(session: Session, name: str, owner: Optional[str]) -> Optional[Dataset]:
+    """``owner``'s own dataset called ``name`` (a public one when ``owner`` is None)."""
+    mine = Dataset.owner.is_(None) if owner is None else Dataset.owner == owner
+    return session.scalar(select(Dataset).where(Dataset.name == name, mine))
 
 
 def add_dataset_once(session: Session, name: str, X: np.ndarray, y: np.ndarray,
                      builtin: bool = False) -> Dataset:
-    """Store a dataset unless one of that name exists (safe against a concurrent insert)."""
-    existing = find_dataset(session, name)
+    """Store a public dataset unless one of that name exists (safe against a concurrent
+    insert)."""
+    existing = find_own_dataset(session, name, None)
     if existing is not None:
         return existing
     try:
         with session.begin_nested():
             return add_dataset(session, name, X, y, builtin=builtin)
     except IntegrityError:  # another process stored it first
-        return find_dataset(session, name)
+        return find_own_dataset(session, name, None)
 
 
 def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +91,6 @@ def dataset_arrays_from(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return arrays["X"], arrays["y"]
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    """Every stored dataset, oldest first."""
-    return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+def list_datasets(session: Session, owner: Optional[str] = None) -> list[Dataset]:
+    """The stored datasets visible to ``owner`` (see ``visible_to``), oldest first."""
+    return list(session.scalars(select(Dataset).where(visible_to(owner)).order_by(Dataset.id)))

@@ -7,23 +7,47 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Sequence
 
-from sqlalchemy import and_, delete, select, tuple_, update
+from sqlalchemy import String, and_, cast, delete, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from .models import FINAL_STATES, RUN_STATES, Epoch, Params, Run, utcnow
-from .where import tag_equals
+from .models import FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, utcnow
+from .where import tag_column, tag_equals
 
 # Columns GET /runs may sort by (each way; ties broken by id, NULLs last either way).
 ORDERABLE = ("id", "created_at", "started_at", "finished_at", "learning_rate", "batch_size",
              "epochs", "seed", "epochs_done", "final_error", "best_error", "best_epoch",
-             "final_accuracy", "final_val_error", "sweep_id", "batch_mode")
+             "final_accuracy", "final_val_error", "sweep_id", "batch_mode", "name", "status",
+             "dataset")
 TIME_ORDERABLE = ("created_at", "started_at", "finished_at")
-TEXT_ORDERABLE = ("batch_mode",)
+# Sorted as text in the database's collation; so is ``tag.KEY`` (any key).
+TEXT_ORDERABLE = ("batch_mode", "name", "status", "dataset")
+TAG_ORDER_PREFIX = "tag."
+
+
+def is_orderable(order_by: str) -> bool:
+    """Whether GET /runs can sort by ``order_by`` (a column name or ``tag.KEY``)."""
+    return order_by in ORDERABLE or (order_by.startswith(TAG_ORDER_PREFIX)
+                                     and 0 < len(order_by) - len(TAG_ORDER_PREFIX) <= 100)
+
+
+def is_text_order(order_by: str) -> bool:
+    """Whether ``order_by`` sorts text (so page tokens carry strings)."""
+    return order_by in TEXT_ORDERABLE or order_by.startswith(TAG_ORDER_PREFIX)
+
+
+def sort_column(order_by: str, dialect: str):
+    """The SQL expression GET /runs sorts by for ``order_by``."""
+    if order_by.startswith(TAG_ORDER_PREFIX):
+        return tag_column(order_by[len(TAG_ORDER_PREFIX):], dialect)
+    if order_by == "dataset":
+        return Dataset.name
+    return getattr(Run, order_by)
 
 def create_run(session: Session, spec: dict, dataset_id: int, name=None, tags=None,
-               sweep_id=None) -> Run:
-    """Store a queued run for a validated, complete spec (the caller commits)."""
+               sweep_id=None, owner: Optional[str] = None) -> Run:
+    """Store a queued run of ``owner`` for a validated, complete spec (the caller commits)."""
     run = Run(
+        owner=owner,
         name=name,
         spec=spec,
         tags=tags or {},
@@ -63,6 +87,7 @@ class RunQuery:
     limit: int = 50
     cursor: Optional[str] = None
     where: object = None  # a SQLAlchemy clause (see where.compile_where), ANDed with the rest
+    owner: Optional[str] = None  # only this user's runs (None: everyone's, for internal use)
 
 
 def encode_cursor(values: list) -> str:
@@ -82,8 +107,10 @@ def decode_cursor(token: str) -> list:
     return values
 
 
-def _sort_value(run: Run, column: str):
-    value = getattr(run, column)
+def _sort_value(run: Run, order_by: str):
+    if order_by.startswith(TAG_ORDER_PREFIX):
+        return (run.tags or {}).get(order_by[len(TAG_ORDER_PREFIX):])
+    value = run.dataset.name if order_by == "dataset" else getattr(run, order_by)
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
@@ -103,9 +130,13 @@ def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[st
     (``(column, id) > (last value, last id)`` in order), then, once those run out, the runs
     without one (by id). Never touches the history.
     """
-    column = getattr(Run, query.order_by)
+    column = sort_column(query.order_by, session.bind.dialect.name)
     by_id = query.order_by == "id"
     stmt = select(Run)
+    if query.order_by == "dataset":
+        stmt = stmt.join(Dataset, Dataset.id == Run.dataset_id)
+    if query.owner is not None:  # ANDed with every other filter, the where expression too
+        stmt = stmt.where(Run.owner == query.owner)
     if query.statuses:
         stmt = stmt.where(Run.status.in_(query.statuses))
     if query.dataset_id is not None:
@@ -177,7 +208,8 @@ class LostRun(Exception):
 
 
 def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int] = None,
-              states: Sequence[str] = ("queued", "running")) -> Optional[Run]:
+              states: Sequence[str] = ("queued", "running"),
+              max_attempts: Optional[int] = None) -> Optional[Run]:
     """Mark a run in one of ``states`` (queued, or running under a lost worker) as running
     by ``worker``, and clear the history and parameters of an earlier attempt. Returns None
     when the run should not train (gone, finished, cancelled, or, with ``attempts``, claimed
@@ -188,11 +220,19 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
     ``record_progress``, ``complete_run`` and ``finish_run``, which then refuse to write
     (LostRun / False) once a later claim of the same run has taken over, so two deliveries
     of one task never interleave their history.
+
+    With ``max_attempts``, a run already claimed that many times is not trained again: it
+    ends ``failed`` with "worker lost (N attempts)" (the deliveries before died with it).
     """
     now = utcnow()
     where = [Run.id == run_id, Run.status.in_(states), Run.cancel_requested.is_(False)]
     if attempts is not None:
         where.append(Run.attempts == attempts)
+    if max_attempts is not None:
+        session.execute(
+            update(Run).where(*where, Run.attempts >= max_attempts)
+            .values(status="failed", finished_at=now, error_message=worker_lost_message()))
+        where.append(Run.attempts < max_attempts)
     run = session.execute(
         update(Run)
         .where(*where)
@@ -219,6 +259,29 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
         session.execute(delete(Params).where(Params.run_id == run_id))
     session.commit()
     return run
+
+
+def worker_lost_message():
+    """SQL for the error of a run given up after its workers died: "worker lost (N attempts)"."""
+    return (literal("worker lost (", String) + cast(Run.attempts, String)
+            + literal(" attempts)", String))
+
+
+def beat(session: Session, run_id: int, attempt: int) -> bool:
+    """Refresh the heartbeat of a run still running under claim ``attempt``; returns False
+    when it no longer is (the caller stops beating). Commits."""
+    beating = session.execute(
+        update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=utcnow())).rowcount
+    session.commit()
+    return bool(beating)
+
+
+def mark_enqueued(session: Session, run_ids: Sequence[int]) -> None:
+    """Record that the tasks of ``run_ids`` were handed to the broker. Commits."""
+    if run_ids:
+        session.execute(update(Run).where(Run.id.in_(list(run_ids)))
+                        .values(enqueued_at=utcnow()))
+        session.commit()
 
 
 def _finite(value):

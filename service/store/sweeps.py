@@ -30,8 +30,12 @@ def get_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
     return session.get(Sweep, sweep_id)
 
 
-def list_sweeps(session: Session, limit: int = 50, before: Optional[int] = None) -> list[Sweep]:
+def list_sweeps(session: Session, limit: int = 50, before: Optional[int] = None,
+                owner: Optional[str] = None) -> list[Sweep]:
+    """Sweeps newest first (only ``owner``'s when given), below id ``before``."""
     stmt = select(Sweep).order_by(Sweep.id.desc()).limit(limit)
+    if owner is not None:
+        stmt = stmt.where(Sweep.owner == owner)
     if before is not None:
         stmt = stmt.where(Sweep.id < before)
     return list(session.scalars(stmt))
@@ -41,7 +45,8 @@ def create_cell(session: Session, sweep_id: int, position: int, config: dict, co
                 spec: dict, dataset_id: int, name=None, tags=None) -> Optional[int]:
     """Store one configuration of a sweep with its (waiting) run; returns the run id, or None
     when the sweep already has this configuration: the unique key (sweep_id, config_hash)
-    makes a retried creation or a redelivered dispatch a no-op. The caller commits."""
+    makes a retried creation or a redelivered dispatch a no-op. The run belongs to the
+    sweep's owner, whoever creates it. The caller commits."""
     exists = session.scalar(select(SweepCell.run_id).where(
         SweepCell.sweep_id == sweep_id, SweepCell.config_hash == config_hash))
     if exists is not None:
@@ -49,7 +54,7 @@ def create_cell(session: Session, sweep_id: int, position: int, config: dict, co
     try:
         with session.begin_nested():
             run = create_run(session, spec, dataset_id, name=name, tags=tags,
-                             sweep_id=sweep_id)
+                             sweep_id=sweep_id, owner=session.get(Sweep, sweep_id).owner)
             session.add(SweepCell(sweep_id=sweep_id, position=position, config=config,
                                   config_hash=config_hash, run_id=run.id, dispatched=False))
             session.flush()

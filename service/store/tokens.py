@@ -3,9 +3,10 @@
 import hashlib
 import hmac
 import secrets
+from datetime import timedelta
 from typing import Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from .models import ApiToken, utcnow
@@ -28,9 +29,9 @@ def create_token(session: Session, user: str, label: Optional[str] = None) -> st
     return token
 
 
-def user_of_token(session: Session, token: str) -> Optional[str]:
-    """The user a live (unrevoked) token belongs to, or None. The lookup is by hash, and
-    the hashes are compared in constant time."""
+def live_token(session: Session, token: str) -> Optional[ApiToken]:
+    """The live (unrevoked) token row of a plain-text token, or None. The lookup is by
+    hash, and the hashes are compared in constant time."""
     if not token or len(token) > 200:
         return None
     digest = hash_token(token)
@@ -38,7 +39,26 @@ def user_of_token(session: Session, token: str) -> Optional[str]:
                                                 ApiToken.revoked_at.is_(None)))
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    return row.user
+    return row
+
+
+def user_of_token(session: Session, token: str) -> Optional[str]:
+    """The user a live (unrevoked) token belongs to, or None (see ``live_token``)."""
+    row = live_token(session, token)
+    return None if row is None else row.user
+
+
+def touch_token(session: Session, token_id: int, interval: float = 60.0) -> None:
+    """Set a token's last_used_at to now unless it was set less than ``interval`` seconds
+    ago (so many API processes write it rarely; the caller commits)."""
+    now = utcnow()
+    session.execute(update(ApiToken).where(
+        ApiToken.id == token_id,
+        or_(ApiToken.last_used_at.is_(None),
+            ApiToken.last_used_at < now - timedelta(seconds=interval)))
+        .values(last_used_at=now)
+        # (not evaluated against loaded rows: SQLite hands times back without a zone)
+        .execution_options(synchronize_session=False))
 
 
 def revoke_token(session: Session, token_id: int) -> bool:

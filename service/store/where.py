@@ -313,7 +313,8 @@ class _Parser:
 
     def dataset_in(self, values: list):
         names = [v for v in values]
-        ids = [int(v) for v in values if isinstance(v, str) and v.isdigit() and len(v) < 10]
+        ids = [int(v) for v in values
+               if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 10]
         subquery = select(Dataset.id).where(Dataset.name.in_(names))
         if ids:
             return or_(Run.dataset_id.in_(subquery), Run.dataset_id.in_(ids))

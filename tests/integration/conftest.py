@@ -155,9 +155,15 @@ def workers(backend):
 
 @pytest.fixture
 def api(backend):
-    """A Flask test client of the API on the backend's settings (its real queue client)."""
+    """A Flask test client of the API on the backend's settings (its real queue client),
+    sending a token of user alice."""
     from service.api import create_app
 
+    from ..conftest import make_token
+
     app = create_app({"SETTINGS": backend.settings, "TESTING": True})
-    yield app.test_client()
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = \
+        f"Bearer {make_token(backend.settings.database_url, 'alice')}"
+    yield client
     app.extensions["descent"]["engine"].dispose()

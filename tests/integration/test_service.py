@@ -9,10 +9,14 @@ import time
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import kernels
 
 pytestmark = pytest.mark.slow
+
+# BLAS threads per worker process (workers.celery_app.limit_threads, DESCENT_WORKER_THREADS).
+WORKER_THREADS = 1
 
 FINAL = ("succeeded", "failed", "diverged", "cancelled", "stopped_early")
 NUMERIC = ("layers", "activation", "output_activation", "loss", "learning_rate", "batch_mode",
@@ -73,11 +77,15 @@ def params(api, run_id, which="final") -> dict:
 
 
 def direct(spec, **overrides):
-    """kernels.train on the same data, spec and seed (no validation split here)."""
+    """kernels.train on the same data, spec and seed (no validation split here), with the
+    workers' BLAS thread count: API.md promises bit-identical results for the same thread
+    settings only, and OpenBLAS's multithreaded GEMM (its Haswell kernels, for one) rounds
+    some outputs differently from its one-thread GEMM."""
     spec = {**spec, **overrides}
     assert not spec.get("validation_split")
     X, y = kernels.load_dataset(spec["dataset"])
-    return kernels.train(X, y, **{name: spec[name] for name in NUMERIC})
+    with threadpool_limits(WORKER_THREADS):
+        return kernels.train(X, y, **{name: spec[name] for name in NUMERIC})
 
 
 def assert_params_equal(got, want):

@@ -51,9 +51,10 @@ def sessions(app):
 
 
 @pytest.fixture
-def make_client(settings):
-    """make_client(**changes): a test client of an app whose Settings are the parametrised
-    ones with ``changes`` (for instance limits=Limits(...) or another broker_url)."""
+def make_client(settings, token):
+    """make_client(**changes): a test client (sending alice's token) of an app whose
+    Settings are the parametrised ones with ``changes`` (for instance limits=Limits(...) or
+    another broker_url)."""
     from service.api import create_app
 
     apps = []
@@ -62,7 +63,9 @@ def make_client(settings):
         app = create_app({"SETTINGS": dataclasses.replace(settings, **changes),
                           "TESTING": True})
         apps.append(app)
-        return app.test_client()
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return client
 
     yield make
     for app in apps:

@@ -5,6 +5,7 @@ import pytest
 from service.api import create_app
 from service.config import Settings
 
+from ..conftest import make_token
 from .conftest import API, error_of
 
 # Every endpoint of API.md section 3 that exists, as (path in the document, method).
@@ -25,14 +26,18 @@ ENDPOINTS = [
 
 @pytest.fixture
 def sqlite_client(sqlite_url, embedded_broker_url):
-    """For what does not depend on the database: a client on SQLite only."""
+    """For what does not depend on the database: a client on SQLite only, sending a token
+    of alice (made in that database, or in ``database_url``'s when it is a SQLite file)."""
     clients = []
+    token = make_token(sqlite_url, "alice")
 
     def make(testing=True, **settings):
         settings = {"database_url": sqlite_url, "broker_url": embedded_broker_url, **settings}
         app = create_app({"SETTINGS": Settings(**settings), "TESTING": testing})
         clients.append(app)
-        return app.test_client()
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return client
 
     yield make
     for app in clients:
@@ -101,8 +106,11 @@ def test_openapi_lists_every_endpoint_with_schemas(document):
         if method == "post" and not path.endswith("/cancel"):
             body = operation["requestBody"]["content"]["application/json"]
             assert body["schema"], (path, method)
-        # errors are documented with our error body (a degraded health check is a report)
-        error_codes = [code for code in responses if code[0] in "45"] + ["default"]
+        # errors are documented with our error body (a degraded health check is a report);
+        # there is no catch-all "default": each operation lists every status it answers
+        assert "default" not in responses, (path, method)
+        error_codes = [code for code in responses if code[0] in "45"]
+        assert ("401" in error_codes) == (path != "/api/v1/health"), (path, method)
         for code in error_codes:
             schema = _resolve(document, responses[code])["content"]["application/json"]["schema"]
             expected = "Health" if (path, code) == ("/api/v1/health", "503") else "Error"
@@ -164,9 +172,15 @@ def test_docs_page(sqlite_client):
     error_of(client.get(f"{API}/docs/nothing"), 404)
 
 
-def test_unexpected_errors_are_json_500s(sqlite_client, tmp_path):
-    # a database nobody migrated: every query fails inside the view
-    client = sqlite_client(testing=False, database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+def test_unexpected_errors_are_json_500s(sqlite_client, sqlite_url):
+    # the runs table is gone: the token is accepted, then the view's query fails
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE runs"))
+    engine.dispose()
+    client = sqlite_client(testing=False)
     error = error_of(client.get(f"{API}/runs"), 500)
     assert error["code"] == "internal_server_error"
     assert "runs" not in error["message"]  # no SQL or table names leak out

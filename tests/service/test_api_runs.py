@@ -16,6 +16,7 @@ import kernels
 from service.config import Limits
 from service.runspec import RUN_DEFAULTS
 from service.store import Run
+from service.store.models import Sweep
 from service.store import runs as store_runs
 from service.store.arrays import from_npz
 
@@ -287,6 +288,10 @@ def varied_runs(client, sessions):
     train_run(sessions, ids["g"], status="failed")
     train_run(sessions, ids["i"])
     with sessions() as session:
+        # Sweeps 7 and 8 of alice (runs.sweep_id is a foreign key)
+        session.add_all([Sweep(id=i, owner="alice", base={}, space={}, kind="grid")
+                         for i in (7, 8)])
+        session.flush()
         session.execute(update(Run).where(Run.id.in_([ids["f"], ids["g"]])).values(sweep_id=7))
         session.execute(update(Run).where(Run.id == ids["h"]).values(sweep_id=8))
         # a tie on final_error, broken by id
@@ -345,7 +350,7 @@ def test_list_rejects_bad_parameters(client, varied_runs):
     for params, field in [
         ({"status": "queued,done"}, "status"),
         ({"status": "QUEUED"}, "status"),
-        ({"order_by": "name"}, "order_by"),
+        ({"order_by": "spec"}, "order_by"),
         ({"order_by": "--id"}, "order_by"),
         ({"order_by": "+id"}, "order_by"),
         ({"limit": 0}, "limit"),
@@ -370,6 +375,8 @@ def test_list_rejects_bad_parameters(client, varied_runs):
 
 
 def _value(run, field):
+    if field == "dataset":  # sorted by its name
+        return run["dataset"]["name"]
     return run[field] if field in run else run["spec"][field]
 
 

@@ -18,6 +18,8 @@ from click.testing import CliRunner
 
 from service.cli import cli
 
+from ..conftest import make_token
+
 ROOT = Path(__file__).resolve().parents[2]
 XOR_SPEC = ROOT / "examples" / "xor.json"
 FINAL = {"succeeded", "failed", "diverged", "cancelled", "stopped_early"}
@@ -39,9 +41,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# {base URL: API token} of the `descent api` servers the tests started (see start_api).
+TOKENS: dict[str, str] = {}
+
+
+def auth(base_url: str) -> dict:
+    """Headers carrying the token of the API at ``base_url``."""
+    return {"Authorization": f"Bearer {TOKENS[base_url]}"}
+
+
 def invoke(args, env=None, input=None):
-    """Run the CLI in-process; COLUMNS keeps rich tables whole."""
-    return CliRunner().invoke(cli, args, env={"COLUMNS": "250", **(env or {})}, input=input)
+    """Run the CLI in-process; COLUMNS keeps rich tables whole. Talking to an API that
+    start_api started (DESCENT_API_URL or --api-url), it sends that API's token."""
+    env = {"COLUMNS": "250", **(env or {})}
+    urls = [env.get("DESCENT_API_URL")] + [args[i + 1] for i, arg in enumerate(args[:-1])
+                                          if arg == "--api-url"]
+    token = next((TOKENS[url] for url in urls if url in TOKENS), None)
+    if token is not None and "DESCENT_TOKEN" not in env:
+        env["DESCENT_TOKEN"] = token
+    return CliRunner().invoke(cli, args, env=env, input=input)
 
 
 def descent_argv():
@@ -204,6 +222,7 @@ def start_api(folder: Path, **env) -> tuple[subprocess.Popen, str, Path]:
                                    stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     wait_for_health(base_url, process, log, timeout=45)
+    TOKENS[base_url] = make_token(env["DESCENT_DATABASE_URL"], "alice")
     return process, base_url, log
 
 
@@ -251,7 +270,7 @@ def submit_ok(base_url, *args) -> int:
 @pytest.mark.slow
 def test_submit_prints_the_run_id(live_api):
     run_id = submit_ok(live_api, str(XOR_SPEC))
-    run = requests.get(f"{live_api}/api/v1/runs/{run_id}").json()
+    run = requests.get(f"{live_api}/api/v1/runs/{run_id}", headers=auth(live_api)).json()
     assert run["status"] == "queued"
     assert run["spec"]["layers"] == [2, 8, 1] and run["name"] == "xor 2-8-1"
 
@@ -260,7 +279,8 @@ def test_submit_prints_the_run_id(live_api):
 def test_submit_overrides_fields_and_reads_stdin(live_api):
     run_id = submit_ok(live_api, str(XOR_SPEC), "-s", "epochs=7", "--set", "layers=[2, 3, 1]",
                        "-s", "name=tiny", "-s", "activation=tanh")
-    spec = requests.get(f"{live_api}/api/v1/runs/{run_id}").json()["spec"]
+    spec = requests.get(f"{live_api}/api/v1/runs/{run_id}",
+                        headers=auth(live_api)).json()["spec"]
     assert (spec["epochs"], spec["layers"], spec["name"], spec["activation"]) == \
         (7, [2, 3, 1], "tiny", "tanh")
     result = invoke(["submit", "-", "--api-url", live_api],
@@ -397,7 +417,8 @@ def test_cancel_and_health(live_api):
     run_id = submit_ok(live_api, str(XOR_SPEC))
     result = invoke(["cancel", str(run_id), "--api-url", live_api])
     assert result.exit_code == 0, result.output
-    assert requests.get(f"{live_api}/api/v1/runs/{run_id}").json()["status"] == "cancelled"
+    run = requests.get(f"{live_api}/api/v1/runs/{run_id}", headers=auth(live_api)).json()
+    assert run["status"] == "cancelled"
     again = invoke(["cancel", str(run_id), "--api-url", live_api])
     assert again.exit_code == 1 and "cancelled" in again.output
     health = invoke(["health", "--api-url", live_api])
@@ -424,7 +445,8 @@ def test_worker_trains_what_the_api_queues_and_stops_on_sigterm(tmp_path):
         try:
             deadline = time.monotonic() + 150  # a cold numba cache compiles first
             while True:
-                run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10).json()
+                run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
+                                   headers=auth(base_url)).json()
                 if run["status"] in FINAL or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -466,12 +488,18 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
         process = subprocess.Popen([*descent_argv(), "up", "--workers", "1", "--port", str(port)],
                                    cwd=tmp_path, env=clean_env(), stdout=log_file,
                                    stderr=subprocess.STDOUT)
+    token_file = tmp_path / ".descent" / "token"
     try:
         health = wait_for_health(base_url, process, log, timeout=45)
         assert health["database"] and health["broker"]
         assert (tmp_path / "descent.db").exists() and (tmp_path / "descent-queue").is_dir()
+        # The local token, written before the API answers, for this folder's clients only.
+        token = token_file.read_text().strip()
+        assert token.startswith("dsc_") and token_file.stat().st_mode & 0o777 == 0o600
+        headers = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{base_url}/api/v1/runs", timeout=10).status_code == 401
 
-        response = requests.post(f"{base_url}/api/v1/runs", timeout=10, json={
+        response = requests.post(f"{base_url}/api/v1/runs", timeout=10, headers=headers, json={
             "dataset": "xor", "layers": [2, 4, 1], "epochs": 50, "learning_rate": 1.0})
         assert response.status_code == 202, response.text
         run_id = response.json()["id"]
@@ -479,16 +507,26 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
         # here); with a warm cache the run is done in well under a second.
         deadline = time.monotonic() + 150
         while True:
-            run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10).json()
+            run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
+                               headers=headers).json()
             if run["status"] in FINAL or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert run["status"] == "succeeded", (run, log.read_text())
-        history = requests.get(f"{base_url}/api/v1/runs/{run_id}/history", timeout=10).json()
+        history = requests.get(f"{base_url}/api/v1/runs/{run_id}/history", timeout=10,
+                               headers=headers).json()
         assert [row["epoch"] for row in history["history"]] == list(range(51))
 
+        # Without a token, a clear message; with none set, clients in the folder of
+        # `descent up` use its token file (here named by DESCENT_TOKEN_FILE, as this
+        # process runs elsewhere).
+        refused = invoke(["runs"], env={"DESCENT_API_URL": base_url,
+                                        "DESCENT_TOKEN_FILE": str(tmp_path / "none")})
+        assert refused.exit_code == 1
+        assert "no token: run `descent token create --user NAME` and set DESCENT_TOKEN" \
+            in " ".join(refused.output.split())
         # The client side of the same service: submit --wait exits 0 on success, 1 otherwise.
-        env = {"DESCENT_API_URL": base_url}
+        env = {"DESCENT_API_URL": base_url, "DESCENT_TOKEN_FILE": str(token_file)}
         waited = invoke(["submit", str(XOR_SPEC), "--wait", "-s", "epochs=300"], env=env)
         assert waited.exit_code == 0, waited.output
         assert "succeeded, 300/300 epochs" in waited.output
@@ -520,3 +558,26 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
     assert "Descent is up" in output and f"http://127.0.0.1:{port}/api/v1" in output
     assert "Descent stopped." in output
     assert not (tmp_path / "control").exists()  # broker tables stay in the queue folder
+    assert "token     .descent/token (user local, created now;" in output
+    assert token not in output  # the token is never printed (terminal output ends up in logs)
+    assert "dashboard http://127.0.0.1:" in output
+
+    # A restart reuses the token file: the same token still works.
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([*descent_argv(), "up", "--workers", "1", "--port", str(port)],
+                                   cwd=tmp_path, env=clean_env(), stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_for_health(base_url, process, log, timeout=45)
+        deadline = time.monotonic() + 10
+        while "Press Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert token_file.read_text().strip() == token
+        assert requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
+                            headers=headers).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    output = log.read_text()
+    assert code == 0, output
+    assert "token     .descent/token (user local;" in output

@@ -20,9 +20,9 @@ EXAMPLE = ROOT / "examples" / "sweep-learning-rate.json"
 pytestmark = pytest.mark.slow
 
 
-def test_the_example_sweep_is_valid_and_varies_the_learning_rate(app):
+def test_the_example_sweep_is_valid_and_varies_the_learning_rate(client):
     body = json.loads(EXAMPLE.read_text())
-    response = app.test_client().post("/api/v1/sweeps/preview", json=body)
+    response = client.post("/api/v1/sweeps/preview", json=body)
     assert response.status_code == 200, response.get_json()
     rates = [c["config"]["learning_rate"] for c in response.get_json()["configurations"]]
     assert min(rates) <= 0.001 and max(rates) >= 50 and len(rates) >= 5

@@ -122,7 +122,7 @@ def test_the_stack_uses_postgresql_and_redis():
 
 def test_migrations_run_once_before_the_api_and_the_workers():
     for name, service in SERVICES.items():
-        if name in ("redis", "postgres", "migrate"):
+        if name in ("redis", "postgres", "migrate", "flower"):  # flower needs the broker only
             continue
         depends = service.get("depends_on") or {}
         assert depends.get("migrate", {}).get("condition") == \
@@ -157,3 +157,16 @@ def test_the_dockerfile_copies_what_exists_and_installs_the_project():
     copied = {Path(source).name for line in copies for source in line.split()[:-1]}
     assert packaged <= copied, packaged - copied
     assert "build" in (SERVICES["api"]) or "image" in SERVICES["api"]
+
+
+def test_flower_watches_the_workers_on_their_broker():
+    flower = SERVICES["flower"]
+    argv = as_argv(flower["command"])
+    assert argv[0] == "celery" and "flower" in argv
+    broker = environment(SERVICES["worker-1"])["DESCENT_BROKER_URL"]
+    assert f"--broker={broker}" in argv[:argv.index("flower")]  # a celery option, before it
+    assert "--port=5555" in argv
+    assert "127.0.0.1:5555:5555" in flower["ports"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "5555/healthcheck" in " ".join(as_argv(flower["healthcheck"]["test"]))
+    assert flower["image"].startswith("mher/flower:")

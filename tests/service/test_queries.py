@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import event, inspect
 
 from service.store import Dataset, Epoch, Run
+from service.store.models import Sweep
 from service.store import runs as store_runs
 
 from .conftest import API, error_of
@@ -33,10 +34,12 @@ def _dataset(session, name: str) -> int:
 
 def insert_runs(session, rows: list[dict]) -> list[int]:
     """Store runs straight through the store (no queue): one dict of column values each,
-    with ``dataset_id`` or the defaults below. Returns their ids in order."""
+    with ``dataset_id`` or the defaults below (alice's, the ``client``'s user). Returns
+    their ids in order."""
     made = []
     for row in rows:
-        values = {"spec": {}, "tags": {}, "status": "queued", "learning_rate": 0.1,
+        values = {"owner": "alice", "spec": {}, "tags": {}, "status": "queued",
+                  "learning_rate": 0.1,
                   "batch_mode": "minibatch", "batch_size": 8, "epochs": 10, "seed": 0,
                   "epochs_done": 0, **row}
         run = Run(**values)
@@ -46,6 +49,14 @@ def insert_runs(session, rows: list[dict]) -> list[int]:
     ids = [run.id for run in made]
     session.commit()
     return ids
+
+
+def _sweeps(session) -> None:
+    """Sweeps 1 and 2 (of alice), which the varied runs belong to."""
+    made = [Sweep(owner="alice", base={}, space={}, kind="grid") for _ in range(2)]
+    session.add_all(made)
+    session.commit()
+    assert [sweep.id for sweep in made] == [1, 2]
 
 
 def _row(i: int, rng: random.Random, datasets: list[int]) -> dict:
@@ -87,6 +98,7 @@ def runs(client, sessions):
     with sessions() as session:
         alpha, beta = _dataset(session, "alpha"), _dataset(session, "beta")
         session.commit()
+        _sweeps(session)
         rows = [_row(i, rng, [alpha, beta]) for i in range(30)]
         ids = insert_runs(session, rows)
     names = {alpha: "alpha", beta: "beta"}
@@ -385,11 +397,29 @@ def test_sort_on_every_field_both_ways_with_cursor_walks(client, runs):
                 _expected(subset, field, descending), order_by
 
 
+def test_sort_on_a_tag_both_ways_with_cursor_walks(client, runs):
+    with_tag = {i: {**r, "tag.team": r["tags"].get("team"), "tag.k.dot": r["tags"].get("k.dot")}
+                for i, r in runs.items()}
+    for field in ("tag.team", "tag.k.dot", "tag.absent"):
+        for descending in (False, True):
+            order_by = ("-" if descending else "") + field
+            expected = _expected({i: {**r, field: r.get(field)} for i, r in with_tag.items()},
+                                 field, descending)
+            for limit in (1, 7, 500):
+                assert _walk(client, limit, order_by=order_by) == expected, (order_by, limit)
+
+
+@pytest.mark.parametrize("order_by", ["nope", "-tags", "tag.", "-tag." + "k" * 101, "--id"])
+def test_an_unknown_sort_field_is_a_422_naming_order_by(client, order_by):
+    response = client.get(f"{API}/runs", query_string={"order_by": order_by})
+    assert "order_by" in error_of(response, 422)["fields"]
+
+
 def test_pages_stay_stable_while_runs_arrive(client, runs, sessions):
     dataset_id = next(iter(runs.values()))["dataset_id"]
     rng = random.Random(9)
     for field in ("final_error", "learning_rate", "created_at", "finished_at", "best_epoch",
-                  "batch_mode", "sweep_id"):
+                  "batch_mode", "sweep_id", "name", "dataset", "status"):
         for descending in (False, True):
             order_by = ("-" if descending else "") + field
             old = _expected(runs, field, descending)

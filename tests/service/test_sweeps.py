@@ -257,3 +257,28 @@ def test_a_run_continues_only_in_the_top_fraction_of_its_rung(client, sessions):
         # A redelivered run gets its recorded decision again.
         assert store_sweeps.record_rung(session, sweep["id"], 5, ids[1], 0.0, 3) is False
     assert got == [a[2] for a in arrivals]
+
+
+def test_sweep_list_pages_by_cursor_and_stays_stable_as_sweeps_arrive(client):
+    small = {"base": BASE, "grid": {"learning_rate": [0.1]}}
+    ids = [post(client, small)["id"] for _ in range(5)]
+    first = client.get(f"{API}/sweeps?limit=2").get_json()
+    assert [s["id"] for s in first["sweeps"]] == ids[::-1][:2]
+    newer = post(client, small)["id"]  # arrives between pages: not on later pages
+    seen = [s["id"] for s in first["sweeps"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = client.get(f"{API}/sweeps", query_string={"limit": 2, "cursor": cursor})
+        assert page.status_code == 200, page.get_json()
+        body = page.get_json()
+        seen += [s["id"] for s in body["sweeps"]]
+        cursor = body["next_cursor"]
+    assert seen == ids[::-1] and newer not in seen
+    last = client.get(f"{API}/sweeps?limit=10").get_json()
+    assert last["next_cursor"] is None and len(last["sweeps"]) == 6
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "W2ZhbHNlLCBudWxsLCAieCJd", "W2ZhbHNlLCBudWxsLCAtMV0"])
+def test_a_bad_sweep_cursor_is_a_422_naming_cursor(client, cursor):
+    response = client.get(f"{API}/sweeps", query_string={"cursor": cursor})
+    assert "cursor" in error_of(response, 422)["fields"]

@@ -302,7 +302,8 @@ def mark_running(sessions, run_id, worker, heartbeat_age: float):
 
 def test_duplicate_delivery_leaves_a_live_workers_run_alone(sessions):
     """A second delivery of a run another host is training (its last write is recent) does
-    not touch it: the task tries again later (workers.tasks retries on "busy")."""
+    not touch it (workers.tasks then does nothing; the reaper requeues the run should that
+    worker stop beating)."""
     run_id = store_run(sessions, epochs=5)
     mark_running(sessions, run_id, "other-host:4242", heartbeat_age=1.0)
     assert execute_run(sessions, run_id) == "busy"

@@ -1,0 +1,77 @@
+"""Dashboard sessions: log in with an API token, CSRF tokens on every POST."""
+
+from functools import wraps
+from typing import Optional
+
+from flask import abort, g, redirect, request, session, url_for
+from flask_wtf.csrf import CSRFError, validate_csrf
+from wtforms.validators import ValidationError
+
+from service.api.context import db
+from service.store import tokens as store_tokens
+from service.store.models import ApiToken
+
+
+def token_row(token: str) -> Optional[ApiToken]:
+    """The live (unrevoked) stored token matching ``token``, or None."""
+    return store_tokens.live_token(db(), (token or "").strip())
+
+
+def log_in(row: ApiToken) -> None:
+    """Start a fresh session for the token's user (the token itself is not kept)."""
+    session.clear()
+    session["user"] = row.user
+    session["token_id"] = row.id
+
+
+def log_out() -> None:
+    """End the session."""
+    session.clear()
+
+
+def session_user() -> Optional[str]:
+    """The user of this request's session, if its token is still live; a revoked
+    token's session is cleared."""
+    user, token_id = session.get("user"), session.get("token_id")
+    if not user or not isinstance(token_id, int):
+        return None
+    row = db().get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None or row.user != user:
+        session.clear()
+        return None
+    return user
+
+
+def load_user() -> None:
+    """Before each dashboard request: ``g.user`` from the session (the API's store
+    functions take the owner from it). Static files need no user."""
+    g.user = None if request.endpoint == "dashboard.static" else session_user()
+
+
+def check_csrf() -> None:
+    """Before each dashboard POST: the form's csrf_token must be this session's."""
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError as exc:
+            raise CSRFError(exc.args[0] if exc.args else "bad CSRF token") from None
+
+
+def login_required(view):
+    """Redirect to the login page without a session; the view sees ``g.user``."""
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if g.get("user") is None:
+            if request.path.endswith(".json") or request.method != "GET":
+                abort(401)
+            return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def safe_next(target: Optional[str]) -> str:
+    """A redirect target after login: a path on this site only."""
+    if target and target.startswith("/") and not target.startswith("//") \
+            and "\\" not in target:
+        return target
+    return url_for("dashboard.runs")

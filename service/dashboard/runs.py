@@ -1,0 +1,210 @@
+"""The runs table, a run's page, its downloads and network drawing, and its live curve."""
+
+import json
+import threading
+from collections import OrderedDict
+
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from service.api.context import db
+from service.api.errors import ApiError, flatten_messages
+from service.api.runs import parse_run_query, wrap_cursor
+from service.api.schemas import RunListArgsSchema
+from service.store import runs as store_runs
+from service.store.arrays import params_from_npz
+from service.store.models import FINAL_STATES, RUN_STATES, Params
+
+from . import queries
+from .auth import login_required
+from .blueprint import bp
+from .views import pretty_json
+
+# Points of a run's curve: enough for a smooth line, few enough to poll every second.
+RUN_CURVE_POINTS = 1000
+PAGE_SIZES = (20, 50, 100, 200)
+
+def _runs_form() -> dict:
+    args = request.args
+    return {"status": [s for s in args.getlist("status") if s],
+            "dataset": args.get("dataset", ""), "where": args.get("where", ""),
+            "order": args.get("order", "id"), "direction": args.get("direction", "desc"),
+            "limit": args.get("limit", "50")}
+
+
+def _query_args(form: dict) -> dict:
+    """GET /api/v1/runs parameters of the filter form."""
+    raw = {"order_by": ("-" if form["direction"] == "desc" else "") + form["order"],
+           "limit": form["limit"]}
+    if form["status"]:
+        raw["status"] = ",".join(form["status"])
+    if form["dataset"]:
+        raw["dataset"] = form["dataset"]
+    if form["where"].strip():
+        raw["where"] = form["where"]
+    if request.args.get("cursor"):
+        raw["cursor"] = request.args["cursor"]
+    return raw
+
+
+# GET /runs parameter -> the filter form's field that shows its error.
+_FORM_FIELD = {"order_by": "order", "limit": "limit", "status": "status",
+               "dataset": "dataset", "where": "where", "cursor": "cursor"}
+
+
+@bp.route("/")
+@login_required
+def runs():
+    """The user's runs: filters, sorting and pages of GET /api/v1/runs."""
+    form = _runs_form()
+    errors, page, next_url = {}, [], None
+    try:
+        args = RunListArgsSchema().load(_query_args(form))
+        query = queries.restrict_to_user(parse_run_query(args))
+        page, token = store_runs.list_runs(db(), query)
+        if token is not None:
+            next_url = url_for(".runs", **{k: v for k, v in form.items() if v},
+                               cursor=wrap_cursor(query, token))
+    except ValidationError as exc:
+        errors = flatten_messages(exc.messages)
+    except ApiError as exc:
+        errors = exc.fields or {"where": exc.message}
+    errors = {_FORM_FIELD.get(k, "where"): v for k, v in errors.items()}
+    first_url = (url_for(".runs", **{k: v for k, v in form.items() if v})
+                 if request.args.get("cursor") else None)
+    return render_template("runs.html", form=form, errors=errors, runs=page,
+                           next_url=next_url, first_url=first_url,
+                           states=RUN_STATES, orderable=store_runs.ORDERABLE,
+                           page_sizes=PAGE_SIZES, datasets=queries.dataset_choices()), \
+        422 if errors else 200
+
+
+def _params_available(run_id: int) -> set:
+    return set(db().scalars(select(Params.which).where(Params.run_id == run_id)))
+
+
+@bp.route("/runs/<int:run_id>")
+@login_required
+def run(run_id):
+    """One run: state, spec, live error curve, network drawing, downloads."""
+    run = queries.owned_run(run_id)
+    return render_template("run.html", run=run, final=run.status in FINAL_STATES,
+                           params=_params_available(run_id),
+                           spec_json=pretty_json(run.spec))
+
+
+@bp.route("/runs/<int:run_id>/cancel", methods=["POST"])
+@login_required
+def cancel_run(run_id):
+    """Cancel a queued or running run."""
+    run = queries.owned_run(run_id)
+    if run.status in FINAL_STATES:
+        flash(f"run {run_id} is already {run.status}", "error")
+    else:
+        store_runs.request_cancel(db(), run_id)
+        flash(f"cancel requested for run {run_id}", "info")
+    return redirect(url_for(".run", run_id=run_id))
+
+
+@bp.route("/ui/runs/<int:run_id>/history.json")
+@login_required
+def run_history(run_id):
+    """What the live curve polls: the run's state and its (downsampled) history."""
+    run = queries.owned_run(run_id)
+    return {"id": run.id, "status": run.status, "final": run.status in FINAL_STATES,
+            "epochs": run.epochs, "epochs_done": run.epochs_done,
+            "final_error": run.final_error, "best_error": run.best_error,
+            "best_epoch": run.best_epoch, "final_accuracy": run.final_accuracy,
+            "history": queries.curve(run_id, RUN_CURVE_POINTS)}
+
+
+@bp.route("/ui/runs/<int:run_id>/history.csv")
+@login_required
+def run_history_csv(run_id):
+    """Every epoch of the run's history as CSV."""
+    queries.owned_run(run_id)
+    lines = ["epoch,error,accuracy,val_error,val_accuracy,seconds"]
+    for e in store_runs.history(db(), run_id):
+        lines.append(",".join("" if v is None else repr(v) for v in
+                              (e.epoch, e.error, e.accuracy, e.val_error, e.val_accuracy,
+                               e.seconds)))
+    return Response("\n".join(lines) + "\n", mimetype="text/csv", headers={
+        "Content-Disposition": f"attachment; filename=run-{run_id}-history.csv"})
+
+
+@bp.route("/ui/runs/<int:run_id>/params-<which>.<fmt>")
+@login_required
+def run_params(run_id, which, fmt):
+    """The run's initial or final parameters, as NPZ (W1, B1, ...) or JSON."""
+    queries.owned_run(run_id)
+    if which not in ("initial", "final") or fmt not in ("npz", "json"):
+        abort(404)
+    row = store_runs.get_params(db(), run_id, which)
+    if row is None:
+        abort(404, f"run {run_id} has no {which} parameters yet")
+    name = f"run-{run_id}-{which}-params.{fmt}"
+    if fmt == "npz":
+        return Response(row.data, mimetype="application/octet-stream",
+                        headers={"Content-Disposition": f"attachment; filename={name}"})
+    params = params_from_npz(row.data)
+    body = {"run_id": run_id, "which": which, "dtype": row.dtype,
+            "weights": [W.tolist() for W in params["weights"]],
+            "biases": [B.tolist() for B in params["biases"]]}
+    return Response(json.dumps(body), mimetype="application/json",
+                    headers={"Content-Disposition": f"attachment; filename={name}"})
+
+
+class _Recent:
+    """The last few drawings, shared by the server's threads."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+            return self.items.get(key)
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_drawings = _Recent(64)
+
+
+def layer_activations(spec: dict) -> list[str]:
+    """One activation name per layer of weights: the hidden ones, then the output's."""
+    hidden = spec["activation"]
+    n_hidden = len(spec["layers"]) - 2
+    names = list(hidden) if isinstance(hidden, list) else [hidden] * n_hidden
+    return names + [spec["output_activation"]]
+
+
+@bp.route("/ui/runs/<int:run_id>/network.svg")
+@login_required
+def run_network(run_id):
+    """The network drawn with its final (else initial) parameters."""
+    from service import plots
+
+    run = queries.owned_run(run_id)
+    which = "final" if "final" in _params_available(run_id) else "initial"
+    # Stored parameters never change within one attempt, and drawing takes a second or so.
+    key = (run_id, run.attempts, which)
+    svg = _drawings.get(key)
+    if svg is None:
+        row = store_runs.get_params(db(), run_id, which)
+        if row is None:
+            abort(404, f"run {run_id} has no parameters yet")
+        svg = plots.network_svg(params_from_npz(row.data),
+                                activations=layer_activations(run.spec),
+                                title=f"run {run_id}: {run.spec['layers']}, {which} parameters")
+        _drawings.put(key, svg)
+    response = Response(svg, mimetype="image/svg+xml")
+    if which == "final" and run.status in FINAL_STATES:
+        response.headers["Cache-Control"] = "private, max-age=3600"
+    return response

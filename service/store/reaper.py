@@ -1,0 +1,190 @@
+"""The reaper's queries: runs whose worker stopped beating, runs never sent to the broker,
+sweeps left in a state their runs contradict.
+
+Every worker runs ``reap`` periodically (and ``descent reap`` runs it once). Any number of
+reapers may run at once: each change is a conditional UPDATE that re-checks what the scan
+saw (state, attempt, heartbeat), so exactly one reaper wins each run, and a task sent
+twice is harmless because ``runs.claim_run`` fences attempts.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable, Optional
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Run, Sweep, SweepCell, utcnow
+from .runs import mark_enqueued, worker_lost_message
+from .sweeps import run_ended
+
+log = logging.getLogger(__name__)
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+# A training process refreshes its run's heartbeat this often (a thread, whatever the
+# length of an epoch).
+HEARTBEAT_SECONDS = _seconds("DESCENT_HEARTBEAT_SECONDS", 5)
+# A running run whose heartbeat is older than this has lost its worker.
+STALE_SECONDS = _seconds("DESCENT_STALE_SECONDS", 60)
+# Claims of one run before it is given up ("worker lost (N attempts)").
+MAX_ATTEMPTS = int(os.environ.get("DESCENT_MAX_ATTEMPTS", "3"))
+# How often each worker reaps.
+REAP_SECONDS = _seconds("DESCENT_REAP_SECONDS", 15)
+# A queued run not sent within this long after it was stored (or requeued) was never sent.
+UNSENT_SECONDS = _seconds("DESCENT_UNSENT_SECONDS", 30)
+# Runs handled per scan (the next reap takes the rest).
+BATCH = 200
+
+
+@dataclass
+class Reaped:
+    """What one ``reap`` did, by run id."""
+
+    requeued: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    cancelled: list = field(default_factory=list)
+    sent: list = field(default_factory=list)
+    unsent: list = field(default_factory=list)  # sends that failed (tried again next time)
+    sweeps: list = field(default_factory=list)  # sweeps whose state was fixed
+
+    def __bool__(self) -> bool:
+        return any((self.requeued, self.failed, self.cancelled, self.sent, self.unsent,
+                    self.sweeps))
+
+
+def stale_runs(session: Session, stale_seconds: float) -> list[tuple]:
+    """(id, attempts) of running runs whose heartbeat is older than ``stale_seconds``."""
+    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    return list(session.execute(
+        select(Run.id, Run.attempts).where(
+            Run.status == "running", or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+        .order_by(Run.id).limit(BATCH)))
+
+
+def take_back(session: Session, run_id: int, attempts: int, stale_seconds: float,
+              max_attempts: int) -> tuple[Optional[str], list[int]]:
+    """End or requeue one stale running run, if it is still as the scan saw it: "cancelled"
+    (its cancel was requested), "failed" (``max_attempts`` claims reached: worker lost) or
+    "queued" (to send again); None when another reaper or a worker got there first. A
+    sweep's run that ends frees its slot in the same transaction: the second item is the
+    runs that dispatched, to send. Commits."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=stale_seconds)
+    seen = and_(Run.id == run_id, Run.status == "running", Run.attempts == attempts,
+                or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+    choices = (
+        ("cancelled", Run.cancel_requested.is_(True),
+         dict(status="cancelled", finished_at=now)),
+        ("failed", and_(Run.cancel_requested.is_(False), Run.attempts >= max_attempts),
+         dict(status="failed", finished_at=now, error_message=worker_lost_message())),
+        ("queued", and_(Run.cancel_requested.is_(False), Run.attempts < max_attempts),
+         # heartbeat_at: when it was requeued, so the unsent scan gives the send its grace.
+         dict(status="queued", enqueued_at=None, heartbeat_at=now)),
+    )
+    for outcome, condition, values in choices:
+        sweep_id = session.execute(
+            update(Run).where(seen, condition).values(**values).returning(Run.sweep_id)
+        ).first()
+        if sweep_id is not None:
+            to_send = []
+            if outcome != "queued" and sweep_id[0] is not None:
+                to_send = run_ended(session, sweep_id[0])
+            session.commit()
+            return outcome, to_send
+    session.rollback()
+    return None, []
+
+
+def unsent_runs(session: Session, unsent_seconds: float) -> list[int]:
+    """Ids of queued runs whose task was never sent (``enqueued_at`` NULL) although they
+    were stored or requeued more than ``unsent_seconds`` ago, except sweep cells still
+    waiting for a slot."""
+    cutoff = utcnow() - timedelta(seconds=unsent_seconds)
+    waiting = exists().where(SweepCell.run_id == Run.id, SweepCell.dispatched.is_(False))
+    return list(session.scalars(
+        select(Run.id).where(
+            Run.status == "queued", Run.enqueued_at.is_(None),
+            Run.cancel_requested.is_(False),
+            func.coalesce(Run.heartbeat_at, Run.created_at) < cutoff, ~waiting)
+        .order_by(Run.id).limit(BATCH)))
+
+
+def unsettled_sweeps(session: Session) -> list[int]:
+    """Ids of sweeps not in a final state (the reaper re-derives their state and fills
+    their free slots, which heals a run that ended without doing so)."""
+    return list(session.scalars(
+        select(Sweep.id).where(Sweep.status.not_in(("succeeded", "failed", "cancelled")))
+        .order_by(Sweep.id).limit(BATCH)))
+
+
+def settle_sweep(session: Session, sweep_id: int) -> tuple[list[int], bool]:
+    """(runs to send, whether the sweep's state changed): dispatch the waiting cells its
+    free slots allow and store its state as its runs say. Commits."""
+    before = session.scalar(select(Sweep.status).where(Sweep.id == sweep_id))
+    to_send = run_ended(session, sweep_id)
+    after = session.scalar(select(Sweep.status).where(Sweep.id == sweep_id))
+    session.commit()
+    return to_send, before != after
+
+
+def send(sessions: sessionmaker, run_ids, enqueue: Callable[[int], None],
+         reaped: Reaped) -> None:
+    """Send each run's task, then record it as sent; a failed send is left for later."""
+    sent = []
+    for run_id in run_ids:
+        try:
+            enqueue(run_id)
+        except Exception as exc:  # the broker is down: the next reap tries again
+            log.warning("run %s could not be sent to the broker: %s", run_id, exc)
+            reaped.unsent.append(run_id)
+        else:
+            sent.append(run_id)
+    if sent:
+        with sessions() as session:
+            mark_enqueued(session, sent)
+        reaped.sent.extend(sent)
+
+
+def reap(sessions: sessionmaker, enqueue: Callable[[int], None],
+         stale_seconds: Optional[float] = None, max_attempts: Optional[int] = None,
+         unsent_seconds: Optional[float] = None) -> Reaped:
+    """One pass: take back runs whose worker stopped beating (requeue, or fail past
+    ``max_attempts``), send runs never sent, settle sweeps. ``enqueue(run_id)`` sends a
+    run's task (raising when the broker is down). Returns what was done."""
+    stale_seconds = STALE_SECONDS if stale_seconds is None else stale_seconds
+    max_attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
+    unsent_seconds = UNSENT_SECONDS if unsent_seconds is None else unsent_seconds
+    reaped = Reaped()
+    to_send = []
+    with sessions() as session:
+        for run_id, attempts in stale_runs(session, stale_seconds):
+            outcome, dispatched = take_back(session, run_id, attempts, stale_seconds,
+                                            max_attempts)
+            to_send += dispatched
+            if outcome == "queued":
+                reaped.requeued.append(run_id)
+                to_send.append(run_id)
+            elif outcome is not None:
+                getattr(reaped, outcome).append(run_id)
+        for sweep_id in unsettled_sweeps(session):
+            dispatched, changed = settle_sweep(session, sweep_id)
+            to_send += dispatched
+            if changed:
+                reaped.sweeps.append(sweep_id)
+        to_send += [i for i in unsent_runs(session, unsent_seconds) if i not in to_send]
+        session.commit()
+    send(sessions, to_send, enqueue, reaped)
+    if reaped:
+        log.warning("reaper: %s", {k: v for k, v in vars(reaped).items() if v})
+    return reaped
+
+
+__all__ = ["HEARTBEAT_SECONDS", "MAX_ATTEMPTS", "REAP_SECONDS", "Reaped",
+           "STALE_SECONDS", "UNSENT_SECONDS", "reap", "stale_runs", "take_back",
+           "unsent_runs"]

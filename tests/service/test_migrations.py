@@ -1,0 +1,74 @@
+"""Migrations on a database that already holds data: 0004 (owners, tokens, foreign key on
+runs.sweep_id) over rows written at 0003, on SQLite (batch mode rebuilds tables that other
+rows refer to) and on PostgreSQL."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+import migrations
+
+ROWS_AT_0003 = [
+    "INSERT INTO datasets (id, name, n_samples, n_features, target_kind, n_targets, "
+    "content_hash, builtin, data, created_at) VALUES "
+    "(1, 'xor', 4, 2, 'labels', 1, '0', true, '', '2026-01-01'), "
+    "(2, 'mine', 4, 2, 'labels', 1, '0', false, '', '2026-01-01')",
+    "INSERT INTO sweeps (id, base, space, kind, metric, status, cancel_requested, created_at) "
+    "VALUES (1, '{}', '{}', 'grid', 'error', 'running', false, '2026-01-01')",
+    "INSERT INTO runs (id, spec, tags, dataset_id, sweep_id, status, learning_rate, "
+    "batch_mode, batch_size, epochs, seed, created_at, attempts, cancel_requested, "
+    "epochs_done) VALUES "
+    "(1, '{}', '{}', 2, NULL, 'succeeded', 0.1, 'full', 4, 1, 0, '2026-01-01', 1, false, 1), "
+    "(2, '{}', '{}', 1, 1, 'queued', 0.1, 'full', 4, 1, 0, '2026-01-02', 0, false, 0), "
+    "(3, '{}', '{}', 1, 1, 'queued', 0.1, 'full', 4, 1, 0, '2026-01-03', 0, false, 0)",
+    "INSERT INTO sweep_cells (id, sweep_id, position, config_hash, config, run_id, dispatched) "
+    "VALUES (1, 1, 0, 'a', '{}', 2, true), (2, 1, 1, 'b', '{}', 3, false)",
+    "INSERT INTO epochs (run_id, epoch, error, seconds) VALUES (1, 0, 0.5, 0.0), (1, 1, 0.4, 0.1)",
+]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request, tmp_path):
+    """An empty database (no migrations yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"descent_mig_{uuid.uuid4().hex[:12]}"
+    with server.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield server.url.set(database=name).render_as_string(hide_password=False)
+    with server.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_0004_keeps_existing_rows_and_gives_them_to_local(empty_url):
+    migrations.upgrade(empty_url, "0003")
+    engine = sa.create_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0003:
+                connection.execute(sa.text(statement))
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
+        with engine.connect() as connection:
+            runs = connection.execute(sa.text(
+                "SELECT id, owner, enqueued_at IS NOT NULL FROM runs ORDER BY id")).all()
+            datasets = connection.execute(sa.text(
+                "SELECT name, owner FROM datasets ORDER BY id")).all()
+            sweeps = connection.execute(sa.text("SELECT owner FROM sweeps")).all()
+            epochs = connection.execute(sa.text("SELECT count(*) FROM epochs")).scalar()
+        # A waiting sweep cell (run 3) was never sent; the others were, when created.
+        assert [tuple(r) for r in runs] == [(1, "local", True), (2, "local", True),
+                                            (3, "local", False)]
+        assert [tuple(d) for d in datasets] == [("xor", None), ("mine", "local")]
+        assert [tuple(s) for s in sweeps] == [("local",)]
+        assert epochs == 2
+        with pytest.raises(sa.exc.IntegrityError):  # runs.sweep_id is a foreign key now
+            with engine.begin() as connection:
+                if engine.dialect.name == "sqlite":
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.execute(sa.text("UPDATE runs SET sweep_id = 99 WHERE id = 1"))
+    finally:
+        engine.dispose()
