@@ -23,6 +23,8 @@ from service.config import Settings
 # A cold numba cache compiles every kernel when the first worker starts (~20 s).
 READY_TIMEOUT = float(os.environ.get("DESCENT_TEST_WORKER_READY_TIMEOUT", "90"))
 ROOT = Path(__file__).resolve().parents[2]
+# Seconds a worker gets to exit on SIGTERM after its test, before SIGKILL.
+TEARDOWN_GRACE = 1.0
 
 
 @dataclass
@@ -146,7 +148,9 @@ def workers(backend):
     pool = WorkerPool(backend)
     yield pool
     dead = pool.dead()
-    pool.stop()
+    # The test is over: no need to wait out billiard's warm shutdown (its pool threads
+    # sleep up to a second per loop, about 6 s in all); what is still running is killed.
+    pool.stop(timeout=TEARDOWN_GRACE)
     if dead:
         pytest.fail("; ".join(f"worker {w.name} died during the test (exit "
                               f"{w.process.returncode}):\n{w.log()}" for w in dead),
