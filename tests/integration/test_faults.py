@@ -27,9 +27,11 @@ pytestmark = pytest.mark.slow
 
 FAST_REAPER = {"DESCENT_HEARTBEAT_SECONDS": "0.2", "DESCENT_STALE_SECONDS": "2",
                "DESCENT_REAP_SECONDS": "0.5", "DESCENT_UNSENT_SECONDS": "2"}
-# A few seconds of training (digits, ~10 ms per epoch).
+# A few seconds of training (digits, 1.5 ms to 5 ms per epoch): long enough that a poll
+# every 20 ms sees it running with progress before it ends (300 epochs once finished
+# before the first history flush was seen, on a quiet machine).
 MEDIUM = {"dataset": "digits", "layers": [64, 16, 10], "loss": "cross_entropy",
-          "learning_rate": 0.05, "epochs": 300}
+          "learning_rate": 0.05, "epochs": 2000}
 
 
 @pytest.fixture
