@@ -13,8 +13,9 @@ BLAS get 2-D views. The network travels as ``net = (sizes, poff, aoff, acts)``:
 - ``abuf`` holds, for each layer l from ``aoff[l]``, up to ``rows`` rows of its activations
   (layer 0 is the batch's inputs);
 - ``acts[l]`` is layer l's activation code (the last is the output's).
-Scratch buffers travel as ``bufs = (abuf, zout, ybuf, delta1, delta2, grads)``: the output
-layer's pre-activations, the batch's targets, two deltas and a gradient array like params.
+Scratch buffers travel as ``bufs = (abuf, zout, ybuf, delta1, delta2, grads, scratch)``: the
+output layer's pre-activations, the batch's targets, two deltas, a gradient array like params
+and a float64 scratch of rows x (outputs + 1) for the loss.
 
 Flat indices are unsigned (``sizes``, ``poff`` and ``aoff`` are uint64 arrays, batch row
 counts are passed as uint64): numba wraps negative signed indices, and that check stops LLVM
@@ -59,6 +60,20 @@ def _bits_as_float(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma: a vectorisable instruction where the CPU has FMA, a
+    correctly rounded libm call where not, so the result is the same everywhere)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return sig, codegen
+
+
 @njit(inline="always", **_JIT)
 def _exp_nonpositive(v):
     """exp(v) for v <= 0 in float64, within about one ulp, as straight-line code.
@@ -71,19 +86,19 @@ def _exp_nonpositive(v):
     k = math.floor(w * 1.4426950408889634 + 0.5)
     r = (w - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
     p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _fma(p, r, 1.0 / 479001600.0)
+    p = _fma(p, r, 1.0 / 39916800.0)
+    p = _fma(p, r, 1.0 / 3628800.0)
+    p = _fma(p, r, 1.0 / 362880.0)
+    p = _fma(p, r, 1.0 / 40320.0)
+    p = _fma(p, r, 1.0 / 5040.0)
+    p = _fma(p, r, 1.0 / 720.0)
+    p = _fma(p, r, 1.0 / 120.0)
+    p = _fma(p, r, 1.0 / 24.0)
+    p = _fma(p, r, 1.0 / 6.0)
+    p = _fma(p, r, 0.5)
+    p = _fma(p, r, 1.0)
+    p = _fma(p, r, 1.0)
     e = p * _bits_as_float((np.int64(k) + 1023) << 52)
     return e if v >= -708.0 else 0.0
 
@@ -105,13 +120,13 @@ def _tanh(v):
     t = (1.0 - e) / (1.0 + e)
     x2 = v * v
     p = -929569.0 / 638512875.0
-    p = p * x2 + 21844.0 / 6081075.0
-    p = p * x2 - 1382.0 / 155925.0
-    p = p * x2 + 62.0 / 2835.0
-    p = p * x2 - 17.0 / 315.0
-    p = p * x2 + 2.0 / 15.0
-    p = p * x2 - 1.0 / 3.0
-    small = a + a * x2 * p
+    p = _fma(p, x2, 21844.0 / 6081075.0)
+    p = _fma(p, x2, -1382.0 / 155925.0)
+    p = _fma(p, x2, 62.0 / 2835.0)
+    p = _fma(p, x2, -17.0 / 315.0)
+    p = _fma(p, x2, 2.0 / 15.0)
+    p = _fma(p, x2, -1.0 / 3.0)
+    small = _fma(a * x2, p, a)
     r = small if a < 0.1 else t
     return r if v >= 0.0 else -r
 
@@ -151,13 +166,13 @@ def _exp_nonpositive32(v):
     r = (w - k * _F32_LN2_HI) - k * _F32_LN2_LO
     c = _F32_EXP_TAYLOR
     p = c[7]
-    p = p * r + c[6]
-    p = p * r + c[5]
-    p = p * r + c[4]
-    p = p * r + c[3]
-    p = p * r + c[2]
-    p = p * r + c[1]
-    p = p * r + c[0]
+    p = _fma(p, r, c[6])
+    p = _fma(p, r, c[5])
+    p = _fma(p, r, c[4])
+    p = _fma(p, r, c[3])
+    p = _fma(p, r, c[2])
+    p = _fma(p, r, c[1])
+    p = _fma(p, r, c[0])
     e = p * _bits_as_float32((np.int64(k) + 127) << 23)
     return e if v >= _F32_EXP_MIN else _F32_ZERO
 
@@ -178,7 +193,7 @@ def _tanh32(v):
     t = (_F32_ONE - e) / (_F32_ONE + e)
     x2 = v * v
     c = _F32_TANH_TAYLOR
-    small = a + a * x2 * (c[0] + x2 * (c[1] + x2 * c[2]))
+    small = _fma(a * x2, _fma(x2, _fma(x2, c[2], c[1]), c[0]), a)
     r = small if a < _F32_TANH_SMALL else t
     return r if v >= _F32_ZERO else -r
 
@@ -237,8 +252,11 @@ def _activate(buf, start, count, width, code, consts):
             for j in range(r + _U1, r + width):
                 if buf[j] > m:
                     m = buf[j]
-            for j in range(r, r + width):  # apart from the sum, so that it vectorises
-                buf[j] = _exp_of(buf[j] - m)
+            for j in range(r, r + width):
+                buf[j] = buf[j] - m
+        for k in range(start, stop):  # one pass over the block, so that it vectorises
+            buf[k] = _exp_of(buf[k])
+        for r in range(start, stop, width):
             total = zero
             for j in range(r, r + width):
                 total += buf[j]
@@ -323,9 +341,27 @@ def _label_correct(A, a0, M, label, acc_mode):
 
 
 @njit(**_JIT)
+def _logits_suffice(net, loss, acc_mode):
+    """Whether the loss and accuracy come from the output logits alone (softmax with
+    cross-entropy), so that an evaluation pass can skip the output activation."""
+    sizes, acts = net[0], net[3]
+    return loss == CROSS_ENTROPY and acts[sizes.shape[0] - 2] == SOFTMAX and acc_mode != ACC_THRESHOLD
+
+
+@njit(**_JIT)
 def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     """(summed row loss, number correct) of the forward pass in ``bufs``, whose row s is
-    sample offset + s of the set in its own order."""
+    sample offset + s of the set in its own order. Every path that records an error goes
+    through here, so that the same epoch's error has the same bits however it was reached."""
+    if _logits_suffice(net, loss, acc_mode):
+        return _softmax_ce_metrics(bufs, b, net[0][net[0].shape[0] - 1], labels, offset,
+                                   acc_mode)
+    return _output_metrics(net, bufs, b, labels, offset, loss, acc_mode)
+
+
+@njit(**_JIT)
+def _output_metrics(net, bufs, b, labels, offset, loss, acc_mode):
+    """_batch_metrics from the outputs (and logits) row by row."""
     sizes, poff, aoff, acts = net
     abuf, zout, ybuf = bufs[0], bufs[1], bufs[2]
     L = sizes.shape[0] - 1
@@ -338,6 +374,46 @@ def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
         if acc_mode != ACC_NONE:
             correct += _label_correct(abuf, aoff[L] + s * M, M, labels[offset + np.int64(s)],
                                       acc_mode)
+    return total, correct
+
+
+@njit(**_JIT)
+def _softmax_ce_metrics(bufs, b, M, labels, offset, acc_mode):
+    """(summed row loss, number correct) of a softmax cross-entropy output, from the logits
+    in zout alone: the same sums as _row_loss and _label_correct (argmax of the logits is
+    the argmax of the softmax), with the exponentials in one vectorisable pass over a
+    float64 scratch buffer (shifted logits, then each row's maximum after the b rows)."""
+    zout, ybuf, S = bufs[1], bufs[2], bufs[6]
+    n = b * M
+    total = 0.0
+    correct = 0
+    for s in range(b):
+        r = s * M
+        best = _U0
+        for j in range(_U1, M):
+            if zout[r + j] > zout[r + best]:
+                best = j
+        m = float(zout[r + best])
+        S[n + s] = m
+        for j in range(M):
+            v = float(zout[r + j]) - m
+            if v != v:  # a NaN logit (the exponential below would flush it to 0)
+                total = math.nan
+            S[r + j] = v
+        if acc_mode == ACC_ARGMAX and np.int64(best) == labels[offset + np.int64(s)]:
+            correct += 1
+    for k in range(n):
+        S[k] = _exp_nonpositive(S[k])
+    for s in range(b):
+        r = s * M
+        se = 0.0
+        for j in range(M):
+            se += S[r + j]
+        lse = S[n + s] + math.log(se)
+        for j in range(M):
+            y = float(ybuf[r + j])
+            if y != 0.0:
+                total += y * (lse - float(zout[r + j]))
     return total, correct
 
 
@@ -424,17 +500,27 @@ def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min):
 
 
 @njit(**_JIT)
-def _forward(P, net, bufs, b, consts, blas_min):
-    """Forward pass of the b rows already in layer 0 of abuf; leaves every layer's output in
-    abuf and the output layer's pre-activations in zout."""
+def _forward_logits(P, net, bufs, b, consts, blas_min):
+    """Forward pass of the b rows already in layer 0 of abuf up to the output layer's
+    pre-activations (in zout), leaving every hidden layer's output in abuf."""
     sizes, poff, aoff, acts = net
     abuf, zout = bufs[0], bufs[1]
     L = sizes.shape[0] - 1
     for l in range(L - 1):
         _dense_forward(P, sizes, poff, l, abuf, aoff[l], abuf, aoff[l + 1], b, blas_min)
         _activate(abuf, aoff[l + 1], b * sizes[l + 1], sizes[l + 1], acts[l], consts)
-    M = sizes[L]
     _dense_forward(P, sizes, poff, L - 1, abuf, aoff[L - 1], zout, _U0, b, blas_min)
+
+
+@njit(**_JIT)
+def _forward(P, net, bufs, b, consts, blas_min):
+    """Forward pass of the b rows already in layer 0 of abuf; leaves every layer's output in
+    abuf and the output layer's pre-activations in zout."""
+    sizes, poff, aoff, acts = net
+    abuf, zout = bufs[0], bufs[1]
+    L = sizes.shape[0] - 1
+    M = sizes[L]
+    _forward_logits(P, net, bufs, b, consts, blas_min)
     a0 = aoff[L]
     for k in range(b * M):
         abuf[a0 + k] = zout[k]
@@ -575,10 +661,14 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
     total = 0.0
     correct = 0
     order = np.empty(0, np.int64)
+    logits_only = _logits_suffice(net, loss, acc_mode)
     for start in range(0, n, rows):
         b = _U(min(rows, n - start))
         _load_rows(X, Y, order, start, b, bufs, True)
-        _forward(P, net, bufs, b, consts, blas_min)
+        if logits_only:
+            _forward_logits(P, net, bufs, b, consts, blas_min)
+        else:
+            _forward(P, net, bufs, b, consts, blas_min)
         t, c = _batch_metrics(net, bufs, b, labels, start, loss, acc_mode)
         total += t
         correct += c

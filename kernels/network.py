@@ -55,6 +55,7 @@ class Network:
             np.empty(rows * widest, dtype=self.dtype),  # delta
             np.empty(rows * widest, dtype=self.dtype),  # delta of the layer below
             np.empty(self.n_params, dtype=self.dtype),  # gradients, laid out like params
+            np.empty(rows * (int(s[-1]) + 1), dtype=np.float64),  # loss scratch
         )
         net = (self.sizes.astype(np.uint64), self.offsets(), aoff, self.acts.astype(np.uint64))
         return Workspace(rows=rows, net=net, bufs=bufs)
