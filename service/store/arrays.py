@@ -6,10 +6,10 @@ import io
 import numpy as np
 
 
-def to_npz(**arrays) -> bytes:
-    """Compress named arrays into NPZ bytes."""
+def to_npz(compress: bool = True, **arrays) -> bytes:
+    """Named arrays as NPZ bytes, deflated unless ``compress`` is False."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
     return buffer.getvalue()
 
 
@@ -20,12 +20,15 @@ def from_npz(data: bytes) -> dict:
 
 
 def params_to_npz(params: dict) -> bytes:
-    """{"weights": [W1, ...], "biases": [B1, ...]} as NPZ with entries W1, B1, W2, B2, ..."""
+    """{"weights": [W1, ...], "biases": [B1, ...]} as NPZ with entries W1, B1, W2, B2, ...
+
+    Stored as they are: trained weights barely deflate (a few per cent), and deflating
+    them cost a worker more than the rest of a short run's bookkeeping."""
     arrays = {}
     for l, (W, B) in enumerate(zip(params["weights"], params["biases"]), start=1):
         arrays[f"W{l}"] = np.asarray(W)
         arrays[f"B{l}"] = np.asarray(B)
-    return to_npz(**arrays)
+    return to_npz(compress=False, **arrays)
 
 
 def params_from_npz(data: bytes) -> dict:

@@ -108,3 +108,23 @@ def test_the_api_queue_client_uses_it_too(tmp_path):
     client = QueueClient(f"filesystem://{tmp_path / 'q'}")
     with client.celery.connection_for_write() as connection:
         assert type(connection.transport).__module__ == "service.fstransport"
+
+
+def test_a_consumer_takes_its_next_message_when_the_last_is_acked(tmp_path):
+    """With a prefetch of one, the consumer waiting out its polling interval wakes at the
+    ack (the worker's pool acks from another thread) instead of sleeping it out."""
+    options = {**celery_config(f"filesystem://{tmp_path / 'q'}")["broker_transport_options"],
+               "polling_interval": 30.0}
+    with Connection("filesystem://", transport="service.fstransport:Transport",
+                    transport_options=options) as conn:
+        queue = conn.SimpleQueue("celery")
+        queue.put({"n": 1})
+        queue.put({"n": 2})
+        queue.consumer.qos(prefetch_count=1)
+        first = queue.get(timeout=5)
+        threading.Timer(0.2, first.ack).start()
+        started = time.monotonic()
+        second = queue.get(timeout=10)
+        assert second.payload == {"n": 2}
+        assert time.monotonic() - started < 10  # not the 30 s polling interval
+        second.ack()

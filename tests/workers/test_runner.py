@@ -430,7 +430,7 @@ def test_datasets_are_cached_by_content(sessions):
         dataset = session.get(Dataset, session.get(Run, first).dataset_id)
         assert (dataset.id, dataset.content_hash) in runner._DATASETS
         X, y = kernels.load_dataset("xor")
-        X2, y2 = X[::-1].copy(), y[::-1].copy()
+        X2, y2 = X[::-1].copy(), 1 - y[::-1]  # XNOR: other targets, so other errors
         dataset.data, dataset.content_hash = to_npz(X=X2, y=y2), content_hash(X2, y2)
         session.commit()
     second = store_run(sessions, dataset="xor", epochs=10)
