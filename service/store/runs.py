@@ -202,6 +202,11 @@ def downsample(rows: list, max_points: int, error=lambda row: row.error) -> list
 # ------------------------------------------------------------------------ worker's side
 
 
+# For the worker's writes, made in short sessions that hold no other copy of the run: the
+# ORM need not look for objects to update (which took a millisecond or two per run).
+UNSYNCHRONIZED = {"synchronize_session": False}
+
+
 class LostRun(Exception):
     """The run is no longer this attempt's to write: it was claimed again by another
     delivery of its task (a redelivery after a lost worker or a broker timeout), or deleted."""
@@ -231,7 +236,8 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
     if max_attempts is not None:
         session.execute(
             update(Run).where(*where, Run.attempts >= max_attempts)
-            .values(status="failed", finished_at=now, error_message=worker_lost_message()))
+            .values(status="failed", finished_at=now, error_message=worker_lost_message()),
+            execution_options=UNSYNCHRONIZED)
         where.append(Run.attempts < max_attempts)
     run = session.execute(
         update(Run)
@@ -241,7 +247,7 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
                 final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
                 final_val_error=None, error_message=None)
         .returning(Run),
-        execution_options={"populate_existing": True},
+        execution_options={**UNSYNCHRONIZED, "populate_existing": True},
     ).scalar()
     if run is None:
         # A cancel requested before this delivery (possibly while a lost worker trained
@@ -271,7 +277,8 @@ def beat(session: Session, run_id: int, attempt: int) -> bool:
     """Refresh the heartbeat of a run still running under claim ``attempt``; returns False
     when it no longer is (the caller stops beating). Commits."""
     beating = session.execute(
-        update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=utcnow())).rowcount
+        update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=utcnow()),
+        execution_options=UNSYNCHRONIZED).rowcount
     session.commit()
     return bool(beating)
 
@@ -280,7 +287,7 @@ def mark_enqueued(session: Session, run_ids: Sequence[int]) -> None:
     """Record that the tasks of ``run_ids`` were handed to the broker. Commits."""
     if run_ids:
         session.execute(update(Run).where(Run.id.in_(list(run_ids)))
-                        .values(enqueued_at=utcnow()))
+                        .values(enqueued_at=utcnow()), execution_options=UNSYNCHRONIZED)
         session.commit()
 
 
@@ -322,7 +329,8 @@ def record_progress(session: Session, run_id: int, rows: list[dict], summary: di
     values["heartbeat_at"] = utcnow()
     cancel = session.execute(
         update(Run).where(_owned(run_id, attempt)).values(**values)
-        .returning(Run.cancel_requested)
+        .returning(Run.cancel_requested),
+        execution_options=UNSYNCHRONIZED,
     ).scalar()
     if cancel is None:
         session.rollback()
@@ -345,7 +353,8 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     values.update(status=status, error_message=error_message, finished_at=now,
                   heartbeat_at=now)
     owned = session.execute(
-        update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id)
+        update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id),
+        execution_options=UNSYNCHRONIZED,
     ).scalar()
     if owned is None:
         session.rollback()
