@@ -74,17 +74,23 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@njit(inline="always", **_JIT)
-def _exp_nonpositive(v):
-    """exp(v) for v <= 0 in float64, within about one ulp, as straight-line code.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_MIN = -708.0
 
-    libm's exp is an opaque call that stops loops from vectorising; this one (Cody-Waite
-    reduction, degree-13 Taylor polynomial, exponent built from bits) vectorises.
-    Results below exp(-708) are flushed to 0.
-    """
-    w = v if v > -708.0 else -708.0
-    k = math.floor(w * 1.4426950408889634 + 0.5)
-    r = (w - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+
+@njit(inline="always", **_JIT)
+def _ln2_reduction(v):
+    """(k, r) with v = k ln2 + r and |r| <= ln2/2 (Cody-Waite), v clamped at _EXP_MIN."""
+    w = v if v > _EXP_MIN else _EXP_MIN
+    k = math.floor(w * _LOG2E + 0.5)
+    return k, (w - k * _LN2_HI) - k * _LN2_LO
+
+
+@njit(inline="always", **_JIT)
+def _exp_series_from_half(r):
+    """1/2 + r/3! + ... + r^11/13!, so that exp(r) = 1 + r + r^2 * this (|r| <= ln2/2)."""
     p = 1.0 / 6227020800.0
     p = _fma(p, r, 1.0 / 479001600.0)
     p = _fma(p, r, 1.0 / 39916800.0)
@@ -96,11 +102,38 @@ def _exp_nonpositive(v):
     p = _fma(p, r, 1.0 / 120.0)
     p = _fma(p, r, 1.0 / 24.0)
     p = _fma(p, r, 1.0 / 6.0)
-    p = _fma(p, r, 0.5)
-    p = _fma(p, r, 1.0)
-    p = _fma(p, r, 1.0)
-    e = p * _bits_as_float((np.int64(k) + 1023) << 52)
-    return e if v >= -708.0 else 0.0
+    return _fma(p, r, 0.5)
+
+
+@njit(inline="always", **_JIT)
+def _pow2(k):
+    """2**k for an integral float k in the normal range, built from its bits."""
+    return _bits_as_float((np.int64(k) + 1023) << 52)
+
+
+@njit(inline="always", **_JIT)
+def _exp_nonpositive(v):
+    """exp(v) for v <= 0 in float64, within about one ulp, as straight-line code.
+
+    libm's exp is an opaque call that stops loops from vectorising; this one (Cody-Waite
+    reduction, degree-13 Taylor polynomial, exponent built from bits) vectorises.
+    Results below exp(-708) are flushed to 0; NaN stays NaN, so divergence shows.
+    """
+    k, r = _ln2_reduction(v)
+    p = _fma(_exp_series_from_half(r), r, 1.0)
+    e = _fma(p, r, 1.0) * _pow2(k)
+    return e if v >= _EXP_MIN else (0.0 if v < _EXP_MIN else v)
+
+
+@njit(inline="always", **_JIT)
+def _expm1_nonpositive(v):
+    """exp(v) - 1 for v <= 0 in float64, vectorisable like _exp_nonpositive and without its
+    cancellation near 0: 2^k (exp(r) - 1) + (2^k - 1), each part exact or rounded once."""
+    k, r = _ln2_reduction(v)
+    q = _fma(_exp_series_from_half(r) * r, r, r)  # exp(r) - 1
+    s = _pow2(k)
+    m = _fma(s, q, s - 1.0)
+    return m if v >= _EXP_MIN else (-1.0 if v < _EXP_MIN else v)
 
 
 @njit(inline="always", **_JIT)
@@ -113,24 +146,11 @@ def _sigmoid(z):
 
 @njit(inline="always", **_JIT)
 def _tanh(v):
-    """tanh in float64 within a few ulps, vectorisable: (1 - e)/(1 + e) with e = exp(-2|v|),
-    and its odd Taylor series below 0.1 where that quotient would cancel."""
-    a = abs(v)
-    e = _exp_nonpositive(-2.0 * a)
-    t = (1.0 - e) / (1.0 + e)
-    x2 = v * v
-    p = -929569.0 / 638512875.0
-    p = _fma(p, x2, 21844.0 / 6081075.0)
-    p = _fma(p, x2, -1382.0 / 155925.0)
-    p = _fma(p, x2, 62.0 / 2835.0)
-    p = _fma(p, x2, -17.0 / 315.0)
-    p = _fma(p, x2, 2.0 / 15.0)
-    p = _fma(p, x2, -1.0 / 3.0)
-    small = _fma(a * x2, p, a)
-    r = small if a < 0.1 else t
-    return r if v >= 0.0 else -r
-
-
+    """tanh in float64 within a few ulps, vectorisable: -m / (2 + m) with m = expm1(-2|v|),
+    which stays accurate near 0 (no cancellation, so no separate series there)."""
+    m = _expm1_nonpositive(-2.0 * abs(v))
+    t = -m / (2.0 + m)
+    return t if v >= 0.0 else -t
 
 
 @intrinsic
@@ -160,7 +180,7 @@ _F32_TANH_TAYLOR = (_F32(-1.0 / 3.0), _F32(2.0 / 15.0), _F32(-17.0 / 315.0))
 @njit(inline="always", **_JIT)
 def _exp_nonpositive32(v):
     """exp(v) for v <= 0 in float32 arithmetic, within a few ulps, vectorisable; results
-    below exp(-87) are flushed to 0."""
+    below exp(-87) are flushed to 0, NaN stays NaN."""
     w = v if v > _F32_EXP_MIN else _F32_EXP_MIN
     k = np.floor(w * _F32_LOG2E + _F32_HALF)
     r = (w - k * _F32_LN2_HI) - k * _F32_LN2_LO
@@ -174,7 +194,7 @@ def _exp_nonpositive32(v):
     p = _fma(p, r, c[1])
     p = _fma(p, r, c[0])
     e = p * _bits_as_float32((np.int64(k) + 127) << 23)
-    return e if v >= _F32_EXP_MIN else _F32_ZERO
+    return e if v >= _F32_EXP_MIN else (_F32_ZERO if v < _F32_EXP_MIN else v)
 
 
 @njit(inline="always", **_JIT)

@@ -281,6 +281,34 @@ def test_non_finite_initial_error_is_divergence():
     assert len(res.errors) == 1 and not math.isfinite(res.errors[0])
 
 
+@pytest.mark.parametrize("activation,output_activation,loss", [
+    ("tanh", "sigmoid", "mse"), ("sigmoid", "sigmoid", "mse"), ("tanh", "softmax", "mse"),
+    ("sigmoid", "softmax", "cross_entropy"), ("tanh", "linear", "mse")])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nan_inside_the_network_is_divergence(activation, output_activation, loss, dtype):
+    """A hidden pre-activation of inf - inf = NaN must not be squashed into a finite
+    activation (tanh(NaN) = -1 would hide it): the error is NaN and the run diverges at
+    epoch 0, as the reference says. A linear first layer overflows to inf in both units;
+    the second layer takes their difference."""
+    big = 1e308 if dtype == "float64" else 3e38
+    X = np.array([[10.0, 10.0], [1.0, -1.0]])
+    outputs = 2 if output_activation == "softmax" else 1
+    y = np.array([0, 1]) if loss == "cross_entropy" else np.full((2, outputs), 0.5)
+    params = {"weights": [np.full((2, 2), big), np.array([[1.0, -1.0], [1.0, 1.0]]),
+                          np.ones((outputs, 2))],
+              "biases": [np.zeros(2), np.zeros(2), np.zeros(outputs)]}
+    kw = dict(layers=[2, 2, 2, outputs], activation=["linear", activation],
+              output_activation=output_activation, loss=loss, epochs=3, params=params,
+              dtype=dtype)
+    want = ref.train(X, y, **kw)
+    assert want.diverged and want.epochs_done == 0
+    res = kernels.train(X, y, **kw)
+    assert res.diverged is True and res.epochs_done == 0
+    out = kernels.predict(params, X, activation=["linear", activation],
+                          output_activation=output_activation, dtype=dtype)
+    assert np.isnan(out[0]).all()
+
+
 def test_divergence_reported_to_callback():
     rng = np.random.default_rng(8)
     X = rng.normal(size=(16, 3)) * 10
