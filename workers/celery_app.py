@@ -29,8 +29,8 @@ def _warm_up(**_):
     numba's cache) every kernel, so each forked child starts with them ready."""
     from workers.warmup import warm_kernels
 
-    limit_threads()
     warm_kernels()
+    limit_threads()  # after the warm-up, which loads every BLAS library the kernels use
 
 
 @worker_process_init.connect
