@@ -26,11 +26,20 @@ class QueueClient:
 
     def enqueue_run(self, run_id: int) -> None:
         """Queue ``train_run(run_id)``; QueueUnavailable when the broker is down."""
+        self.enqueue_runs([run_id])
+
+    def enqueue_runs(self, run_ids) -> None:
+        """Queue ``train_run`` for each of ``run_ids`` in order, through one producer (a
+        sweep's cells); QueueUnavailable when the broker is down (the runs before the
+        failing one are queued)."""
         try:
-            self.celery.send_task(
-                TRAIN_RUN, args=[run_id], retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-            )
+            with self.celery.producer_or_acquire() as producer:
+                for run_id in run_ids:
+                    self.celery.send_task(
+                        TRAIN_RUN, args=[run_id], producer=producer, retry=True,
+                        retry_policy={"max_retries": 2, "interval_start": 0.1,
+                                      "interval_step": 0.2},
+                    )
         except Exception as exc:  # kombu raises OperationalError and friends
             raise QueueUnavailable(str(exc)) from exc
 

@@ -236,8 +236,12 @@ def preview_json(cells: list[dict]) -> dict:
 
 
 def enqueue(run_ids) -> None:
-    for run_id in run_ids:
-        queue().enqueue_run(run_id)
+    client = queue()
+    if hasattr(client, "enqueue_runs"):
+        client.enqueue_runs(run_ids)
+    else:  # a QUEUE that only has enqueue_run
+        for run_id in run_ids:
+            client.enqueue_run(run_id)
     store_runs.mark_enqueued(db(), run_ids)  # the reaper sends runs left unmarked
 
 
@@ -254,12 +258,13 @@ def create(body: dict):
         max_concurrency=body.get("max_concurrency"), early_stopping=body.get("early_stopping"),
         metric=body["metric"])
     label = body.get("name") or f"sweep {sweep.id}"
-    for cell in expanded:
-        spec = cell["spec"]
-        store_sweeps.create_cell(
-            session, sweep.id, cell["position"], cell["config"],
-            sweepspace.config_hash(cell["config"]), spec, cell["dataset"].id,
-            name=spec.get("name") or f"{label} #{cell['position']}", tags=spec.get("tags"))
+    store_sweeps.create_cells(session, sweep.id, [
+        {"position": cell["position"], "config": cell["config"],
+         "config_hash": sweepspace.config_hash(cell["config"]), "spec": cell["spec"],
+         "dataset_id": cell["dataset"].id,
+         "name": cell["spec"].get("name") or f"{label} #{cell['position']}",
+         "tags": cell["spec"].get("tags")}
+        for cell in expanded])
     session.commit()
     to_send = store_sweeps.fill_slots(session, sweep.id)
     session.commit()

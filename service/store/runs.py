@@ -46,7 +46,16 @@ def sort_column(order_by: str, dialect: str):
 def create_run(session: Session, spec: dict, dataset_id: int, name=None, tags=None,
                sweep_id=None, owner: Optional[str] = None) -> Run:
     """Store a queued run of ``owner`` for a validated, complete spec (the caller commits)."""
-    run = Run(
+    run = new_run(spec, dataset_id, name=name, tags=tags, sweep_id=sweep_id, owner=owner)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def new_run(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
+            owner: Optional[str] = None) -> Run:
+    """A queued Run row for a validated, complete spec, not yet added to a session."""
+    return Run(
         owner=owner,
         name=name,
         spec=spec,
@@ -60,9 +69,6 @@ def create_run(session: Session, spec: dict, dataset_id: int, name=None, tags=No
         epochs=spec["epochs"],
         seed=spec["seed"],
     )
-    session.add(run)
-    session.flush()
-    return run
 
 
 def get_run(session: Session, run_id: int) -> Optional[Run]:

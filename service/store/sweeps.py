@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import FINAL_STATES, Run, Sweep, SweepCell, SweepRung, utcnow
-from .runs import cancel_runs, create_run
+from .runs import cancel_runs, create_run, new_run
 
 ACTIVE = ("queued", "running")
 
@@ -63,6 +63,35 @@ def create_cell(session: Session, sweep_id: int, position: int, config: dict, co
     return run.id
 
 
+def create_cells(session: Session, sweep_id: int, cells: list[dict]) -> list[int]:
+    """``create_cell`` for many configurations at once (each a dict of its keyword
+    arguments: position, config, config_hash, spec, dataset_id, name, tags), in a few
+    statements instead of a few per cell; returns the run ids of the cells stored. Should a
+    concurrent creation store some first, falls back to one cell at a time. The caller
+    commits."""
+    existing = set(session.scalars(select(SweepCell.config_hash).where(
+        SweepCell.sweep_id == sweep_id, SweepCell.config_hash.in_([c["config_hash"] for c in cells]))))
+    todo = [c for c in cells if c["config_hash"] not in existing]
+    if not todo:
+        return []
+    owner = session.get(Sweep, sweep_id).owner
+    try:
+        with session.begin_nested():
+            runs = [new_run(c["spec"], c["dataset_id"], name=c.get("name"), tags=c.get("tags"),
+                            sweep_id=sweep_id, owner=owner) for c in todo]
+            session.add_all(runs)
+            session.flush()
+            session.add_all([SweepCell(sweep_id=sweep_id, position=c["position"],
+                                       config=c["config"], config_hash=c["config_hash"],
+                                       run_id=run.id, dispatched=False)
+                             for c, run in zip(todo, runs)])
+            session.flush()
+    except IntegrityError:  # a concurrent creation stored some of them first
+        ids = [create_cell(session, sweep_id, **c) for c in todo]
+        return [run_id for run_id in ids if run_id is not None]
+    return [run.id for run in runs]
+
+
 def cells(session: Session, sweep_id: int) -> list[tuple[SweepCell, Run]]:
     """A sweep's cells and runs in position order."""
     return [(cell, run) for cell, run in session.execute(
@@ -77,11 +106,12 @@ def _lock_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
                            execution_options={"populate_existing": True}).scalar()
 
 
-def fill_slots(session: Session, sweep_id: int) -> list[int]:
+def fill_slots(session: Session, sweep_id: int, sweep: Optional[Sweep] = None) -> list[int]:
     """Mark waiting cells dispatched while fewer than ``max_concurrency`` dispatched runs of
     the sweep are queued or running; returns their run ids, to enqueue after the caller
-    commits. Nothing is dispatched for a cancelled sweep."""
-    sweep = _lock_sweep(session, sweep_id)
+    commits. Nothing is dispatched for a cancelled sweep. ``sweep``: the row as this
+    transaction already locked it (see ``_lock_sweep``)."""
+    sweep = sweep if sweep is not None else _lock_sweep(session, sweep_id)
     if sweep is None or sweep.cancel_requested:
         return []
     waiting = (select(SweepCell).join(Run, Run.id == SweepCell.run_id)
@@ -130,9 +160,12 @@ def derive_status(sweep: Sweep, by_state: dict) -> str:
     return "running"
 
 
-def update_status(session: Session, sweep_id: int) -> Optional[Sweep]:
-    """Store the sweep's state as derived from its runs (the caller commits)."""
-    sweep = session.get(Sweep, sweep_id, populate_existing=True)
+def update_status(session: Session, sweep_id: int,
+                  sweep: Optional[Sweep] = None) -> Optional[Sweep]:
+    """Store the sweep's state as derived from its runs (the caller commits). ``sweep``:
+    the row as this transaction already read it."""
+    if sweep is None:
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
     if sweep is None:
         return None
     status = derive_status(sweep, counts(session, sweep_id))
@@ -148,8 +181,11 @@ def run_ended(session: Session, sweep_id: int) -> list[int]:
     """What the transaction that ends one of the sweep's runs also does: dispatch the next
     waiting cells and update the sweep's state. Returns the run ids to enqueue after
     commit."""
-    to_send = fill_slots(session, sweep_id)
-    update_status(session, sweep_id)
+    sweep = _lock_sweep(session, sweep_id)
+    if sweep is None:
+        return []
+    to_send = fill_slots(session, sweep_id, sweep)
+    update_status(session, sweep_id, sweep)
     return to_send
 
 
@@ -234,5 +270,6 @@ def early_stopping_of(session: Session, sweep_id: int) -> Optional[tuple[dict, s
     return sweep.early_stopping, sweep.metric
 
 
-__all__ = ["FINAL_STATES", "cancel_sweep", "cells", "counts", "create_cell", "create_sweep",
+__all__ = ["FINAL_STATES", "cancel_sweep", "cells", "counts", "create_cell", "create_cells",
+           "create_sweep",
            "fill_slots", "record_rung", "run_ended", "rungs", "update_status"]

@@ -9,7 +9,7 @@ import time
 from queue import Empty
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
 from service.config import celery_config
 
@@ -117,14 +117,20 @@ def test_a_consumer_takes_its_next_message_when_the_last_is_acked(tmp_path):
                "polling_interval": 30.0}
     with Connection("filesystem://", transport="service.fstransport:Transport",
                     transport_options=options) as conn:
-        queue = conn.SimpleQueue("celery")
-        queue.put({"n": 1})
-        queue.put({"n": 2})
-        queue.consumer.qos(prefetch_count=1)
-        first = queue.get(timeout=5)
-        threading.Timer(0.2, first.ack).start()
-        started = time.monotonic()
-        second = queue.get(timeout=10)
-        assert second.payload == {"n": 2}
-        assert time.monotonic() - started < 10  # not the 30 s polling interval
-        second.ack()
+        # Names of its own: kombu keeps exchanges and bindings per transport class.
+        queue = Queue("wake-test", exchange=Exchange("wake-test"), routing_key="wake-test")
+        producer = conn.Producer()
+        for n in (1, 2):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="wake-test",
+                             declare=[queue])
+        received = []
+        with conn.Consumer(queue, callbacks=[lambda body, message: received.append(message)],
+                           prefetch_count=1):
+            conn.drain_events(timeout=5)
+            assert len(received) == 1
+            threading.Timer(0.2, received[0].ack).start()
+            started = time.monotonic()
+            conn.drain_events(timeout=10)  # kombu's own transport sleeps until the timeout
+            assert time.monotonic() - started < 10
+            assert sorted(m.payload["n"] for m in received) == [1, 2]
+            received[1].ack()
