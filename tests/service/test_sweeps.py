@@ -146,6 +146,30 @@ def test_cells_are_created_exactly_once(client, sessions):
         session.rollback()
 
 
+def test_bulk_cell_creation_stores_only_new_configurations(client, sessions):
+    """create_cells (what POST /sweeps uses) skips configurations the sweep already has,
+    and a retry of the whole batch stores nothing."""
+    sweep = post(client, {**GRID, "max_concurrency": 1})
+    with sessions() as session:
+        stored = session.scalars(select(SweepCell).where(SweepCell.sweep_id == sweep["id"])
+                                 .order_by(SweepCell.position)).all()
+        dataset_id = cell_dataset(session)
+        spec = session.get(Run, stored[0].run_id).spec  # complete, as validation leaves it
+        batch = [{"position": c.position, "config": c.config, "config_hash": c.config_hash,
+                  "spec": spec, "dataset_id": dataset_id} for c in stored]
+        new = {"position": 6, "config": {"learning_rate": 7.0},
+               "spec": dict(spec, learning_rate=7.0),
+               "config_hash": sweepspace.config_hash({"learning_rate": 7.0}),
+               "dataset_id": dataset_id, "name": "extra"}
+        assert store_sweeps.create_cells(session, sweep["id"], batch) == []
+        ids = store_sweeps.create_cells(session, sweep["id"], batch + [new])
+        session.commit()
+        assert len(ids) == 1 and session.get(Run, ids[0]).name == "extra"
+        assert session.get(Run, ids[0]).owner == session.get(Run, stored[0].run_id).owner
+        assert store_sweeps.create_cells(session, sweep["id"], batch + [new]) == []
+    assert count(sessions, SweepCell) == 7 and count(sessions, Run) == 7
+
+
 def cell_dataset(session):
     return session.scalars(select(Run.dataset_id)).first()
 
