@@ -337,10 +337,17 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
     process) ends ``failed`` "worker lost (N attempts)" instead of training again.
     """
     max_attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
+    needs = {}
+
+    def read_needs(session, run):  # in the claim's transaction
+        needs["source"] = dataset_source(run.dataset)
+        needs["stopping"] = (store_sweeps.early_stopping_of(session, run.sweep_id)
+                             if run.sweep_id else None)
+
     with sessions() as session:
         # The usual case, a queued run, in one statement; then redeliveries.
         run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",),
-                                   max_attempts=max_attempts)
+                                   max_attempts=max_attempts, before_commit=read_needs)
         if run is None:
             current = store_runs.get_run(session, run_id)
             if current is None:
@@ -351,7 +358,8 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
                 return "busy"
             # Claim the run as seen: a competing claim since then makes this one fail.
             run = store_runs.claim_run(session, run_id, worker_name(),
-                                       attempts=current.attempts, max_attempts=max_attempts)
+                                       attempts=current.attempts, max_attempts=max_attempts,
+                                       before_commit=read_needs)
             if run is None:
                 session.refresh(current)
                 if current.status in store_runs.FINAL_STATES:
@@ -360,9 +368,8 @@ def execute_run(sessions, run_id: int, stale_seconds: Optional[float] = STALE_SE
                 return current.status
         attempt = run.attempts
         spec = dict(run.spec)
-        source = dataset_source(run.dataset)
+        source, stopping = needs["source"], needs["stopping"]
         sweep_id = run.sweep_id
-        stopping = store_sweeps.early_stopping_of(session, sweep_id) if sweep_id else None
     try:  # decompressed with no transaction open (on SQLite one holds the write lock)
         X, y = load_dataset(*source)
     except Exception as exc:

@@ -220,7 +220,7 @@ class LostRun(Exception):
 
 def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int] = None,
               states: Sequence[str] = ("queued", "running"),
-              max_attempts: Optional[int] = None) -> Optional[Run]:
+              max_attempts: Optional[int] = None, before_commit=None) -> Optional[Run]:
     """Mark a run in one of ``states`` (queued, or running under a lost worker) as running
     by ``worker``, and clear the history and parameters of an earlier attempt. Returns None
     when the run should not train (gone, finished, cancelled, or, with ``attempts``, claimed
@@ -234,6 +234,8 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
 
     With ``max_attempts``, a run already claimed that many times is not trained again: it
     ends ``failed`` with "worker lost (N attempts)" (the deliveries before died with it).
+    ``before_commit(session, run)``, if given, reads more in the claim's transaction (what
+    the worker needs to train), saving a transaction of its own.
     """
     now = utcnow()
     where = [Run.id == run_id, Run.status.in_(states), Run.cancel_requested.is_(False)]
@@ -269,6 +271,8 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
     if run.attempts > 1:  # an earlier attempt may have left rows behind
         session.execute(delete(Epoch).where(Epoch.run_id == run_id))
         session.execute(delete(Params).where(Params.run_id == run_id))
+    if before_commit is not None:
+        before_commit(session, run)
     session.commit()
     return run
 
