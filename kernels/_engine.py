@@ -26,13 +26,15 @@ makes float64 in numba, so index arithmetic stays uint64 throughout.
 import math
 
 import numpy as np
-# numba's np.dot calls SciPy's BLAS (its own OpenBLAS, not NumPy's), which numba would load
-# at the first compile or cache load; loaded now, thread limits set after importing kernels
-# (threadpoolctl) reach it too instead of leaving it at one thread per core.
-import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir as llvm_ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+from numba.np.linalg import ensure_blas
+
+# numba's np.dot calls SciPy's BLAS (its own OpenBLAS, not NumPy's), which numba would load
+# at the first compile or cache load; loaded now, thread limits set after importing kernels
+# (threadpoolctl) reach it too instead of leaving it at one thread per core.
+ensure_blas()
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _U = np.uint64

@@ -197,3 +197,25 @@ def test_no_callback_not_stopped():
     X, y = problem()
     res = kernels.train(X, y, **base_kw("full", 1, "float64", epochs=3))
     assert res.stopped is False and res.diverged is False and res.epochs_done == 3
+
+
+def test_thread_limits_set_after_import_reach_every_blas_the_kernels_use():
+    """Reproducing a worker means one BLAS thread: a ``threadpool_limits`` set after
+    ``import kernels`` must cover the BLAS numba's np.dot calls (SciPy's, not NumPy's), so
+    training must not load a BLAS library that was not there at import."""
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from threadpoolctl import threadpool_info
+import kernels
+before = {lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+X = np.random.default_rng(0).normal(size=(256, 64))
+kernels.train(X, X[:, :8], layers=[64, 64, 8], batch_mode="full", epochs=1)
+after = {lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+assert after <= before, sorted(after - before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
