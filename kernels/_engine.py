@@ -371,7 +371,8 @@ def _logits_suffice(net, loss, acc_mode):
     """Whether the loss and accuracy come from the output logits alone (softmax with
     cross-entropy), so that an evaluation pass can skip the output activation."""
     sizes, acts = net[0], net[3]
-    return loss == CROSS_ENTROPY and acts[sizes.shape[0] - 2] == SOFTMAX and acc_mode != ACC_THRESHOLD
+    output = acts[sizes.shape[0] - 2]
+    return loss == CROSS_ENTROPY and output == SOFTMAX and acc_mode != ACC_THRESHOLD
 
 
 @njit(**_JIT)

@@ -69,8 +69,9 @@ def create_cells(session: Session, sweep_id: int, cells: list[dict]) -> list[int
     statements instead of a few per cell; returns the run ids of the cells stored. Should a
     concurrent creation store some first, falls back to one cell at a time. The caller
     commits."""
+    hashes = [c["config_hash"] for c in cells]
     existing = set(session.scalars(select(SweepCell.config_hash).where(
-        SweepCell.sweep_id == sweep_id, SweepCell.config_hash.in_([c["config_hash"] for c in cells]))))
+        SweepCell.sweep_id == sweep_id, SweepCell.config_hash.in_(hashes))))
     todo = [c for c in cells if c["config_hash"] not in existing]
     if not todo:
         return []
@@ -271,5 +272,4 @@ def early_stopping_of(session: Session, sweep_id: int) -> Optional[tuple[dict, s
 
 
 __all__ = ["FINAL_STATES", "cancel_sweep", "cells", "counts", "create_cell", "create_cells",
-           "create_sweep",
-           "fill_slots", "record_rung", "run_ended", "rungs", "update_status"]
+           "create_sweep", "fill_slots", "record_rung", "run_ended", "rungs", "update_status"]
