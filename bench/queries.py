@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 import migrations  # noqa: E402
-from service.config import Settings  # noqa: E402
+from service.settings import Settings  # noqa: E402
 from bench_auth import authorized_client  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(

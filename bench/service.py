@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402
 import migrations  # noqa: E402
-from service.config import Settings  # noqa: E402
+from service.settings import Settings  # noqa: E402
 from service.store import Epoch, Run  # noqa: E402
 from bench_auth import authorized_client  # noqa: E402
 

@@ -3,7 +3,7 @@
 Running the service: ``up`` (API, workers and migrations in the foreground), ``api``,
 ``worker`` and ``db upgrade`` (the parts one at a time, for compose files and scale-out).
 Using it over HTTP (service.client): ``submit``, ``runs``, ``show``, ``cancel``, ``health``.
-Configuration comes from the environment (service.config).
+Configuration comes from the environment (service.settings).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import click
 from rich.markup import escape
 
 from service.client import FINAL_STATES, ApiError, ApiUnreachable, Client
-from service.config import Settings
+from service.settings import Settings
 
 log = logging.getLogger("descent")
 

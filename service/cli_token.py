@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from service.config import Settings
+from service.settings import Settings
 from service.credentials import read_token_file, token_file, write_token_file
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}")

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import requests
 
-from service.config import Settings
+from service.settings import Settings
 from service.credentials import client_token
 
 API_PREFIX = "/api/v1"

@@ -97,7 +97,7 @@ def embedded_broker_url(tmp_path):
 @pytest.fixture
 def settings(database_url, embedded_broker_url):
     """Settings on the parametrised database and an embedded broker."""
-    from service.config import Settings
+    from service.settings import Settings
 
     return Settings(database_url=database_url, broker_url=embedded_broker_url)
 

@@ -1,11 +1,12 @@
-"""The workers' Celery app, configured from the environment (service.config)."""
+"""The workers' Celery app, configured from the environment (service.settings)."""
 
 import os
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
-from service.config import Settings, celery_config
+from service.queue import celery_config
+from service.settings import Settings
 
 settings = Settings.from_env()
 app = Celery("descent", include=["workers.tasks"])

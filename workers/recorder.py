@@ -4,7 +4,7 @@ from typing import Optional
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import Settings
+from service.settings import Settings
 from service.store import make_engine, make_sessionmaker
 
 _sessions: Optional[sessionmaker[Session]] = None

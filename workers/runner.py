@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 import kernels
+from service.queue import TRAIN_RUN
 from service.store import reaper
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
@@ -221,7 +222,7 @@ def send_task(run_id: int) -> None:
     """Send train_run(run_id) by name through the workers' Celery app."""
     from workers.celery_app import app
 
-    app.send_task("workers.tasks.train_run", args=[run_id])
+    app.send_task(TRAIN_RUN, args=[run_id])
 
 
 def send_runs(run_ids, enqueue=None, sessions=None) -> None:

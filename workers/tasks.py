@@ -3,6 +3,7 @@
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from workers import recorder
+from service.queue import TRAIN_RUN
 from workers.celery_app import app
 from workers.runner import execute_run
 
@@ -10,7 +11,7 @@ from workers.runner import execute_run
 DATABASE_RETRY_SECONDS = 5.0
 
 
-@app.task(name="workers.tasks.train_run", bind=True, acks_late=True,
+@app.task(name=TRAIN_RUN, bind=True, acks_late=True,
           reject_on_worker_lost=True, max_retries=None)
 def train_run(self, run_id: int) -> str:
     """Train the stored run ``run_id``; its state and results go to the database.

@@ -3,7 +3,7 @@
 from flask import Flask, g
 from flask_smorest import Api as SmorestApi
 
-from service.config import Settings
+from service.settings import Settings
 from service.queue import QueueClient
 from service.store import make_engine, make_sessionmaker
 

@@ -13,7 +13,7 @@ from flask import Response
 from flask.views import MethodView
 
 import kernels
-from service.config import redact_urls
+from service.settings import redact_urls
 from service.queue import QueueUnavailable
 from service.runspec import complete_spec, dataset_problems
 from service.store import Run

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from marshmallow import RAISE, ValidationError, fields, validate
 
 from service import sweepspace
-from service.config import redact_urls
+from service.settings import redact_urls
 from service.queue import QueueUnavailable
 from service.runspec import complete_spec, dataset_problems
 from service.store import runs as store_runs

@@ -97,7 +97,7 @@ def service(tmp_path, monkeypatch):
     from waitress import create_server
 
     from service.api import create_app
-    from service.config import Settings
+    from service.settings import Settings
 
     monkeypatch.chdir(tmp_path)  # descent.db and descent-queue/ land here
     for name in [k for k in os.environ if k.startswith("DESCENT_")]:

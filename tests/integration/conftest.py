@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
+from service.settings import Settings
 
 # A cold numba cache compiles every kernel when the first worker starts (~20 s).
 READY_TIMEOUT = float(os.environ.get("DESCENT_TEST_WORKER_READY_TIMEOUT", "90"))

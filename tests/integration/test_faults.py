@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.config import Settings
+from service.settings import Settings
 from service.store import Epoch, Run, make_engine, make_sessionmaker
 from tests.conftest import make_token
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.config import Settings
+from service.settings import Settings
 
 from ..conftest import make_token
 from .conftest import Backend, WorkerPool

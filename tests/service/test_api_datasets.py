@@ -7,7 +7,7 @@ import io
 import numpy as np
 
 import kernels
-from service.config import Limits
+from service.settings import Limits
 from service.store.arrays import from_npz
 
 from .conftest import API, error_of, queued_run_ids, submit

@@ -3,7 +3,7 @@
 import pytest
 
 from service.api import create_app
-from service.config import Settings
+from service.settings import Settings
 
 from ..conftest import make_token
 from .conftest import API, error_of

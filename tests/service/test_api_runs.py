@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 import kernels
-from service.config import Limits
+from service.settings import Limits
 from service.runspec import RUN_DEFAULTS
 from service.store import Run
 from service.store.models import Sweep

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.config import Limits
+from service.settings import Limits
 from service.store import Dataset, Run
 
 from .conftest import API, error_of, queued_run_ids

@@ -1,6 +1,6 @@
 """docker-compose.yml and the Dockerfile, checked without a Docker engine: every `descent`
 command they run exists in the CLI with those options, every DESCENT_* variable they set is
-one service.config reads, and the services depend on each other as the README says."""
+one service.settings reads, and the services depend on each other as the README says."""
 
 import importlib.util
 import re
@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from service.cli import cli
-from service.config import Settings
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -106,7 +106,7 @@ def test_every_descent_variable_is_read_by_the_settings(service, key, value):
         assert getattr(settings, SETTING_OF[key]) == value
     else:
         match = re.fullmatch(r"DESCENT_(MAX_\w+)", key)
-        assert match, f"{service}: {key} is not a setting service.config reads"
+        assert match, f"{service}: {key} is not a setting service.settings reads"
         assert getattr(settings.limits, match.group(1).lower()) == int(value)
     assert settings != Settings.from_env({}), f"{service}: {key}={value} changed nothing"
 

@@ -8,7 +8,7 @@ import pytest
 
 from service.api import create_app
 from service.api.ratelimit import storage_url
-from service.config import Settings
+from service.settings import Settings
 
 from ..conftest import make_token
 from .conftest import API, error_of

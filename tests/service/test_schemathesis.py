@@ -36,7 +36,7 @@ def load_schema():
     """The OpenAPI document as an app serves it (read from a throwaway app: the document
     does not depend on the database, and schemathesis needs it when tests are collected)."""
     from service.api import create_app
-    from service.config import Settings
+    from service.settings import Settings
 
     folder = Path(tempfile.mkdtemp(prefix="descent-openapi-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

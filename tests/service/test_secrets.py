@@ -11,7 +11,8 @@ import redis
 from sqlalchemy.engine import make_url
 
 from service.api import create_app
-from service.config import Settings, celery_config, redact_urls
+from service.queue import celery_config
+from service.settings import Settings, redact_urls
 
 from ..conftest import make_token
 from .conftest import API, error_of

@@ -1,4 +1,4 @@
-"""service.fstransport: the embedded broker loses no message and delivers each once."""
+"""service.queue.fstransport: the embedded broker loses no message and delivers each once."""
 
 import json
 import os
@@ -11,10 +11,10 @@ from queue import Empty
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from service.config import celery_config
+from service.queue import celery_config
 
 
-def connection(folder, transport="service.fstransport:Transport"):
+def connection(folder, transport="service.queue.fstransport:Transport"):
     options = celery_config(f"filesystem://{folder}")["broker_transport_options"]
     return Connection("filesystem://", transport=transport, transport_options=options)
 
@@ -99,7 +99,7 @@ def test_workers_use_it_on_the_filesystem_broker(tmp_path):
     env = {**os.environ, "DESCENT_BROKER_URL": f"filesystem://{tmp_path / 'q'}"}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, text=True,
                          capture_output=True, check=True).stdout
-    assert out.split() == ["service.fstransport", "Transport"]
+    assert out.split() == ["service.queue.fstransport", "Transport"]
 
 
 def test_the_api_queue_client_uses_it_too(tmp_path):
@@ -107,7 +107,7 @@ def test_the_api_queue_client_uses_it_too(tmp_path):
 
     client = QueueClient(f"filesystem://{tmp_path / 'q'}")
     with client.celery.connection_for_write() as connection:
-        assert type(connection.transport).__module__ == "service.fstransport"
+        assert type(connection.transport).__module__ == "service.queue.fstransport"
 
 
 def test_a_consumer_takes_its_next_message_when_the_last_is_acked(tmp_path):
@@ -115,7 +115,7 @@ def test_a_consumer_takes_its_next_message_when_the_last_is_acked(tmp_path):
     ack (the worker's pool acks from another thread) instead of sleeping it out."""
     options = {**celery_config(f"filesystem://{tmp_path / 'q'}")["broker_transport_options"],
                "polling_interval": 30.0}
-    with Connection("filesystem://", transport="service.fstransport:Transport",
+    with Connection("filesystem://", transport="service.queue.fstransport:Transport",
                     transport_options=options) as conn:
         # Names of its own: kombu keeps exchanges and bindings per transport class.
         queue = Queue("wake-test", exchange=Exchange("wake-test"), routing_key="wake-test")

@@ -22,7 +22,7 @@ such as the API's queue client):
   message, and sleeping the interval out would leave the worker idle for half of it on
   average.
 
-The workers use it (``workers.celery_app``) when the broker is the filesystem.
+Both sides use it (``service.queue.celery_config``) when the broker is the filesystem.
 """
 
 import logging

@@ -1,14 +1,61 @@
-"""A thin queue client: enqueues worker tasks by name, never importing ``workers``."""
+"""The queue between the API side and the workers: the Celery configuration both use, the
+one task name, the client that sends tasks, and the embedded filesystem transport
+(``service.queue.fstransport``). Nothing here imports ``workers``."""
+
+from pathlib import Path
+from urllib.parse import urlparse
 
 from celery import Celery
 
-from .config import celery_config
-
+# The task that trains one stored run, by id; the workers register their task under it.
 TRAIN_RUN = "workers.tasks.train_run"
 
 
 class QueueUnavailable(Exception):
     """The broker could not take the message."""
+
+
+def celery_config(broker_url: str) -> dict:
+    """Celery settings shared by the API's queue client and the workers.
+
+    ``filesystem://FOLDER`` (the embedded default) is kombu's filesystem transport in FOLDER
+    (relative to the working directory), polled every 20 ms; anything else (``redis://...``)
+    is handed to kombu as it is.
+    """
+    config = {
+        "broker_url": broker_url,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,  # run state lives in the database
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        # Task messages carry only ids, as JSON: never pickle (nothing executable on the wire).
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+    }
+    parsed = urlparse(broker_url)
+    if parsed.scheme == "filesystem":
+        folder = Path((parsed.netloc + parsed.path) or "descent-queue").resolve()
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_url"] = "filesystem://localhost/"  # a host, or kombu warns of none
+        # kombu's own filesystem transport can lose a message a producer is still writing.
+        config["broker_transport"] = "service.queue.fstransport:Transport"
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            # Broadcast (pidbox) tables; kombu's default is ./control in the working directory.
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            "polling_interval": 0.02,
+        }
+    elif parsed.scheme in ("redis", "rediss"):
+        # A delivered task not acknowledged within this time is delivered again.
+        config["broker_transport_options"] = {"visibility_timeout": 3600}
+    return config
 
 
 class QueueClient:

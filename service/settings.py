@@ -1,10 +1,9 @@
-"""Configuration from the environment, with embedded defaults that need no server."""
+"""Descent's settings: one ``Settings`` read from the environment once (DESCENT_* variables,
+with embedded defaults that need no server) and passed down."""
 
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlparse
 
 DEFAULT_DATABASE_URL = "sqlite:///descent.db"
 DEFAULT_BROKER_URL = "filesystem://descent-queue"
@@ -27,6 +26,36 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ReaperSettings:
+    """How workers prove they are alive and how lost runs are taken back (each one an
+    environment variable, DESCENT_..._SECONDS or DESCENT_MAX_ATTEMPTS)."""
+
+    # A training process refreshes its run's heartbeat this often (a thread, whatever the
+    # length of an epoch).
+    heartbeat_seconds: float = 5.0
+    # A running run whose heartbeat is older than this has lost its worker.
+    stale_seconds: float = 60.0
+    # Claims of one run before it is given up ("worker lost (N attempts)").
+    max_attempts: int = 3
+    # How often each worker reaps.
+    reap_seconds: float = 15.0
+    # A queued run not sent within this long after it was stored (or requeued) was never sent.
+    unsent_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env) -> "ReaperSettings":
+        """The fields set in ``env``; the others keep their defaults."""
+        values = {}
+        for name, kind in (("heartbeat_seconds", float), ("stale_seconds", float),
+                           ("max_attempts", int), ("reap_seconds", float),
+                           ("unsent_seconds", float)):
+            key = f"DESCENT_{name.upper()}"
+            if key in env:
+                values[name] = kind(env[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Where runs are stored and queued, and how the CLI reaches the API."""
 
@@ -38,6 +67,9 @@ class Settings:
     rate_limit: str | None = None
     # Where the counts live; None: the broker's Redis when the broker is Redis, else memory.
     ratelimit_storage_url: str | None = None
+    reaper: ReaperSettings = field(default_factory=ReaperSettings)
+    # BLAS threads of each worker process: N workers on N cores must not oversubscribe.
+    worker_threads: int = 1
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -55,6 +87,8 @@ class Settings:
             limits=limits,
             rate_limit=env.get("DESCENT_RATE_LIMIT") or None,
             ratelimit_storage_url=env.get("DESCENT_RATELIMIT_STORAGE_URL") or None,
+            reaper=ReaperSettings.from_env(env),
+            worker_threads=int(env.get("DESCENT_WORKER_THREADS", "1")),
         )
 
 
@@ -66,46 +100,3 @@ def redact_urls(text: str) -> str:
     """``text`` with the password of every URL in it replaced by ``***`` (error messages of
     drivers and brokers may quote the URL they were given)."""
     return _URL_PASSWORD.sub(r"\g<head>***", text)
-
-
-def celery_config(broker_url: str) -> dict:
-    """Celery settings shared by the API's queue client and the workers.
-
-    ``filesystem://FOLDER`` (the embedded default) is kombu's filesystem transport in FOLDER
-    (relative to the working directory), polled every 20 ms; anything else (``redis://...``)
-    is handed to kombu as it is.
-    """
-    config = {
-        "broker_url": broker_url,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_ignore_result": True,  # run state lives in the database
-        "broker_connection_retry_on_startup": True,
-        "worker_hijack_root_logger": False,
-        # Task messages carry only ids, as JSON: never pickle (nothing executable on the wire).
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "result_serializer": "json",
-    }
-    parsed = urlparse(broker_url)
-    if parsed.scheme == "filesystem":
-        folder = Path((parsed.netloc + parsed.path) or "descent-queue").resolve()
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_url"] = "filesystem://localhost/"  # a host, or kombu warns of none
-        # kombu's own filesystem transport can lose a message a producer is still writing.
-        config["broker_transport"] = "service.fstransport:Transport"
-        config["broker_transport_options"] = {
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "processed_folder": str(folder / "processed"),
-            # Broadcast (pidbox) tables; kombu's default is ./control in the working directory.
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-            "polling_interval": 0.02,
-        }
-    elif parsed.scheme in ("redis", "rediss"):
-        # A delivered task not acknowledged within this time is delivered again.
-        config["broker_transport_options"] = {"visibility_timeout": 3600}
-    return config
