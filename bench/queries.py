@@ -12,7 +12,7 @@ DESCENT_TEST_POSTGRES_URL's server (dropped afterwards) or a SQLite file in a te
 it with synthetic runs (statuses, datasets, sweeps, tags, learning rates, errors, times) and
 ``--epochs`` history rows per run, in bulk: COPY through psycopg on PostgreSQL, executemany in
 large transactions on SQLite; then ANALYZE. Requests go through the Flask test client of
-``service.api.create_app`` (the real parsing, query and JSON code, without an HTTP server),
+``service.app.create_app`` (the real parsing, query and JSON code, without an HTTP server),
 ``--requests`` of each kind after a warm-up, and p50 / p95 are printed per kind:
 
 * filter: a ``where=`` expression (status, learning rate, final error, tag), newest first;
@@ -206,7 +206,7 @@ def timed(client, path: str, params: dict) -> tuple[float, dict]:
 
 
 def measure(database_url: str, n_requests: int, n_runs: int, queue_dir: Path) -> list:
-    from service.api import create_app
+    from service.app import create_app
 
     app = create_app({"SETTINGS": Settings(database_url=database_url,
                                            broker_url=f"filesystem://{queue_dir}"),

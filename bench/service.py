@@ -8,7 +8,7 @@ Run by hand (not part of the test suite):
 For each backend this creates its own temporary store and queue, starts its own worker
 processes (real ``celery -A workers.celery_app worker`` subprocesses, ``--workers`` of them
 with ``--concurrency`` pool processes each) and submits through the API in this process (the
-Flask test client of ``service.api.create_app``: the real validation, store and queue code,
+Flask test client of ``service.app.create_app``: the real validation, store and queue code,
 without an HTTP server). Backends:
 
 * ``embedded``: a SQLite file and the filesystem broker in a temporary folder (the embedded
@@ -192,7 +192,7 @@ class Workers:
 
 class Bench:
     def __init__(self, settings, spec):
-        from service.api import create_app
+        from service.app import create_app
 
         self.spec = spec
         self.app = create_app({"SETTINGS": settings})

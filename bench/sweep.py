@@ -118,7 +118,7 @@ def print_gaps(runs: list, posted: datetime) -> None:
 
 
 def run_descent(args, folder: Path) -> tuple[float, dict]:
-    from service.api import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     database_url = args.database_url or f"sqlite:///{folder / 'descent.db'}"

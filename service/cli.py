@@ -516,7 +516,7 @@ def api(host, port, threads, loglevel):
     """
     from waitress import create_server
 
-    from service.api import create_app
+    from service.app import create_app
     from service.api.bodysize import server_body_ceiling
 
     setup_logging(loglevel)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 DEFAULT_DATABASE_URL = "sqlite:///descent.db"
 DEFAULT_BROKER_URL = "filesystem://descent-queue"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+# Where `descent up` keeps its API token (and, without a SQLite file, the dashboard's key).
+DEFAULT_TOKEN_FILE = ".descent/token"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Settings:
     reaper: ReaperSettings = field(default_factory=ReaperSettings)
     # BLAS threads of each worker process: N workers on N cores must not oversubscribe.
     worker_threads: int = 1
+    token_file: str = DEFAULT_TOKEN_FILE
+    # The key that signs the dashboard's cookies; None: generated once and kept in a file.
+    secret_key: str | None = None
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -89,6 +94,8 @@ class Settings:
             ratelimit_storage_url=env.get("DESCENT_RATELIMIT_STORAGE_URL") or None,
             reaper=ReaperSettings.from_env(env),
             worker_threads=int(env.get("DESCENT_WORKER_THREADS", "1")),
+            token_file=env.get("DESCENT_TOKEN_FILE") or DEFAULT_TOKEN_FILE,
+            secret_key=env.get("DESCENT_SECRET_KEY") or None,
         )
 
 

@@ -105,7 +105,7 @@ def settings(database_url, embedded_broker_url):
 @pytest.fixture
 def app(settings):
     """The Flask app on those settings, with the real queue client."""
-    from service.api import create_app
+    from service.app import create_app
 
     app = create_app({"SETTINGS": settings, "TESTING": True})
     yield app

@@ -1,11 +1,8 @@
-"""The Flask app factory: blueprints, OpenAPI document and JSON errors."""
+"""The REST API at /api/v1: blueprints, OpenAPI document and JSON errors (installed on the
+app that ``service.app.create_app`` builds)."""
 
-from flask import Flask, g
+from flask import Flask
 from flask_smorest import Api as SmorestApi
-
-from service.settings import Settings
-from service.queue import QueueClient
-from service.store import make_engine, make_sessionmaker
 
 from . import auth, bodysize, ratelimit
 from .errors import CommonResponses, ErrorSchema, register_error_handlers
@@ -21,37 +18,9 @@ class Api(SmorestApi):
     DEFAULT_ERROR_RESPONSE_NAME = None
 
 
-def create_app(config: dict | None = None) -> Flask:
-    """Build the API. ``config`` may hold ``SETTINGS`` (a Settings; default: from the
-    environment), ``QUEUE`` (anything with ``enqueue_run``) and any Flask settings."""
-    app = Flask(__name__)
-    app.config.update(
-        API_TITLE="Descent",
-        API_VERSION="v1",
-        OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX=API_PREFIX,
-        OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
-        JSON_SORT_KEYS=False,
-    )
-    app.config.update(config or {})
-    settings = app.config.get("SETTINGS") or Settings.from_env()
-    app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_upload_bytes
-    engine = make_engine(settings.database_url)
-    app.extensions["descent"] = {
-        "settings": settings,
-        "engine": engine,
-        "sessions": make_sessionmaker(engine),
-        "queue": app.config.get("QUEUE") or QueueClient(settings.broker_url),
-    }
-
-    @app.teardown_appcontext
-    def _close_session(_exc):
-        session = g.pop("db_session", None)
-        if session is not None:
-            session.close()
-
+def init_api(app: Flask, settings) -> None:
+    """Install the API's hooks (metrics, rate limits, authentication, body sizes), its
+    blueprints with their OpenAPI document, and its JSON error handlers on ``app``."""
     from . import metrics  # times every request, those the later hooks reject included
 
     metrics.init_app(app)
@@ -64,18 +33,8 @@ def create_app(config: dict | None = None) -> Flask:
                                                        "networks by gradient descent."},
                                 "extra_plugins": [CommonResponses(ratelimit.UNLIMITED_PATHS)]})
     auth.document(api)
-    from . import datasets, health, runs, sweeps
+    from . import datasets, health, plots, runs, sweeps, trace
 
-    api.register_blueprint(runs.blp)
-    api.register_blueprint(datasets.blp)
-    api.register_blueprint(health.blp)
-    api.register_blueprint(sweeps.blp)
-    from . import plots, trace
-
-    api.register_blueprint(plots.blp)
-    api.register_blueprint(trace.blp)
+    for module in (runs, datasets, health, sweeps, plots, trace):
+        api.register_blueprint(module.blp)
     register_error_handlers(app)
-    from service.dashboard import init_dashboard  # the browser pages at /
-
-    init_dashboard(app)
-    return app

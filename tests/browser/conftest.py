@@ -96,7 +96,7 @@ def service(tmp_path, monkeypatch):
     import migrations
     from waitress import create_server
 
-    from service.api import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     monkeypatch.chdir(tmp_path)  # descent.db and descent-queue/ land here

@@ -161,7 +161,7 @@ def workers(backend):
 def api(backend):
     """A Flask test client of the API on the backend's settings (its real queue client),
     sending a token of user alice."""
-    from service.api import create_app
+    from service.app import create_app
 
     from ..conftest import make_token
 

@@ -248,7 +248,7 @@ def test_500_concurrent_submissions_two_workers(backend, workers):
     each, no error of any kind in the workers' logs."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.api import create_app
+    from service.app import create_app
 
     app = create_app({"SETTINGS": backend.settings, "TESTING": True})
     token = make_token(backend.settings.database_url, "alice")
@@ -367,7 +367,7 @@ def test_redis_restarted_while_runs_are_queued_and_running(redis_backend, own_re
     """Fault 3: Redis stopped and started again while one run trains and five wait in its
     queue: the workers reconnect and every run succeeds exactly once. While Redis is down
     a submission answers 503 within seconds and leaves no run behind."""
-    from service.api import create_app
+    from service.app import create_app
 
     app = create_app({"SETTINGS": redis_backend.settings, "TESTING": True})
     api = app.test_client()

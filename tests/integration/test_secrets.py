@@ -20,7 +20,7 @@ REDIS_PASSWORD = "redis-Worker-S3cret"  # Redis's passwordless default user take
 
 def test_the_worker_prints_no_password_and_no_token(postgres_url, redis_url, tmp_path,
                                                       monkeypatch):
-    from service.api import create_app
+    from service.app import create_app
 
     monkeypatch.chdir(tmp_path)
     database_url = make_url(postgres_url).set(password=PG_PASSWORD) \

@@ -55,7 +55,7 @@ def make_client(settings, token):
     """make_client(**changes): a test client (sending alice's token) of an app whose
     Settings are the parametrised ones with ``changes`` (for instance limits=Limits(...) or
     another broker_url)."""
-    from service.api import create_app
+    from service.app import create_app
 
     apps = []
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.api import create_app
+from service.app import create_app
 from service.settings import Settings
 
 from ..conftest import make_token

@@ -107,7 +107,7 @@ def waitress_server(settings, token):
 
     from waitress import create_server
 
-    from service.api import create_app
+    from service.app import create_app
     from service.api.bodysize import server_body_ceiling
 
     app = create_app({"SETTINGS": dataclasses.replace(

@@ -182,7 +182,7 @@ def post_concurrently(app, token, path, body, n: int):
 ])
 def test_concurrent_requests_with_one_key_make_one_resource(settings, token, queue_dir,
                                                             delay, path, body, model, runs):
-    from service.api import create_app
+    from service.app import create_app
     from service.queue import QueueClient
 
     app = create_app({"SETTINGS": settings, "TESTING": True,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from service.api import create_app
+from service.app import create_app
 from service.api.ratelimit import storage_url
 from service.settings import Settings
 

@@ -35,7 +35,7 @@ def database_url(sqlite_url):
 def load_schema():
     """The OpenAPI document as an app serves it (read from a throwaway app: the document
     does not depend on the database, and schemathesis needs it when tests are collected)."""
-    from service.api import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     folder = Path(tempfile.mkdtemp(prefix="descent-openapi-"))

@@ -10,7 +10,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from service.api import create_app
+from service.app import create_app
 from service.queue import celery_config
 from service.settings import Settings, redact_urls
 
