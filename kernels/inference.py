@@ -3,8 +3,9 @@
 import numpy as np
 
 from . import _engine as E
+from . import knobs
 from .names import DEFAULTS
-from .network import BLAS_MIN, EVAL_ROWS, unpack, pack
+from .network import pack, unpack
 from .validation import check_inputs, check_network, check_params, check_targets
 
 
@@ -18,10 +19,10 @@ def predict(params, X, *, activation=DEFAULTS["activation"], output_activation=N
     network, flat = _network_of(params, activation, output_activation, loss, dtype)
     X = check_inputs(X, network)
     n = X.shape[0]
-    rows = min(n, EVAL_ROWS)
+    rows = min(n, knobs.EVAL_ROWS)
     ws = network.workspace(rows)
     out = np.empty((n, int(network.sizes[-1])), dtype=network.dtype)
-    E.predict(X, flat, ws.net, network.consts(), ws.bufs, rows, out, np.uint64(BLAS_MIN))
+    E.predict(X, flat, ws.net, network.consts(), ws.bufs, rows, out, np.uint64(knobs.BLAS_MIN))
     return out
 
 
@@ -37,7 +38,8 @@ def gradients(X, y, params, *, activation=DEFAULTS["activation"], output_activat
     Y, _, _ = check_targets(y, X.shape[0], network)
     n = X.shape[0]
     ws = network.workspace(n)
-    error = E.gradients(X, Y, flat, ws.net, network.loss, network.consts(), ws.bufs, np.uint64(BLAS_MIN))
+    error = E.gradients(X, Y, flat, ws.net, network.loss, network.consts(), ws.bufs,
+                        np.uint64(knobs.BLAS_MIN))
     return float(error), unpack(ws.grads, network)
 
 

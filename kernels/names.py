@@ -16,7 +16,6 @@ CROSS_ENTROPY_OUTPUTS = ("softmax", "sigmoid")
 BATCH_MODES = ("sgd", "minibatch", "full")
 INITS = ("uniform", "normal", "xavier", "he")
 DTYPES = ("float64", "float32")
-LEAKY_RELU_SLOPE = 0.01
 
 DEFAULTS = {
     "activation": "sigmoid",

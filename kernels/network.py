@@ -5,12 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _engine as E
-from .names import LEAKY_RELU_SLOPE
-
-# Products of batch x fan-in x fan-out at or above this run on BLAS; smaller ones on loops.
-BLAS_MIN = 4096
-# Rows per block when the whole set is evaluated outside full-batch mode.
-EVAL_ROWS = 1024
+from . import knobs
 
 
 @dataclass(frozen=True)
@@ -32,7 +27,7 @@ class Network:
         """The engine's scalar constants in the network's dtype."""
         c = np.zeros(E.N_CONSTS, dtype=self.dtype)
         c[E.C_LR] = learning_rate
-        c[E.C_SLOPE] = LEAKY_RELU_SLOPE
+        c[E.C_SLOPE] = knobs.LEAKY_RELU_SLOPE
         c[E.C_ONE] = 1.0
         c[E.C_HALF] = 0.5
         return c

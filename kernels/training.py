@@ -1,6 +1,5 @@
 """``train``: the validated public entry point over the jitted epoch loops."""
 
-import operator
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -8,13 +7,20 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _engine as E
+from . import knobs
 from .init import init_params
 from .names import DEFAULTS
-from .network import BLAS_MIN, EVAL_ROWS, pack, unpack
-from .validation import check_inputs, check_network, check_params, check_targets, check_training
-
-# Wall time one jitted chunk of epochs aims at, so callers can record progress and stop.
-CHUNK_SECONDS = 0.03
+from .network import Network, pack, unpack
+from .validation import (
+    check_callback,
+    check_checkpoints,
+    check_inputs,
+    check_network,
+    check_params,
+    check_targets,
+    check_training,
+    check_validation_set,
+)
 
 
 @dataclass
@@ -100,113 +106,138 @@ def train(
         initial = init_params(network.sizes.tolist(), init, seed, network.dtype)
     else:
         initial = check_params(params, network)
-    if callback is not None and not callable(callback):
-        raise ValueError("callback: expected a callable")
-    if checkpoints is None:
-        checkpoints = []
-    else:
-        try:
-            checkpoints = sorted({operator.index(c) for c in checkpoints})
-        except TypeError:
-            raise ValueError("checkpoints: expected a list of epochs (integers)") from None
-        if checkpoints and checkpoints[0] < 1:
-            raise ValueError("checkpoints: epochs must be at least 1")
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise ValueError("validation: expected a pair (X_val, y_val)")
-        Xv = check_inputs(validation[0], network, name="validation X")
-        Yv, labels_v, acc_mode_v = check_targets(validation[1], Xv.shape[0], network,
-                                                 name="validation y")
-        if acc_mode_v != acc_mode:
-            raise ValueError("validation: y_val must be the same kind of target as y")
-    else:
-        Xv = np.empty((0, X.shape[1]), dtype=network.dtype)
-        Yv = np.empty((0, Y.shape[1]), dtype=network.dtype)
-        labels_v = np.empty(0, dtype=np.int64)
+    check_callback(callback)
+    checkpoints = check_checkpoints(checkpoints)
+    val_rows = check_validation_set(validation, network, acc_mode)
 
-    n = X.shape[0]
-    batch = batch_rows(batch_mode, batch_size, n)
-    rows = n if batch >= n else max(batch, min(n, EVAL_ROWS))
-    ws = network.workspace(rows)
-    consts = network.consts(lr)
-    flat = pack(initial, network)
-    errors = np.empty(epochs + 1)
-    accuracy = np.empty(epochs + 1)
-    order = np.empty(n, dtype=np.int64)
-    vrows = max(1, min(Xv.shape[0], EVAL_ROWS))
-    vws = network.workspace(vrows)
-    val_errors = np.full(epochs + 1, np.nan)
-    val_accuracy = np.full(epochs + 1, np.nan)
-
-    blas_min = np.uint64(BLAS_MIN)
-
-    def evaluate_epoch(epoch):
-        errors[epoch], accuracy[epoch] = E.evaluate(
-            X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, blas_min
-        )
-
-    evaluate_epoch(0)
-    if validation is not None:
-        val_errors[0], val_accuracy[0] = E.evaluate(
-            Xv, Yv, labels_v, acc_mode, flat, vws.net, network.loss, consts, vws.bufs, vrows,
-            blas_min,
-        )
-    # Full batches in dataset order leave each epoch's error to the next step's forward pass.
-    lagging = batch >= n and not shuffle
-    done, recorded = 0, -1  # the first Progress reports epoch 0 too
-    diverged, stopped = not np.isfinite(errors[0]), False
-    chunk = 1
-    while done < epochs and not diverged and not stopped:
-        k = min(chunk, epochs - done)
-        while checkpoints and checkpoints[0] <= done:
-            checkpoints.pop(0)
-        at_checkpoint = bool(checkpoints) and checkpoints[0] - done <= k
-        if at_checkpoint:
-            k = checkpoints[0] - done
-        started = time.perf_counter()
-        ran = E.train_epochs(
-            X, Y, labels, acc_mode, flat, ws.net, network.loss, consts, ws.bufs, rows, batch,
-            shuffle, seed, done + 1, k, lagging and done > 0, order, errors, accuracy,
-            Xv, Yv, labels_v, vws.net, vws.bufs, vrows, val_errors, val_accuracy, blas_min,
-        )
-        seconds = time.perf_counter() - started
-        done += ran
-        # Lagging, a full chunk leaves errors[done] pending; a short one stopped on a
-        # non-finite errors[done]. Record the pending one when training ends here.
-        if lagging and ran == k and done == epochs:
-            evaluate_epoch(done)
-        known = done - 1 if lagging and ran == k and done < epochs else done
-        if at_checkpoint and ran == k and known < done:  # the callback sees the checkpoint
-            evaluate_epoch(done)
-            known = done
-        diverged = not np.isfinite(errors[known])
-        if callback is not None:
-            stopped = bool(callback(Progress(
-                first_epoch=recorded + 1,
-                epochs_done=done,
-                errors=errors[recorded + 1:known + 1].copy(),
-                accuracy=accuracy[recorded + 1:known + 1].copy() if acc_mode != E.ACC_NONE else None,
-                val_errors=val_errors[recorded + 1:known + 1].copy() if validation else None,
-                val_accuracy=(val_accuracy[recorded + 1:known + 1].copy()
-                              if validation and acc_mode != E.ACC_NONE else None),
-                diverged=diverged,
-                seconds=seconds,
-            ))) and done < epochs and not diverged
-            if stopped and known < done:
-                evaluate_epoch(done)
-                diverged = not np.isfinite(errors[done])
-        recorded = known
-        chunk = int(min(max(1, CHUNK_SECONDS / max(seconds / max(ran, 1), 1e-9)), 4 * k))
-
+    run = _Run(network, (X, Y, labels), val_rows, validated=validation is not None,
+               acc_mode=acc_mode, flat=pack(initial, network), lr=lr,
+               batch=batch_rows(batch_mode, batch_size, X.shape[0]), shuffle=shuffle, seed=seed,
+               epochs=epochs)
+    done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
     return TrainResult(
-        errors=errors[:done + 1].copy(),
-        accuracy=accuracy[:done + 1].copy() if acc_mode != E.ACC_NONE else None,
+        **run.history(0, done),
         initial_params=initial,
-        params=unpack(flat, network),
+        params=unpack(run.flat, network),
         diverged=bool(diverged),
         stopped=stopped,
         epochs_done=done,
-        val_errors=val_errors[:done + 1].copy() if validation is not None else None,
-        val_accuracy=(val_accuracy[:done + 1].copy()
-                      if validation is not None and acc_mode != E.ACC_NONE else None),
     )
+
+
+def _train_in_chunks(run: "_Run", epochs: int, callback, checkpoints: list[int]):
+    """Train ``run`` for up to ``epochs`` epochs in jitted chunks of about
+    ``knobs.CHUNK_SECONDS``, each ending early at the next checkpoint, with ``callback``
+    after each; returns (epochs done, diverged, stopped by the callback)."""
+    run.evaluate_initial()
+    done, recorded = 0, -1  # the first Progress reports epoch 0 too
+    diverged, stopped = not np.isfinite(run.errors[0]), False
+    chunk = 1
+    while done < epochs and not diverged and not stopped:
+        k, at_checkpoint = _next_chunk(chunk, done, epochs, checkpoints)
+        started = time.perf_counter()
+        ran = run.train_epochs(done, k)
+        seconds = time.perf_counter() - started
+        done += ran
+        known = run.record_chunk_end(done, ran == k, at_checkpoint, epochs)
+        diverged = not np.isfinite(run.errors[known])
+        if callback is not None:
+            progress = Progress(first_epoch=recorded + 1, epochs_done=done, diverged=diverged,
+                                seconds=seconds, **run.history(recorded + 1, known))
+            stopped = bool(callback(progress)) and done < epochs and not diverged
+            if stopped and known < done:
+                run.evaluate(done)
+                diverged = not np.isfinite(run.errors[done])
+        recorded = known
+        # Aim the next chunk at CHUNK_SECONDS at this chunk's pace, growing at most 4x.
+        chunk = int(min(max(1, knobs.CHUNK_SECONDS / max(seconds / max(ran, 1), 1e-9)), 4 * k))
+    return done, diverged, stopped
+
+
+def _next_chunk(chunk: int, done: int, epochs: int, checkpoints: list[int]):
+    """(epochs in the next chunk, whether it ends at a checkpoint); drops passed checkpoints."""
+    k = min(chunk, epochs - done)
+    while checkpoints and checkpoints[0] <= done:
+        checkpoints.pop(0)
+    at_checkpoint = bool(checkpoints) and checkpoints[0] - done <= k
+    if at_checkpoint:
+        k = checkpoints[0] - done
+    return k, at_checkpoint
+
+
+class _Run:
+    """One training run's state over the engine: rows, parameters, history and workspaces."""
+
+    def __init__(self, network: Network, rows: tuple, val_rows: tuple, *, validated: bool,
+                 acc_mode: int, flat: np.ndarray, lr: float, batch: int, shuffle: bool,
+                 seed: int, epochs: int):
+        self.network, self.acc_mode, self.flat = network, acc_mode, flat
+        self.batch, self.shuffle, self.seed = batch, shuffle, seed
+        self.X, self.Y, self.labels = rows
+        self.Xv, self.Yv, self.labels_v = val_rows  # no rows without validation
+        self.validated = validated
+        n = self.X.shape[0]
+        self.rows = n if batch >= n else max(batch, min(n, knobs.EVAL_ROWS))
+        self.ws = network.workspace(self.rows)
+        self.vrows = max(1, min(self.Xv.shape[0], knobs.EVAL_ROWS))
+        self.vws = network.workspace(self.vrows)
+        self.consts = network.consts(lr)
+        self.order = np.empty(n, dtype=np.int64)
+        self.errors, self.accuracy = np.empty(epochs + 1), np.empty(epochs + 1)
+        self.val_errors = np.full(epochs + 1, np.nan)
+        self.val_accuracy = np.full(epochs + 1, np.nan)
+        self.blas_min = np.uint64(knobs.BLAS_MIN)
+        # Full batches in dataset order leave each epoch's error to the next step's forward pass.
+        self.lagging = batch >= n and not shuffle
+
+    def evaluate(self, epoch: int) -> None:
+        """Record the training-set error (and accuracy) of the current parameters as ``epoch``'s."""
+        self.errors[epoch], self.accuracy[epoch] = E.evaluate(
+            self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net,
+            self.network.loss, self.consts, self.ws.bufs, self.rows, self.blas_min,
+        )
+
+    def evaluate_initial(self) -> None:
+        """Record epoch 0: the initial parameters on the training and validation rows."""
+        self.evaluate(0)
+        if self.validated:
+            self.val_errors[0], self.val_accuracy[0] = E.evaluate(
+                self.Xv, self.Yv, self.labels_v, self.acc_mode, self.flat, self.vws.net,
+                self.network.loss, self.consts, self.vws.bufs, self.vrows, self.blas_min,
+            )
+
+    def train_epochs(self, done: int, k: int) -> int:
+        """Train up to ``k`` epochs after the first ``done`` in one jitted call; returns how
+        many ran (fewer when an error was not finite)."""
+        return E.train_epochs(
+            self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net, self.network.loss,
+            self.consts, self.ws.bufs, self.rows, self.batch, self.shuffle, self.seed, done + 1,
+            k, self.lagging and done > 0, self.order, self.errors, self.accuracy,
+            self.Xv, self.Yv, self.labels_v, self.vws.net, self.vws.bufs, self.vrows,
+            self.val_errors, self.val_accuracy, self.blas_min,
+        )
+
+    def record_chunk_end(self, done: int, full: bool, at_checkpoint: bool, epochs: int) -> int:
+        """After a chunk that ended at epoch ``done`` (``full``: it ran every epoch asked),
+        evaluate what must be known now; returns the last epoch whose error is recorded."""
+        # Lagging, a full chunk leaves errors[done] pending; a short one stopped on a
+        # non-finite errors[done]. Record the pending one when training ends here.
+        if self.lagging and full and done == epochs:
+            self.evaluate(done)
+        known = done - 1 if self.lagging and full and done < epochs else done
+        if at_checkpoint and full and known < done:  # the callback sees the checkpoint
+            self.evaluate(done)
+            known = done
+        return known
+
+    def history(self, first: int, last: int) -> dict:
+        """Copies of errors, accuracy, val_errors and val_accuracy of epochs first..last, None
+        for what is not recorded (accuracy without class labels, no validation rows)."""
+        span = slice(first, last + 1)
+        labelled = self.acc_mode != E.ACC_NONE
+        return {
+            "errors": self.errors[span].copy(),
+            "accuracy": self.accuracy[span].copy() if labelled else None,
+            "val_errors": self.val_errors[span].copy() if self.validated else None,
+            "val_accuracy": self.val_accuracy[span].copy() if self.validated and labelled else None,
+        }

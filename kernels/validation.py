@@ -2,6 +2,7 @@
 message starts with the argument's name."""
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -202,3 +203,40 @@ def check_training(learning_rate, batch_mode, batch_size, epochs, seed, shuffle,
         raise ValueError(f"shuffle: expected true or false, got {shuffle!r}")
     init = _choice("init", init, INITS)
     return float(learning_rate), batch_mode, batch_size, epochs, seed, bool(shuffle), init
+
+
+def check_callback(callback) -> None:
+    """None or a callable."""
+    if callback is not None and not callable(callback):
+        raise ValueError("callback: expected a callable")
+
+
+def check_checkpoints(checkpoints) -> list[int]:
+    """Epochs (integers >= 1) at which a chunk must end, sorted and without repeats."""
+    if checkpoints is None:
+        return []
+    try:
+        checkpoints = sorted({operator.index(c) for c in checkpoints})
+    except TypeError:
+        raise ValueError("checkpoints: expected a list of epochs (integers)") from None
+    if checkpoints and checkpoints[0] < 1:
+        raise ValueError("checkpoints: epochs must be at least 1")
+    return checkpoints
+
+
+def check_validation_set(validation, network: Network, acc_mode: int):
+    """(X_val, Y_val, labels_val) of a pair (X_val, y_val) as ``check_inputs`` and
+    ``check_targets`` encode them; the targets must be the same kind as the training ones
+    (``acc_mode``). Without validation (None) the arrays have no rows."""
+    if validation is None:
+        return (np.empty((0, int(network.sizes[0])), dtype=network.dtype),
+                np.empty((0, int(network.sizes[-1])), dtype=network.dtype),
+                np.empty(0, dtype=np.int64))
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        raise ValueError("validation: expected a pair (X_val, y_val)")
+    Xv = check_inputs(validation[0], network, name="validation X")
+    Yv, labels_v, acc_mode_v = check_targets(validation[1], Xv.shape[0], network,
+                                             name="validation y")
+    if acc_mode_v != acc_mode:
+        raise ValueError("validation: y_val must be the same kind of target as y")
+    return Xv, Yv, labels_v

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import kernels
-import kernels.inference
-import kernels.training
+import kernels.knobs
 from tests import reference as ref
 from tests.kernels.test_contract import TOL, assert_matches_reference
 
@@ -15,8 +14,7 @@ PATHS = {"blas": 1, "loops": 2**62}
 
 @pytest.fixture(params=sorted(PATHS))
 def path(request, monkeypatch):
-    monkeypatch.setattr(kernels.training, "BLAS_MIN", PATHS[request.param])
-    monkeypatch.setattr(kernels.inference, "BLAS_MIN", PATHS[request.param])
+    monkeypatch.setattr(kernels.knobs, "BLAS_MIN", PATHS[request.param])
     return request.param
 
 

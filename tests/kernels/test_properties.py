@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import kernels
+import kernels.knobs
 from tests import reference as ref
 from tests.reference import HIDDEN_ACTIVATIONS, VALID_OUTPUT_LOSS, make_targets
 
@@ -252,9 +253,7 @@ def test_divergence_in_first_epoch(batch_mode, dtype):
 @pytest.mark.parametrize("batch_mode", ["sgd", "minibatch", "full"])
 def test_divergence_at_chunk_boundaries(batch_mode, monkeypatch):
     """With single-epoch chunks every divergence falls on the last epoch of a chunk."""
-    import kernels.training
-
-    monkeypatch.setattr(kernels.training, "CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(kernels.knobs, "CHUNK_SECONDS", 0.0)
     rng = np.random.default_rng(7)
     X = rng.normal(size=(16, 3)) * 10
     y = rng.normal(size=16) * 100

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import kernels
-import kernels.training
+import kernels.knobs
 from tests import reference as ref
 from tests.reference import make_problem
 
@@ -94,7 +94,7 @@ def test_chunking_does_not_change_the_bits(batch_mode, batch_size, dtype, shuffl
         return None
 
     # Aim each jitted chunk at zero seconds, so every chunk is a single epoch.
-    monkeypatch.setattr(kernels.training, "CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(kernels.knobs, "CHUNK_SECONDS", 0.0)
     chunked = kernels.train(X, y, callback=callback, **kw)
     assert [p.epochs_done for p in seen] == list(range(1, 16)), "chunks were not single epochs"
     assert_same_bits(plain, chunked)
@@ -107,7 +107,7 @@ def test_chunking_does_not_change_the_bits(batch_mode, batch_size, dtype, shuffl
     assert all(not p.diverged and p.seconds >= 0 for p in seen)
 
     # and very large chunks give the same bits again
-    monkeypatch.setattr(kernels.training, "CHUNK_SECONDS", 1e9)
+    monkeypatch.setattr(kernels.knobs, "CHUNK_SECONDS", 1e9)
     assert_same_bits(plain, kernels.train(X, y, callback=lambda p: False, **kw))
 
 
@@ -162,7 +162,7 @@ def test_returned_params_are_independent_of_the_run():
 @pytest.mark.parametrize("stop_after", [1, 3])
 def test_callback_stops_early(stop_after, dtype, batch_mode, shuffle, monkeypatch):
     X, y = problem()
-    monkeypatch.setattr(kernels.training, "CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(kernels.knobs, "CHUNK_SECONDS", 0.0)
     calls = []
 
     def callback(progress):
