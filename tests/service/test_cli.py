@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from service.cli import cli
 
 from ..conftest import make_token
+from ..eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 XOR_SPEC = ROOT / "examples" / "xor.json"
@@ -75,15 +76,30 @@ def clean_env(**extra) -> dict:
 
 
 def wait_for_health(base_url: str, process: subprocess.Popen, log: Path, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The health body of the API at ``base_url`` once it answers; fails with the log if
+    ``process`` exits first or nothing answers within ``timeout`` seconds."""
+    def health():
         if process.poll() is not None:
             pytest.fail(f"exited with {process.returncode}:\n{log.read_text()}")
         try:
             return requests.get(f"{base_url}/api/v1/health", timeout=1).json()
         except requests.RequestException:
-            time.sleep(0.1)
-    pytest.fail(f"no answer at {base_url} within {timeout} s:\n{log.read_text()}")
+            return None
+
+    return eventually(health, timeout=timeout, interval=0.1,
+                      message=lambda: f"no answer at {base_url}:\n{log.read_text()}")
+
+
+def final_run(base_url: str, run_id: int, headers: dict, log: Path, timeout: float) -> dict:
+    """Run ``run_id`` once it has ended (a cold numba cache compiles first); fails with the
+    log after ``timeout`` seconds."""
+    def ended():
+        run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
+                           headers=headers).json()
+        return run if run["status"] in FINAL else None
+
+    return eventually(ended, timeout=timeout, interval=0.2,
+                      message=lambda: f"run {run_id} did not end:\n{log.read_text()}")
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -205,7 +221,7 @@ def test_submit_rejects_a_file_that_is_not_a_spec(tmp_path):
 
 
 def test_the_example_spec_is_valid():
-    from service.api.schemas import RunSpecSchema
+    from service.runspec import RunSpecSchema
 
     RunSpecSchema().load(json.loads(XOR_SPEC.read_text()))
 
@@ -443,13 +459,7 @@ def test_worker_trains_what_the_api_queues_and_stops_on_sigterm(tmp_path):
                                       env=clean_env(**env), stdout=log_file,
                                       stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 150  # a cold numba cache compiles first
-            while True:
-                run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
-                                   headers=auth(base_url)).json()
-                if run["status"] in FINAL or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+            run = final_run(base_url, run_id, auth(base_url), worker_log, timeout=150)
             assert run["status"] == "succeeded", (run, worker_log.read_text())
             assert run["epochs_done"] == 40
             cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
@@ -505,13 +515,7 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
         run_id = response.json()["id"]
         # A worker compiles the kernels at its first start on a cold numba cache (~20-45 s
         # here); with a warm cache the run is done in well under a second.
-        deadline = time.monotonic() + 150
-        while True:
-            run = requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
-                               headers=headers).json()
-            if run["status"] in FINAL or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        run = final_run(base_url, run_id, headers, log, timeout=150)
         assert run["status"] == "succeeded", (run, log.read_text())
         history = requests.get(f"{base_url}/api/v1/runs/{run_id}/history", timeout=10,
                                headers=headers).json()
@@ -569,9 +573,8 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
                                    stderr=subprocess.STDOUT)
     try:
         wait_for_health(base_url, process, log, timeout=45)
-        deadline = time.monotonic() + 10
-        while "Press Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: "Press Ctrl-C" in log.read_text(), timeout=10, interval=0.1,
+                   message=lambda: log.read_text())
         assert token_file.read_text().strip() == token
         assert requests.get(f"{base_url}/api/v1/runs/{run_id}", timeout=10,
                             headers=headers).status_code == 200

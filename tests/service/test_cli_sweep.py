@@ -3,7 +3,6 @@ process by the workers' own execute_run (no Celery), so --wait sees the sweep en
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -42,9 +41,9 @@ def live(tmp_path):
 
 def train_dispatched(sessions, stop_event):
     """A stand-in worker: trains every dispatched, queued sweep run until told to stop."""
-    from workers.runner import execute_run
+    from workers.execute import execute_run
 
-    while not stop_event.is_set():
+    while True:
         with sessions() as session:
             ids = list(session.scalars(
                 select(Run.id).join(SweepCell, SweepCell.run_id == Run.id)
@@ -52,7 +51,8 @@ def train_dispatched(sessions, stop_event):
                 .order_by(Run.id)))
         for run_id in ids:
             execute_run(sessions, run_id, enqueue=lambda _id: None)
-        time.sleep(0.05)
+        if stop_event.wait(0.05):  # look again soon; leave at once when told to stop
+            return
 
 
 def test_sweep_preview_wait_and_leaderboard(live, tmp_path):

@@ -6,9 +6,10 @@ import stat
 
 import pytest
 
-from service.cli_token import ensure_local_token
-from service.client import Client
-from service.credentials import client_token, write_token_file
+from service.cli.client import Client
+from service.cli.clientcommand import client_for
+from service.cli.credentials import client_token, ensure_local_token, write_token_file
+from service.settings import Settings
 from service.store import make_engine, make_sessionmaker
 from service.store.tokens import hash_token, user_of_token
 
@@ -86,19 +87,22 @@ def test_the_local_token_is_created_once_and_reused(tmp_path, sqlite_url):
 def test_the_client_sends_the_env_token_else_the_files(tmp_path, monkeypatch):
     path = tmp_path / "token"
     write_token_file(path, "dsc_from_file")
-    env = {"DESCENT_TOKEN_FILE": str(path)}
-    assert client_token(env) == "dsc_from_file"
-    assert client_token({**env, "DESCENT_API_TOKEN": "dsc_api"}) == "dsc_api"
-    assert client_token({**env, "DESCENT_TOKEN": "dsc_env", "DESCENT_API_TOKEN": "x"}) \
+    assert client_token(path, {}) == "dsc_from_file"
+    assert client_token(path, {"DESCENT_API_TOKEN": "dsc_api"}) == "dsc_api"
+    assert client_token(path, {"DESCENT_TOKEN": "dsc_env", "DESCENT_API_TOKEN": "x"}) \
         == "dsc_env"
-    assert client_token({"DESCENT_TOKEN_FILE": str(tmp_path / "none")}) is None
+    assert client_token(tmp_path / "none", {}) is None
     monkeypatch.delenv("DESCENT_TOKEN", raising=False)
     monkeypatch.delenv("DESCENT_API_TOKEN", raising=False)
     monkeypatch.setenv("DESCENT_TOKEN_FILE", str(path))
-    assert Client("http://127.0.0.1:1").http.headers["Authorization"] == "Bearer dsc_from_file"
+    settings = Settings.from_env()
+    assert client_for(settings, "http://127.0.0.1:1").http.headers["Authorization"] == \
+        "Bearer dsc_from_file"
     monkeypatch.setenv("DESCENT_TOKEN", "dsc_env")
-    assert Client("http://127.0.0.1:1").http.headers["Authorization"] == "Bearer dsc_env"
+    assert client_for(settings, "http://127.0.0.1:1").http.headers["Authorization"] == \
+        "Bearer dsc_env"
     assert "Authorization" not in Client("http://127.0.0.1:1", token="").http.headers
+    assert "Authorization" not in Client("http://127.0.0.1:1").http.headers
 
 
 @pytest.mark.slow

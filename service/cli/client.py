@@ -10,9 +10,6 @@ from typing import Any, Iterator
 
 import requests
 
-from service.settings import Settings
-from service.credentials import client_token
-
 API_PREFIX = "/api/v1"
 FINAL_STATES = frozenset({"succeeded", "failed", "diverged", "cancelled", "stopped_early"})
 
@@ -35,21 +32,20 @@ class ApiError(Exception):
 
 
 class Client:
-    """The Descent API at ``base_url`` (default: DESCENT_API_URL, else
-    http://127.0.0.1:8000); ``/api/v1`` is added unless the URL already ends with it.
-    Every request carries the API token ``token`` (default: DESCENT_TOKEN, else the token
-    file's; see service.credentials) as ``Authorization: Bearer``."""
+    """The Descent API at ``base_url``; ``/api/v1`` is added unless the URL already ends
+    with it. Every request carries ``token`` (when given; see
+    service.cli.credentials.client_token) as ``Authorization: Bearer``."""
 
-    def __init__(self, base_url: str | None = None, timeout: float = 10.0,
+    def __init__(self, base_url: str, timeout: float = 10.0,
                  session: requests.Session | None = None, token: str | None = None):
-        base = (base_url or Settings.from_env().api_url).rstrip("/")
+        base = base_url.rstrip("/")
         if base.endswith(API_PREFIX):
             base = base[: -len(API_PREFIX)]
         self.base_url = base
         self.api_url = base + API_PREFIX
         self.timeout = timeout
         self.http = session or requests.Session()
-        self.token = token if token is not None else client_token()
+        self.token = token
         if self.token:
             self.http.headers["Authorization"] = f"Bearer {self.token}"
 

@@ -1,0 +1,85 @@
+"""Following a run (``descent submit --wait``) or a sweep (``descent sweep --wait``): one
+polling loop under a rich progress bar until it ends."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from service.cli.client import FINAL_STATES, ApiUnreachable, Client
+from service.cli.output import fmt_number, styled_status
+
+SWEEP_FINAL = ("succeeded", "failed", "cancelled")
+# How long the API may stay unreachable (a restart, say) before following gives up.
+UNREACHABLE_SECONDS = 10.0
+
+
+def poll_until(fetch: Callable[[], dict], current: dict, show: Callable[[dict], None],
+               finished: Callable[[dict], bool], poll: float) -> dict:
+    """Show ``current``; until ``finished(current)``, wait ``poll`` seconds, ``fetch()`` it
+    again and show it. Failed fetches (ApiUnreachable) are tolerated for
+    UNREACHABLE_SECONDS in a row. Returns the final state."""
+    failures_since = None
+    while True:
+        show(current)
+        if finished(current):
+            return current
+        time.sleep(poll)
+        try:
+            current = fetch()
+            failures_since = None
+        except ApiUnreachable:
+            failures_since = failures_since or time.monotonic()
+            if time.monotonic() - failures_since > UNREACHABLE_SECONDS:
+                raise
+
+
+def follow_run(client: Client, run: dict, out, poll: float = 0.2) -> dict:
+    """Poll a run (about 5 times a second) with a progress bar until it ends; the final
+    run."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    columns = (TextColumn("run {task.fields[run_id]}"), TextColumn("{task.fields[status]}"),
+               BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+               TextColumn("error {task.fields[error]}"), TimeElapsedColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=out, transient=False) as progress:
+        task = progress.add_task("train", total=max(run.get("epochs") or 0, 1), completed=0,
+                                 run_id=run["id"], status=styled_status(run["status"]), error="-")
+
+        def show(current: dict) -> None:
+            status = styled_status(current["status"])
+            if current["status"] == "queued" and time.monotonic() - started > 3:
+                status += " [dim](waiting for a worker; a worker's first start compiles the " \
+                          "kernels)[/]"
+            done = current.get("epochs_done") or 0
+            if current["status"] == "succeeded" and not current.get("epochs"):
+                done = 1  # a full bar for a run of no epochs
+            progress.update(task, total=max(current.get("epochs") or 0, 1), completed=done,
+                            status=status,
+                            error=fmt_number(current.get("final_error"), ".5g") or "-")
+
+        return poll_until(lambda: client.get_run(run["id"]), run, show,
+                          lambda current: current["status"] in FINAL_STATES, poll)
+
+
+def follow_sweep(client: Client, sweep: dict, out, poll: float = 0.3) -> dict:
+    """A progress bar over the sweep's runs until the sweep ends; the final sweep."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    columns = (TextColumn("sweep {task.fields[sweep_id]}"), TextColumn("{task.fields[status]}"),
+               BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+               TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=False) as progress:
+        task = progress.add_task("sweep", total=max(sweep["total"], 1), completed=0,
+                                 sweep_id=sweep["id"], status=sweep["status"], counts="")
+
+        def show(current: dict) -> None:
+            done = sum(n for state, n in current["counts"].items() if state in FINAL_STATES)
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(current["counts"].items()))
+            progress.update(task, completed=done, status=current["status"], counts=counts)
+
+        return poll_until(lambda: client.get_sweep(sweep["id"]), sweep, show,
+                          lambda current: current["status"] in SWEEP_FINAL, poll)

@@ -1,0 +1,205 @@
+"""Using the service over HTTP: ``descent submit``, ``runs``, ``show``, ``cancel`` and
+``health``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from service.cli.clientcommand import ClientCommand, api_url_option, client_for
+from service.cli.context import CONTEXT, pass_settings
+from service.cli.follow import follow_run
+from service.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, console
+from service.cli.runview import print_outcome, print_run, runs_table
+from service.cli.specfile import load_spec, parse_pairs
+
+
+@click.command(cls=ClientCommand, context_settings=CONTEXT,
+               short_help="Submit a run; --wait follows it.")
+@click.argument("spec_file", metavar="SPEC.json", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--wait", "-w", is_flag=True,
+              help="Follow the run with a progress bar until it ends; exit 1 unless it succeeds.")
+@click.option("--set", "-s", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override a spec field (VALUE read as JSON if it parses, e.g. "
+                   "-s learning_rate=0.1 -s 'layers=[2,16,1]'); repeatable.")
+@api_url_option
+@pass_settings
+def submit(settings, spec_file, wait, overrides, api_url):
+    """Submit a training run described by SPEC.json (`-` reads standard input).
+
+    \b
+    A spec needs `dataset` and `layers`; everything else has a default, e.g.
+      {"dataset": "xor", "layers": [2, 8, 1], "learning_rate": 0.5, "epochs": 2000}
+    Prints the run id. With --wait, polls the run about five times a second and ends with
+    its final status, errors and accuracy.
+
+    \b
+    Exit codes: 0 submitted (with --wait: succeeded); 1 the run failed, diverged or was
+    cancelled, or the API is unreachable; 2 the API rejected the spec (each bad field is
+    named) or the file is not a JSON object.
+    """
+    spec = load_spec(spec_file, overrides)
+    client = client_for(settings, api_url)
+    run = client.submit_run(spec)
+    out = console()
+    if not wait:
+        out.print(f"submitted run {run['id']} ({run['status']})")
+        return
+    out.print(f"submitted run {run['id']}; following it (Ctrl-C stops following, not the run)")
+    try:
+        run = follow_run(client, run, out)
+    except KeyboardInterrupt:
+        out.print(f"\nstopped following run {run['id']}; it goes on: `descent show {run['id']}`"
+                  f" or `descent cancel {run['id']}`")
+        sys.exit(EXIT_INTERRUPTED)
+    print_outcome(out, run)
+    if run["status"] not in ("succeeded", "stopped_early"):
+        sys.exit(EXIT_FAILED)
+
+
+@click.command(cls=ClientCommand, context_settings=CONTEXT,
+               short_help="Query the run history as a table.")
+@click.option("--status", "statuses", multiple=True, metavar="STATE",
+              help="queued, running, succeeded, failed, diverged, cancelled or stopped_early; "
+                   "repeatable or comma-separated.")
+@click.option("--dataset", metavar="NAME|ID", help="Runs on this dataset.")
+@click.option("--sweep", "sweep_id", type=int, metavar="ID", help="Runs of this sweep.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="Runs with this tag; repeatable (all must match).")
+@click.option("--filter", "filters", multiple=True, metavar="PARAM=VALUE",
+              help="Any other GET /runs query parameter, e.g. final_error_max=0.01 or "
+                   "learning_rate_min=0.1 (FIELD_min/FIELD_max for learning_rate, batch_size, "
+                   "epochs, final_error, best_error); repeatable.")
+@click.option("--where", metavar="EXPR",
+              help="A filter expression, ANDed with the other filters: comparisons "
+                   "(= != < <= > >=), in (...), not, and, or and parentheses over status, "
+                   "dataset, sweep_id, name, batch_mode, tag.KEY and the numeric and time "
+                   "fields, e.g. 'status in (succeeded, diverged) and (learning_rate >= 0.1 "
+                   "or tag.team = \"vision\") and created_at >= \"2026-11-01\"'.")
+@click.option("--order-by", default="-id", show_default=True, metavar="FIELD",
+              help="id, created_at, started_at, finished_at, learning_rate, batch_size, "
+                   "epochs, seed, epochs_done, final_error, best_error, best_epoch, "
+                   "final_accuracy, final_val_error, sweep_id or batch_mode; '-' first for "
+                   "descending; runs without a value come last.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1),
+              help="Show at most this many runs.")
+@click.option("--all", "everything", is_flag=True, help="Show every matching run (pages through).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON lines.")
+@api_url_option
+@pass_settings
+def runs(settings, statuses, dataset, sweep_id, tags, filters, where, order_by, limit,
+         everything, as_json, api_url):
+    """Query the run history as a table, newest first.
+
+    \b
+    Examples:
+      descent runs --status running,queued
+      descent runs --dataset moons --order-by final_error --limit 5
+      descent runs --tag experiment=lr-scan --filter final_error_max=0.05 --all
+      descent runs --where 'final_error < 0.05 and (batch_mode = sgd or epochs >= 1000)'
+    """
+    params = query_params(statuses, dataset, sweep_id, tags, filters, where, order_by)
+    found, cursor = fetch_runs(client_for(settings, api_url), params, limit, everything)
+    out = console()
+    if as_json:
+        for run in found:
+            click.echo(json.dumps(run))
+        return
+    if not found:
+        out.print("No runs match.")
+        return
+    out.print(runs_table(found))
+    if cursor and not everything:
+        out.print(f"[dim]{len(found)} shown; more may match: raise --limit or use --all.[/]")
+
+
+
+def query_params(statuses, dataset, sweep_id, tags, filters, where, order_by) -> dict:
+    """The GET /runs query parameters of the options of ``descent runs``."""
+    params = {**parse_pairs(filters, "--filter"),
+              **{f"tag.{k}": v for k, v in parse_pairs(tags, "--tag").items()}}
+    if statuses:
+        params["status"] = ",".join(s.strip() for group in statuses for s in group.split(",")
+                                    if s.strip())
+    if dataset:
+        params["dataset"] = dataset
+    if sweep_id is not None:
+        params["sweep_id"] = sweep_id
+    if where is not None:
+        params["where"] = where
+    params["order_by"] = order_by
+    return params
+
+
+def fetch_runs(client, params: dict, limit: int, everything: bool) -> tuple[list, object]:
+    """(runs, next cursor): ``limit`` runs, or with ``everything`` all, page by page."""
+    found, cursor = [], None
+    while True:
+        size = 500 if everything else min(500, limit - len(found))
+        page = client.list_runs(**params, limit=size, cursor=cursor)
+        found += page["runs"]
+        cursor = page.get("next_cursor")
+        if not cursor or not page["runs"] or (not everything and len(found) >= limit):
+            return found, cursor
+
+
+@click.command(cls=ClientCommand, context_settings=CONTEXT,
+               short_help="One run with its spec and history.")
+@click.argument("run_id", type=int, metavar="ID")
+@click.option("--history", "everything", is_flag=True, help="Every epoch, not a compact history.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run and its history as one JSON object.")
+@api_url_option
+@pass_settings
+def show(settings, run_id, everything, as_json, api_url):
+    """One run: its state, spec and a compact history (first, 1, 10, 100, ... epochs,
+    the best and the last)."""
+    client = client_for(settings, api_url)
+    run = client.get_run(run_id)
+    history = client.history(run_id)
+    if as_json:
+        click.echo(json.dumps({**run, "history": history}, indent=2))
+        return
+    print_run(console(), run, history, everything)
+
+
+@click.command(cls=ClientCommand, context_settings=CONTEXT,
+               short_help="Cancel a queued or running run.")
+@click.argument("run_id", type=int, metavar="ID")
+@click.option("--sweep", "is_sweep", is_flag=True,
+              help="ID is a sweep: cancel all of its queued and running runs.")
+@api_url_option
+@pass_settings
+def cancel(settings, run_id, is_sweep, api_url):
+    """Cancel a queued or running run (a running one stops at its next chunk and keeps its
+    history), or with --sweep a whole sweep."""
+    if is_sweep:
+        sweep = client_for(settings, api_url).cancel_sweep(run_id)
+        console().print(f"cancel requested for sweep {sweep['id']} ({sweep['status']})")
+        return
+    run = client_for(settings, api_url).cancel_run(run_id)
+    console().print(f"cancel requested for run {run['id']} ({run['status']})")
+
+
+@click.command(cls=ClientCommand, context_settings=CONTEXT,
+               short_help="Check the API, database, broker and workers.")
+@api_url_option
+@pass_settings
+def health(settings, api_url):
+    """Check that the API answers and reaches its database, broker and workers.
+    Exit 0 when healthy enough to take runs (database and broker up), else 1."""
+    body = client_for(settings, api_url, timeout=5).health()
+    out = console()
+    for key in ("api", "database", "broker"):
+        ok = bool(body.get(key))
+        out.print(f"{key:9} {'[green]ok[/]' if ok else '[red]unreachable[/]'}")
+    workers = body.get("workers")
+    if workers is None:
+        out.print("workers   [dim]not visible on this broker (embedded queue folder)[/]")
+    else:
+        out.print(f"workers   {', '.join(workers) if workers else '[yellow]none answering[/]'}")
+    out.print(f"status    {body.get('status')}")
+    if not (body.get("database") and body.get("broker")):
+        sys.exit(EXIT_FAILED)
