@@ -1,11 +1,10 @@
-"""The workers' Celery app, configured from the environment (service.settings)."""
-
-import os
+"""The workers' Celery app: the settings, read from the environment once here and passed
+down; the function that sends a run's task; the process set-up around the pool's fork."""
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
-from service.queue import celery_config
+from service.queue import TRAIN_RUN, celery_config
 from service.settings import Settings
 
 settings = Settings.from_env()
@@ -16,31 +15,41 @@ app.conf.update(celery_config(settings.broker_url))
 # lives in the database and results are ignored, so there is nothing worth waiting for.
 app.conf.worker_lost_wait = 1.0
 
+# The signal handlers import what they need when they run: `celery inspect` and friends
+# load this module too, and need neither the kernels nor the database.
 
-def limit_threads() -> None:
-    """One BLAS thread per worker process: N workers on N cores must not oversubscribe."""
+
+def send_run(run_id: int) -> None:
+    """Send train_run(run_id) through this app (the reaper's sends and a sweep's next
+    runs; the API side sends through service.queue.QueueClient)."""
+    app.send_task(TRAIN_RUN, args=[run_id])
+
+
+def limit_threads(threads: int) -> None:
+    """``threads`` BLAS threads per worker process (settings.worker_threads, default one):
+    N workers on N cores must not oversubscribe."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(int(os.environ.get("DESCENT_WORKER_THREADS", "1")))
+    threadpool_limits(threads)
 
 
 @worker_init.connect
 def _warm_up(**_):
-    """In the main process, before the pool forks: cap threads and compile (or load from
-    numba's cache) every kernel, so each forked child starts with them ready."""
+    """In the main process, before the pool forks: compile (or load from numba's cache)
+    every kernel, so each forked child starts with them ready, then cap threads."""
     from workers.warmup import warm_kernels
 
     warm_kernels()
-    limit_threads()  # after the warm-up, which loads every BLAS library the kernels use
+    limit_threads(settings.worker_threads)  # after the warm-up, which loads every BLAS
 
 
 @worker_process_init.connect
 def _after_fork(**_):
     # Engines must not be shared across fork: each process opens its own connections.
-    from workers import recorder
+    from workers import database
 
-    recorder.reset_engine()
-    limit_threads()
+    database.reset_engines()
+    limit_threads(settings.worker_threads)
 
 
 _reaper_stop = None
@@ -50,9 +59,11 @@ _reaper_stop = None
 def _start_reaper(**_):
     """In the main process, once the pool is up: reap lost runs periodically."""
     global _reaper_stop
+    from workers import database
     from workers.reaping import start_reaper
 
-    _reaper_stop = start_reaper()
+    _reaper_stop = start_reaper(database.sessions(settings.database_url), send_run,
+                                settings.reaper)
 
 
 @worker_shutdown.connect

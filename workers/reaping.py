@@ -1,29 +1,35 @@
-"""The reaper thread of a worker's main process (see service.store.reaper)."""
+"""The reaper thread of a worker's main process (see service.store.reaper). The send
+function is injected, so nothing here imports the Celery app."""
 
 import logging
 import random
 import threading
 
+from sqlalchemy.orm import sessionmaker
+
+from service.settings import ReaperSettings
 from service.store import reaper
-from workers import recorder
-from workers.runner import send_task
+from workers.dispatch import Enqueue
 
 log = logging.getLogger(__name__)
 
 
-def reap_forever(stop: threading.Event, seconds: float) -> None:
-    """Reap every ``seconds`` (with some jitter, so the workers of a fleet spread their
-    scans) until ``stop`` is set; a failed pass (database away) is tried again later."""
-    while not stop.wait(seconds * random.uniform(0.5, 1.0)):
+def reap_forever(stop: threading.Event, sessions: sessionmaker, enqueue: Enqueue,
+                 timings: ReaperSettings) -> None:
+    """Reap every ``timings.reap_seconds`` (with some jitter, so the workers of a fleet
+    spread their scans) until ``stop`` is set; a failed pass (database away) is tried again
+    later."""
+    while not stop.wait(timings.reap_seconds * random.uniform(0.5, 1.0)):
         try:
-            reaper.reap(recorder.sessions(), send_task)
+            reaper.reap(sessions, enqueue, timings)
         except Exception as exc:
             log.warning("reaper pass failed: %s", exc)
 
 
-def start_reaper(seconds: float = reaper.REAP_SECONDS) -> threading.Event:
+def start_reaper(sessions: sessionmaker, enqueue: Enqueue,
+                 timings: ReaperSettings) -> threading.Event:
     """Start the reaper thread (a daemon); set the returned event to stop it."""
     stop = threading.Event()
-    threading.Thread(target=reap_forever, args=(stop, seconds), daemon=True,
-                     name="descent-reaper").start()
+    threading.Thread(target=reap_forever, args=(stop, sessions, enqueue, timings),
+                     daemon=True, name="descent-reaper").start()
     return stop

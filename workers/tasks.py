@@ -2,10 +2,10 @@
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from workers import recorder
 from service.queue import TRAIN_RUN
-from workers.celery_app import app
-from workers.runner import execute_run
+from workers import database
+from workers.celery_app import app, send_run, settings
+from workers.execute import execute_run
 
 # Seconds before a delivery that could not reach the database tries again.
 DATABASE_RETRY_SECONDS = 5.0
@@ -22,6 +22,7 @@ def train_run(self, run_id: int) -> str:
     longer than the busy timeout) comes back after DATABASE_RETRY_SECONDS; the run, if this
     delivery had claimed it, is then taken over from this process."""
     try:
-        return execute_run(recorder.sessions(), int(run_id))
+        return execute_run(database.sessions(settings.database_url), int(run_id),
+                           enqueue=send_run, timings=settings.reaper)
     except (OperationalError, InterfaceError) as exc:
         raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS)

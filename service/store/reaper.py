@@ -8,10 +8,9 @@ twice is harmless because ``runs.claim_run`` fences attempts.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,21 +22,15 @@ from .sweeps import run_ended
 log = logging.getLogger(__name__)
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+class Timings(Protocol):
+    """What a reap reads of the reaper's settings (a service.settings.ReaperSettings, passed
+    in by the caller: the store reads no environment)."""
+
+    stale_seconds: float  # a running run whose heartbeat is older than this is lost
+    max_attempts: int  # claims of one run before it is given up ("worker lost")
+    unsent_seconds: float  # a queued run not sent within this long was never sent
 
 
-# A training process refreshes its run's heartbeat this often (a thread, whatever the
-# length of an epoch).
-HEARTBEAT_SECONDS = _seconds("DESCENT_HEARTBEAT_SECONDS", 5)
-# A running run whose heartbeat is older than this has lost its worker.
-STALE_SECONDS = _seconds("DESCENT_STALE_SECONDS", 60)
-# Claims of one run before it is given up ("worker lost (N attempts)").
-MAX_ATTEMPTS = int(os.environ.get("DESCENT_MAX_ATTEMPTS", "3"))
-# How often each worker reaps.
-REAP_SECONDS = _seconds("DESCENT_REAP_SECONDS", 15)
-# A queued run not sent within this long after it was stored (or requeued) was never sent.
-UNSENT_SECONDS = _seconds("DESCENT_UNSENT_SECONDS", 30)
 # Runs handled per scan (the next reap takes the rest).
 BATCH = 200
 
@@ -151,15 +144,12 @@ def send(sessions: sessionmaker, run_ids, enqueue: Callable[[int], None],
         reaped.sent.extend(sent)
 
 
-def reap(sessions: sessionmaker, enqueue: Callable[[int], None],
-         stale_seconds: Optional[float] = None, max_attempts: Optional[int] = None,
-         unsent_seconds: Optional[float] = None) -> Reaped:
-    """One pass: take back runs whose worker stopped beating (requeue, or fail past
-    ``max_attempts``), send runs never sent, settle sweeps. ``enqueue(run_id)`` sends a
-    run's task (raising when the broker is down). Returns what was done."""
-    stale_seconds = STALE_SECONDS if stale_seconds is None else stale_seconds
-    max_attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
-    unsent_seconds = UNSENT_SECONDS if unsent_seconds is None else unsent_seconds
+def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timings) -> Reaped:
+    """One pass: take back runs whose worker stopped beating for ``timings.stale_seconds``
+    (requeue, or fail past ``timings.max_attempts``), send runs never sent within
+    ``timings.unsent_seconds``, settle sweeps. ``enqueue(run_id)`` sends a run's task
+    (raising when the broker is down). Returns what was done."""
+    stale_seconds, max_attempts = timings.stale_seconds, timings.max_attempts
     reaped = Reaped()
     to_send = []
     with sessions() as session:
@@ -177,7 +167,8 @@ def reap(sessions: sessionmaker, enqueue: Callable[[int], None],
             to_send += dispatched
             if changed:
                 reaped.sweeps.append(sweep_id)
-        to_send += [i for i in unsent_runs(session, unsent_seconds) if i not in to_send]
+        unsent = unsent_runs(session, timings.unsent_seconds)
+        to_send += [i for i in unsent if i not in to_send]
         session.commit()
     send(sessions, to_send, enqueue, reaped)
     if reaped:
@@ -185,6 +176,5 @@ def reap(sessions: sessionmaker, enqueue: Callable[[int], None],
     return reaped
 
 
-__all__ = ["HEARTBEAT_SECONDS", "MAX_ATTEMPTS", "REAP_SECONDS", "Reaped",
-           "STALE_SECONDS", "UNSENT_SECONDS", "reap", "stale_runs", "take_back",
-           "unsent_runs"]
+__all__ = ["Reaped", "Timings", "reap", "settle_sweep", "stale_runs", "take_back",
+           "unsent_runs", "unsettled_sweeps"]

@@ -12,11 +12,11 @@ from service.store import runs as store_runs
 @pytest.fixture(autouse=True)
 def _forget_cached_datasets():
     """Each test starts with a worker process that has read no dataset yet."""
-    from workers import runner
+    from workers import execute
 
-    runner._DATASETS.clear()
+    execute._DATASETS.clear()
     yield
-    runner._DATASETS.clear()
+    execute._DATASETS.clear()
 
 
 @pytest.fixture

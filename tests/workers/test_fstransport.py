@@ -12,6 +12,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from service.queue import celery_config
+from tests.eventually import eventually
 
 
 def connection(folder, transport="service.queue.fstransport:Transport"):
@@ -29,9 +30,9 @@ def test_a_message_still_being_written_is_read_once_complete(tmp_path):
         got = {}
         reader = threading.Thread(target=lambda: got.update(msg=channel._get("celery")))
         reader.start()
-        time.sleep(0.1)
-        assert reader.is_alive()  # waiting, not failed
-        assert not os.path.exists(path)  # it has taken the file
+        eventually(lambda: not os.path.exists(path), timeout=4,
+                   message="the consumer never took the file")
+        assert reader.is_alive()  # waiting for the content, not failed
         producer.write(json.dumps({"body": "x"}).encode())
         producer.close()
         reader.join(5)

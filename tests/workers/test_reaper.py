@@ -2,19 +2,22 @@
 and PostgreSQL, without a broker: sends go to a list (or fail, as a broker that is down)."""
 
 import threading
-import time
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from service.settings import ReaperSettings
 from service.store import Run
 from service.store import reaper
 from service.store import runs as store_runs
 from service.store.models import Sweep, SweepCell, utcnow
-from workers.runner import Heartbeat, execute_run, send_runs
+from tests.eventually import eventually
+from workers.dispatch import send_runs
+from workers.execute import execute_run
+from workers.liveness import Heartbeat
 
 from .conftest import store_run
-from .test_sweep_runner import make_sweep
+from .test_execute_sweeps import make_sweep
 
 
 def set_run(sessions, run_id, **values):
@@ -41,11 +44,11 @@ def lost(sessions, run_id, attempts=1, age=120.0, **values):
             heartbeat_at=utcnow() - timedelta(seconds=age), **values)
 
 
-def reap(sessions, sent=None, **kw):
-    kw.setdefault("stale_seconds", 60)
-    kw.setdefault("max_attempts", 3)
-    kw.setdefault("unsent_seconds", 30)
-    return reaper.reap(sessions, (sent if sent is not None else []).append, **kw)
+def reap(sessions, sent=None, **timings):
+    """One reap with the default timings (stale after 60 s, 3 attempts, unsent after 30 s)
+    but for ``timings``; sends go to ``sent``."""
+    return reaper.reap(sessions, (sent if sent is not None else []).append,
+                       ReaperSettings(**timings))
 
 
 def test_a_run_whose_worker_stopped_beating_is_requeued_sent_and_trained(db_sessions):
@@ -90,14 +93,15 @@ def test_a_redelivery_past_max_attempts_fails_instead_of_training(db_sessions):
     last allowed attempt ends the run "worker lost" without training it."""
     run_id = store_run(db_sessions, epochs=5)
     lost(db_sessions, run_id, attempts=2, age=0.0)
-    assert execute_run(db_sessions, run_id, stale_seconds=None, max_attempts=2) == "failed"
+    take_over = ReaperSettings(stale_seconds=0, max_attempts=2)  # whatever the heartbeat
+    assert execute_run(db_sessions, run_id, timings=take_over) == "failed"
     run = load(db_sessions, run_id)
     assert run.status == "failed" and run.error_message == "worker lost (2 attempts)"
     assert run.attempts == 2
     # under the cap the same redelivery trains it
     other = store_run(db_sessions, epochs=5)
     lost(db_sessions, other, attempts=1)
-    assert execute_run(db_sessions, other, stale_seconds=None, max_attempts=2) == "succeeded"
+    assert execute_run(db_sessions, other, timings=take_over) == "succeeded"
 
 
 def test_duplicate_delivery_of_a_final_or_live_run_does_nothing(db_sessions):
@@ -139,8 +143,8 @@ def test_a_broker_down_leaves_runs_unsent_until_the_next_reap(db_sessions):
     def down(_run_id):
         raise ConnectionError("broker down")
 
-    done = reaper.reap(db_sessions, down, stale_seconds=60, max_attempts=3,
-                       unsent_seconds=0)
+    done = reaper.reap(db_sessions, down,
+                       ReaperSettings(stale_seconds=60, max_attempts=3, unsent_seconds=0))
     assert done.requeued == [run_id] and done.unsent == [run_id] and done.sent == []
     assert load(db_sessions, run_id).enqueued_at is None
     sent = []
@@ -207,9 +211,8 @@ def test_the_heartbeat_beats_while_the_run_is_this_attempts_only(db_sessions):
         attempt = store_runs.claim_run(session, run_id, "here:1").attempts
     set_run(db_sessions, run_id, heartbeat_at=utcnow() - timedelta(seconds=100))
     with Heartbeat(db_sessions, run_id, attempt, seconds=0.05) as beat:
-        time.sleep(0.4)
-        age = (utcnow() - reaper_aware(load(db_sessions, run_id).heartbeat_at))
-        assert age.total_seconds() < 1
+        eventually(lambda: (utcnow() - reaper_aware(load(db_sessions, run_id).heartbeat_at))
+                   .total_seconds() < 1, timeout=10, message="a fresh heartbeat")
         with db_sessions() as session:  # another claim takes the run over
             store_runs.claim_run(session, run_id, "there:2", attempts=attempt)
         beat.thread.join(2)

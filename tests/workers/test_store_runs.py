@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from service.store import Epoch, Run
 from service.store import runs as store_runs
-from workers import runner
+from workers import execute, history
 
 from .conftest import store_run
 
@@ -102,14 +102,14 @@ def test_two_workers_writing_history_at_once(db_sessions, monkeypatch):
     """Two runs trained side by side, each writing after every chunk: no lock errors on
     SQLite, exact histories on both databases."""
     sessions = db_sessions
-    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(history, "FLUSH_SECONDS", 0.0)
     ids = [store_run(sessions, dataset="circles", layers=[2, 8, 1], batch_size=8,
                      epochs=300, seed=k) for k in range(2)]
     results = {}
 
     def work(run_id):
         try:
-            results[run_id] = runner.execute_run(sessions, run_id)
+            results[run_id] = execute.execute_run(sessions, run_id)
         except Exception as exc:  # surfaced below
             results[run_id] = repr(exc)
 

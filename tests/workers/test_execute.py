@@ -1,10 +1,9 @@
-"""workers.runner on a real database, without a broker: execute_run is called directly."""
+"""workers.execute on a real database, without a broker: execute_run is called directly."""
 
 import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -12,11 +11,13 @@ import pytest
 from sqlalchemy import insert, update
 
 import kernels
+from service.settings import ReaperSettings
 from service.store import Epoch, Params, Run
 from service.store import runs as store_runs
 from service.store.arrays import params_from_npz, params_to_npz
 from service.store.models import utcnow
-from workers.runner import STALE_SECONDS, execute_run, split_validation
+from tests.eventually import eventually
+from workers.execute import execute_run, split_validation
 
 from .conftest import store_run
 
@@ -73,15 +74,6 @@ def assert_same_params(stored, expected):
 
 def errors_of(rows):
     return np.array([np.nan if r.error is None else r.error for r in rows])
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_in_thread(sessions, run_id):
@@ -271,7 +263,7 @@ def test_redelivered_running_run_is_retrained_from_scratch(db_sessions):
         session.execute(update(Run).where(Run.id == run_id).values(
             status="running", attempts=1, worker="lost-host:1", epochs_done=7,
             final_error=123.0, best_error=99.0, best_epoch=3,
-            heartbeat_at=utcnow() - timedelta(seconds=STALE_SECONDS + 1)))
+            heartbeat_at=utcnow() - timedelta(seconds=ReaperSettings().stale_seconds + 1)))
         session.execute(insert(Epoch), [{"run_id": run_id, "epoch": k, "error": 123.0 + k,
                                          "seconds": 0.1} for k in range(8)])
         session.execute(insert(Params), [{"run_id": run_id, "which": "initial",
@@ -310,7 +302,8 @@ def test_duplicate_delivery_leaves_a_live_workers_run_alone(sessions):
     run, rows, _ = load(sessions, run_id)
     assert run.status == "running" and run.attempts == 1 and run.worker == "other-host:4242"
     # ...until that worker has gone quiet for STALE_SECONDS
-    assert execute_run(sessions, run_id, stale_seconds=0.5) == "succeeded"
+    assert execute_run(sessions, run_id,
+                       timings=ReaperSettings(stale_seconds=0.5)) == "succeeded"
     assert load(sessions, run_id)[0].attempts == 2
 
 
@@ -348,7 +341,7 @@ def test_cancel_during_training_stops_at_a_chunk_boundary(sessions, fields):
     run_id = store_run(sessions, **{**LONG, **fields})
     thread, outcome = start_in_thread(sessions, run_id)
     # Wait for the first flushed progress, then cancel from another session.
-    wait_until(lambda: epochs_done(sessions, run_id) > 0, what="first progress")
+    eventually(lambda: epochs_done(sessions, run_id) > 0, message="first progress")
     with sessions() as session:
         assert store_runs.request_cancel(session, run_id).status == "running"
     thread.join(30)
@@ -374,7 +367,7 @@ def test_superseded_attempt_stops_writing(db_sessions):
     sessions = db_sessions
     run_id = store_run(sessions, **LONG)
     thread, outcome = start_in_thread(sessions, run_id)
-    wait_until(lambda: epochs_done(sessions, run_id) > 0, what="first progress")
+    eventually(lambda: epochs_done(sessions, run_id) > 0, message="first progress")
     with sessions() as session:
         claimed = store_runs.claim_run(session, run_id, "second-delivery:1")
         assert claimed is not None and claimed.attempts == 2
@@ -396,7 +389,7 @@ def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
     retries later) and the next delivery, in this same process, takes the run over."""
     from sqlalchemy.exc import OperationalError
 
-    from workers import runner
+    from workers import history
 
     run_id = store_run(sessions, epochs=20)
     real = store_runs.record_progress
@@ -404,7 +397,7 @@ def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
     def down(*args, **kwargs):
         raise OperationalError("UPDATE runs ...", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(history, "FLUSH_SECONDS", 0.0)
     monkeypatch.setattr(store_runs, "record_progress", down)
     with pytest.raises(OperationalError):
         execute_run(sessions, run_id)
@@ -422,13 +415,13 @@ def test_datasets_are_cached_by_content(sessions):
     reuse the id of a deleted one) is read again."""
     from service.store import Dataset
     from service.store.arrays import content_hash, to_npz
-    from workers import runner
+    from workers import execute
 
     first = store_run(sessions, dataset="xor", epochs=10)
     assert execute_run(sessions, first) == "succeeded"
     with sessions() as session:
         dataset = session.get(Dataset, session.get(Run, first).dataset_id)
-        assert (dataset.id, dataset.content_hash) in runner._DATASETS
+        assert (dataset.id, dataset.content_hash) in execute._DATASETS
         X, y = kernels.load_dataset("xor")
         X2, y2 = X[::-1].copy(), 1 - y[::-1]  # XNOR: other targets, so other errors
         dataset.data, dataset.content_hash = to_npz(X=X2, y=y2), content_hash(X2, y2)

@@ -8,7 +8,7 @@ from service.runspec import complete_spec
 from service.store import datasets as store_datasets
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
-from workers.runner import execute_run
+from workers.execute import execute_run
 
 
 def make_sweep(sessions, rates, max_concurrency=None, early_stopping=None):

@@ -1,0 +1,22 @@
+"""The worker process's database connection: one engine per process, forgotten after fork."""
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.store import make_engine, make_sessionmaker
+
+_sessions: dict[str, sessionmaker[Session]] = {}
+
+
+def sessions(database_url: str) -> sessionmaker[Session]:
+    """This process's session factory for ``database_url``, created on first use."""
+    if database_url not in _sessions:
+        _sessions[database_url] = make_sessionmaker(make_engine(database_url))
+    return _sessions[database_url]
+
+
+def reset_engines() -> None:
+    """Forget the engines inherited from the parent process without closing its
+    connections (they are the parent's: closing them here would break its sessions)."""
+    for factory in _sessions.values():
+        factory.kw["bind"].dispose(close=False)
+    _sessions.clear()

@@ -1,0 +1,193 @@
+"""Run one stored run: claim it, load its data, train chunk by chunk with a heartbeat, and
+record its history, parameters and final state."""
+
+import logging
+import math
+from collections import OrderedDict
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+import kernels
+from service.settings import ReaperSettings
+from service.store import runs as store_runs
+from service.store import sweeps as store_sweeps
+from service.store.arrays import params_to_npz
+from service.store.datasets import dataset_arrays_from
+from workers.dispatch import Enqueue, send_runs, sweep_run_ended
+from workers.history import HistoryWriter
+from workers.liveness import Heartbeat, owner_alive, worker_name
+
+log = logging.getLogger(__name__)
+
+# The numeric fields of a run spec, which kernels.train takes as they are.
+KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_rate",
+                 "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype")
+
+# Datasets recently trained on by this process, by (id, content hash): a stored dataset
+# never changes, so a worker decompresses each one once, not once per run.
+_DATASETS: "OrderedDict[tuple, tuple]" = OrderedDict()
+CACHED_DATASETS = 8
+CACHED_BYTES = 64 * 1024 * 1024  # larger datasets are not kept
+
+
+def dataset_source(dataset):
+    """What ``load_dataset`` needs of a stored dataset, read while its session is open: its
+    cache key, and its data unless this process has it already."""
+    key = (dataset.id, dataset.content_hash)
+    return key, None if key in _DATASETS else dataset.data
+
+
+def load_dataset(key, data) -> tuple:
+    """(X, y) of a stored dataset from this process's cache or its ``data``; callers must
+    not modify them."""
+    if data is None and key in _DATASETS:
+        _DATASETS.move_to_end(key)
+        return _DATASETS[key]
+    X, y = dataset_arrays_from(data)
+    if X.nbytes + y.nbytes <= CACHED_BYTES:
+        _DATASETS[key] = (X, y)
+        while len(_DATASETS) > CACHED_DATASETS:
+            _DATASETS.popitem(last=False)
+    return X, y
+
+
+def split_validation(X, y, fraction: float, seed: int):
+    """(X_train, y_train, validation or None): the validation rows are the last
+    floor(n * fraction) of numpy's default_rng(seed).permutation(n); both parts keep the
+    dataset's order."""
+    n = X.shape[0]
+    n_val = int(math.floor(n * fraction))
+    if n_val == 0:
+        return X, y, None
+    order = np.random.default_rng(seed).permutation(n)
+    train_rows, val_rows = np.sort(order[:n - n_val]), np.sort(order[n - n_val:])
+    return X[train_rows], y[train_rows], (X[val_rows], y[val_rows])
+
+
+def _fail(sessions, run_id: int, attempt: int, message: str, sweep_id: Optional[int],
+          enqueue: Optional[Enqueue]) -> str:
+    to_send = []
+    with sessions() as session:
+        store_runs.finish_run(session, run_id, "failed", message[:4000], attempt=attempt)
+        if sweep_id is not None:
+            to_send = store_sweeps.run_ended(session, sweep_id)
+        session.commit()
+    send_runs(to_send, enqueue, sessions)
+    return "failed"
+
+
+class Claim(NamedTuple):
+    """What training a claimed run needs, read in its claim's transaction."""
+
+    attempt: int
+    spec: dict
+    source: tuple  # see dataset_source
+    stopping: Optional[tuple]  # (early stopping, metric) of the run's sweep
+    sweep_id: Optional[int]
+
+
+def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
+           timings: ReaperSettings) -> Union[Claim, str]:
+    """Claim the run for this delivery, or the string execute_run returns when it is not
+    this delivery's to train."""
+    needs = {}
+
+    def read_needs(session, run):  # in the claim's transaction
+        needs["source"] = dataset_source(run.dataset)
+        needs["stopping"] = (store_sweeps.early_stopping_of(session, run.sweep_id)
+                             if run.sweep_id else None)
+
+    with sessions() as session:
+        # The usual case, a queued run, in one statement; then redeliveries.
+        run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",),
+                                   max_attempts=timings.max_attempts,
+                                   before_commit=read_needs)
+        if run is None:
+            current = store_runs.get_run(session, run_id)
+            if current is None:
+                return "missing"
+            session.refresh(current)
+            if (current.status == "running" and not current.cancel_requested
+                    and owner_alive(current, timings.stale_seconds)):
+                return "busy"
+            # Claim the run as seen: a competing claim since then makes this one fail.
+            run = store_runs.claim_run(session, run_id, worker_name(),
+                                       attempts=current.attempts,
+                                       max_attempts=timings.max_attempts,
+                                       before_commit=read_needs)
+            if run is None:
+                session.refresh(current)
+                if current.status in store_runs.FINAL_STATES:
+                    session.close()
+                    sweep_run_ended(sessions, current.sweep_id, enqueue)
+                return current.status
+        return Claim(run.attempts, dict(run.spec), needs["source"], needs["stopping"],
+                     run.sweep_id)
+
+
+def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
+                timings: ReaperSettings = ReaperSettings()) -> str:
+    """Train run ``run_id`` if it is queued (or was being trained by a lost worker) and
+    record its history, parameters and final state. Never raises for a bad run: that run
+    ends ``failed``. ``enqueue(run_id)`` sends the runs a sweep dispatches when this one
+    ends (None: they are left for the reaper to send).
+
+    Returns the final state, or what made it skip: the run's state when it is not this
+    delivery's to train, "missing", "busy" when another worker is still training it (see
+    ``owner_alive``, with ``timings.stale_seconds``; 0 takes over any running run; a
+    duplicate delivery, e.g. after a Redis visibility timeout, does nothing, and should
+    that worker die the reaper requeues the run), or "superseded" when another claim of the
+    run took over while this one trained (this one then wrote nothing more). A run already
+    claimed ``timings.max_attempts`` times (its earlier deliveries died with their process)
+    ends ``failed`` "worker lost (N attempts)" instead of training again. The heartbeat
+    beats every ``timings.heartbeat_seconds``.
+    """
+    claimed = _claim(sessions, run_id, enqueue, timings)
+    if isinstance(claimed, str):
+        return claimed
+    attempt, spec, source, stopping, sweep_id = claimed
+    try:  # decompressed with no transaction open (on SQLite one holds the write lock)
+        X, y = load_dataset(*source)
+    except Exception as exc:
+        log.exception("run %s: dataset %s unreadable", run_id, source[0][0])
+        return _fail(sessions, run_id, attempt,
+                     f"dataset unreadable: {type(exc).__name__}: {exc}", sweep_id, enqueue)
+    writer = HistoryWriter(sessions, run_id, attempt, sweep_id,
+                           stopping[0] if stopping else None,
+                           stopping[1] if stopping else "error", spec["epochs"])
+    try:
+        X_train, y_train, validation = split_validation(
+            X, y, spec.get("validation_split", 0.0), spec["seed"])
+        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds):
+            result = kernels.train(X_train, y_train, callback=writer, validation=validation,
+                                   checkpoints=writer.rungs or None,
+                                   **{name: spec[name] for name in KERNEL_FIELDS})
+    except store_runs.LostRun:
+        log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
+        return "superseded"
+    except (OperationalError, InterfaceError):
+        raise  # the database, not the run: workers.tasks tries again later
+    except Exception as exc:  # a bad spec or data that slipped through: the run fails
+        log.exception("run %s failed", run_id)
+        return _fail(sessions, run_id, attempt, f"{type(exc).__name__}: {exc}", sweep_id,
+                     enqueue)
+    writer.catch_up(result)
+    if result.diverged:
+        status = "diverged"
+    elif result.stopped:
+        status = "stopped_early" if writer.stopped_early else "cancelled"
+    else:
+        status = "succeeded"
+    # Compressed before the transaction: on SQLite it holds the database's write lock.
+    params = {"initial": (spec["dtype"], params_to_npz(result.initial_params)),
+              "final": (spec["dtype"], params_to_npz(result.params))}
+    try:
+        to_send = writer.finish(status, "training diverged (non-finite error)"
+                                if result.diverged else None, params)
+    except store_runs.LostRun:
+        log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
+        return "superseded"
+    send_runs(to_send, enqueue, sessions)
+    return status

@@ -1,0 +1,149 @@
+"""A run's history as it trains: each chunk's epochs collected and written in batches with
+the run's summary, the rungs of successive halving, and the final write."""
+
+import math
+import time
+from typing import Optional
+
+from service.store import runs as store_runs
+from service.store import sweeps as store_sweeps
+
+# History is written at most this often (and once at the end), not once per epoch.
+FLUSH_SECONDS = 0.5
+
+
+class HistoryWriter:
+    """Collects each chunk's new epochs and writes them in batches with the run's summary.
+
+    Rows are written at most every FLUSH_SECONDS (and whatever is left, in the same
+    transaction as the final state), so a short run costs two transactions in all: its
+    claim and its end. Each write also tells whether a cancel was requested."""
+
+    def __init__(self, sessions, run_id: int, attempt: Optional[int] = None,
+                 sweep_id: Optional[int] = None, early_stopping: Optional[dict] = None,
+                 metric: str = "error", epochs: int = 0):
+        self.sessions = sessions
+        self.run_id = run_id
+        self.attempt = attempt
+        # Successive halving: the rung epochs still ahead, and whether a rung cut this run.
+        self.sweep_id = sweep_id
+        self.early_stopping = early_stopping
+        self.metric = metric
+        self.rungs = store_sweeps.rungs(early_stopping, epochs) if early_stopping else []
+        self.stopped_early = False
+        self.pending: list[dict] = []
+        self.started = time.perf_counter()
+        self.last_flush = self.started
+        self.best = (math.inf, None)
+        self.last = {}
+        self.next_epoch = 0  # the first epoch not yet collected
+        self.epochs_done = 0
+        self.cancel_requested = False
+
+    def add(self, epoch: int, error, accuracy=None, val_error=None, val_accuracy=None,
+            seconds: Optional[float] = None) -> None:
+        """Collect one epoch's row."""
+        row = {"run_id": self.run_id, "epoch": epoch, "error": float(error),
+               "seconds": time.perf_counter() - self.started if seconds is None else seconds}
+        if accuracy is not None:
+            row["accuracy"] = float(accuracy)
+        if val_error is not None:
+            row["val_error"] = float(val_error)
+        if val_accuracy is not None:
+            row["val_accuracy"] = float(val_accuracy)
+        if math.isfinite(row["error"]) and row["error"] < self.best[0]:
+            self.best = (row["error"], epoch)
+        self.last = row
+        self.pending.append(row)
+        self.next_epoch = epoch + 1
+
+    def __call__(self, progress) -> bool:
+        """The kernels.train callback: returns True to stop (a cancel was requested).
+        Raises store_runs.LostRun when another claim of the run has taken over."""
+        seconds = time.perf_counter() - self.started
+        for k, error in enumerate(progress.errors):
+            self.add(progress.first_epoch + k, error,
+                     None if progress.accuracy is None else progress.accuracy[k],
+                     None if progress.val_errors is None else progress.val_errors[k],
+                     None if progress.val_accuracy is None else progress.val_accuracy[k],
+                     seconds)
+        self.epochs_done = progress.epochs_done
+        last = progress.first_epoch + len(progress.errors) - 1
+        if self.rungs and self.rungs[0] <= last and not progress.diverged:
+            return self.rung_reached(progress, last)
+        if time.perf_counter() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
+        return self.cancel_requested
+
+    def rung_reached(self, progress, last: int) -> bool:
+        """At a rung (kernels.train ends a chunk exactly there, see ``checkpoints``): write
+        the history so far, record the run's metric at the rung and stop the run unless it
+        is in the top 1/reduction_factor of the runs recorded there so far."""
+        rung = self.rungs.pop(0)
+        while self.rungs and self.rungs[0] <= last:
+            self.rungs.pop(0)
+        k = rung - progress.first_epoch
+        values = progress.errors
+        if self.metric == "val_error" and progress.val_errors is not None:
+            values = progress.val_errors
+        value = float(values[k]) if 0 <= k < len(values) else float(self.last["error"])
+        self.flush()
+        if self.cancel_requested:
+            return True
+        with self.sessions() as session:
+            promoted = store_sweeps.record_rung(
+                session, self.sweep_id, rung, self.run_id,
+                value if math.isfinite(value) else None,
+                self.early_stopping["reduction_factor"])
+            session.commit()
+        if not promoted:
+            self.stopped_early = True
+            return True
+        return False
+
+    def catch_up(self, result) -> None:
+        """Collect the epochs of a finished ``train`` the callback has not seen (when a
+        cancel stops a full-batch run in dataset order, its last epoch is evaluated after
+        the last callback)."""
+        for epoch in range(self.next_epoch, len(result.errors)):
+            self.add(epoch, result.errors[epoch],
+                     None if result.accuracy is None else result.accuracy[epoch],
+                     None if result.val_errors is None else result.val_errors[epoch],
+                     None if result.val_accuracy is None else result.val_accuracy[epoch])
+        self.epochs_done = result.epochs_done
+
+    def summary(self) -> dict:
+        """The run's columns that follow its history: epochs done, final and best error."""
+        summary = {"epochs_done": self.epochs_done}
+        if self.last:
+            summary.update(final_error=self.last["error"],
+                           final_accuracy=self.last.get("accuracy"),
+                           final_val_error=self.last.get("val_error"),
+                           best_error=self.best[0] if self.best[1] is not None else None,
+                           best_epoch=self.best[1])
+        return summary
+
+    def flush(self) -> None:
+        """Write the collected rows and the summary (one transaction) and learn whether a
+        cancel was requested."""
+        with self.sessions() as session:
+            self.cancel_requested = store_runs.record_progress(
+                session, self.run_id, self.pending, self.summary(), self.attempt)
+        self.pending = []
+        self.last_flush = time.perf_counter()
+
+    def finish(self, status: str, error_message=None, params=None) -> list[int]:
+        """Write the last rows, the summary, the final state and ``params`` in one
+        transaction; for a sweep's run, that transaction also dispatches the sweep's next
+        waiting cells, whose run ids are returned (to enqueue after the commit)."""
+        to_send: list[int] = []
+        hook = None
+        if self.sweep_id is not None:
+            def hook(session):
+                to_send.extend(store_sweeps.run_ended(session, self.sweep_id))
+        with self.sessions() as session:
+            store_runs.complete_run(session, self.run_id, self.attempt, self.pending,
+                                    self.summary(), status, error_message, params,
+                                    before_commit=hook)
+        self.pending = []
+        return to_send
