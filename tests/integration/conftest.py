@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
+from tests.eventually import eventually
 
 # A cold numba cache compiles every kernel when the first worker starts (~20 s).
 READY_TIMEOUT = float(os.environ.get("DESCENT_TEST_WORKER_READY_TIMEOUT", "90"))
@@ -107,15 +108,15 @@ class WorkerPool:
             threading.Thread(target=worker.pump, daemon=True).start()
             self.workers.append(worker)
             started.append(worker)
-        deadline = time.monotonic() + timeout
+        eventually(lambda: all(w.ready.is_set() or w.process.poll() is not None
+                               for w in started), timeout,
+                   message=lambda: "; ".join(f"worker {w.name} not ready after {timeout:.0f} s:"
+                                             f"\n{w.log()}" for w in started
+                                             if not w.ready.is_set()))
         for worker in started:
-            while not worker.ready.wait(0.1):
-                if worker.process.poll() is not None:
-                    pytest.fail(f"worker {worker.name} exited with {worker.process.returncode} "
-                                f"before it was ready:\n{worker.log()}", pytrace=False)
-                if time.monotonic() > deadline:
-                    pytest.fail(f"worker {worker.name} not ready after {timeout:.0f} s:\n"
-                                f"{worker.log()}", pytrace=False)
+            if not worker.ready.is_set():
+                pytest.fail(f"worker {worker.name} exited with {worker.process.returncode} "
+                            f"before it was ready:\n{worker.log()}", pytrace=False)
         return self
 
     def dead(self) -> list[Worker]:

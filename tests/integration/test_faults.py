@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from service.settings import Settings
 from service.store import Epoch, Run, make_engine, make_sessionmaker
 from tests.conftest import make_token
+from tests.eventually import eventually
 
 from .conftest import Backend, WorkerPool
-from .test_service import FINAL, LONG, get_run, history, submit, wait_for
+from .test_service import FINAL, LONG, get_run, history, submit, wait_for, wait_running
 
 pytestmark = pytest.mark.slow
 
@@ -46,18 +47,6 @@ def client(api, backend):
 def fast(backend):
     backend.env.update(FAST_REAPER)
     return backend
-
-
-def wait_running(api, run_id, timeout=60.0) -> dict:
-    """The run once it is running with some progress written."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = get_run(api, run_id)
-        if run["status"] == "running" and run["epochs_done"] > 0:
-            return run
-        assert run["status"] in ("queued", "running"), run
-        assert time.monotonic() < deadline, f"run never made progress: {run}"
-        time.sleep(0.02)
 
 
 def pid_of(run) -> int:
@@ -109,11 +98,9 @@ def test_sigkilled_pool_process_redelivers_then_the_cap_fails_the_run(fast, work
         run = wait_running(client, doomed)
         assert run["attempts"] == attempt
         os.kill(pid_of(run), signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while get_run(client, doomed)["attempts"] == attempt and \
-                get_run(client, doomed)["status"] == "running":
-            assert time.monotonic() < deadline, "the killed run was never delivered again"
-            time.sleep(0.05)
+        eventually(lambda: (now := get_run(client, doomed))["attempts"] != attempt
+                   or now["status"] != "running", 30, interval=0.05,
+                   message="the killed run was never delivered again")
     run = wait_for(client, workers, [doomed], timeout=30)[doomed]
     assert run["status"] == "failed" and run["error_message"] == "worker lost (2 attempts)"
     assert run["attempts"] == 2
@@ -218,10 +205,10 @@ def test_divergence_and_duplicate_deliveries(backend, workers, client):
     queue = QueueClient(backend.settings.broker_url)
     for run_id in (done_id, done_id, running_id):
         queue.enqueue_run(run_id)
-    deadline = time.monotonic() + 30
-    while sum(" succeeded in " in line for w in workers.workers for line in w.lines) < 4:
-        assert time.monotonic() < deadline, "\n".join(w.log() for w in workers.workers)
-        time.sleep(0.05)  # the first run's delivery and the three duplicates returned
+    # the first run's delivery and the three duplicates returned
+    eventually(lambda: sum(" succeeded in " in line for w in workers.workers
+                           for line in w.lines) >= 4, 30, interval=0.05,
+               message=lambda: "\n".join(w.log() for w in workers.workers))
 
     assert get_run(client, done_id) == done
     assert history(client, done_id) == rows
@@ -269,23 +256,29 @@ def test_500_concurrent_submissions_two_workers(backend, workers):
     assert len(set(ids)) == 500
 
     engine = make_engine(backend.settings.database_url)
+
+    def counts() -> dict:
+        with engine.connect() as connection:
+            return dict(connection.execute(
+                select(Run.status, func.count()).group_by(Run.status)).all())
+
+    def all_ended():
+        by_state = counts()
+        if sum(by_state.get(state, 0) for state in FINAL) == 500:
+            return by_state
+        workers.assert_alive()
+        return None
+
+    def not_ended() -> str:
+        with engine.connect() as connection:
+            stuck = connection.execute(
+                select(Run.id, Run.status, Run.attempts, Run.worker, Run.enqueued_at)
+                .where(Run.status.not_in(FINAL)).limit(10)).all()
+        return (f"not all runs ended: {counts()}; e.g. {stuck}\n"
+                + "\n".join(w.log() for w in workers.workers))
+
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            with engine.connect() as connection:
-                by_state = dict(connection.execute(
-                    select(Run.status, func.count()).group_by(Run.status)).all())
-            if sum(by_state.get(state, 0) for state in FINAL) == 500:
-                break
-            workers.assert_alive()
-            if time.monotonic() > deadline:
-                with engine.connect() as connection:
-                    stuck = connection.execute(
-                        select(Run.id, Run.status, Run.attempts, Run.worker, Run.enqueued_at)
-                        .where(Run.status.not_in(FINAL)).limit(10)).all()
-                pytest.fail(f"not all runs ended: {by_state}; e.g. {stuck}\n"
-                            + "\n".join(w.log() for w in workers.workers), pytrace=False)
-            time.sleep(0.5)
+        by_state = eventually(all_ended, 240, interval=0.5, message=not_ended)
         with engine.connect() as connection:
             assert by_state == {"succeeded": 500}
             assert connection.scalar(select(func.count()).select_from(Epoch)) == 500 * 6
@@ -330,14 +323,14 @@ class RedisServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
-        deadline = time.monotonic() + 10
-        while True:
+        def answers() -> bool:
             try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-                return self
+                return redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
             except redis.exceptions.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+                return False
+
+        eventually(answers, 10, interval=0.05, message="redis-server did not start")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -389,7 +382,10 @@ def test_redis_restarted_while_runs_are_queued_and_running(redis_backend, own_re
         sessions = make_sessionmaker(make_engine(redis_backend.settings.database_url))
         with sessions() as session:
             assert session.scalar(select(func.count()).select_from(Run)) == 6  # no orphan
-        time.sleep(1.0)
+        # Redis comes back only once the worker has seen it go: a reconnection, not a blip.
+        worker = pool.workers[0]
+        eventually(lambda: any("Connection to broker lost" in line for line in worker.lines),
+                   30, message=lambda: f"the worker never saw Redis stop:\n{worker.log()}")
         own_redis.start()
 
         runs = wait_for(api, pool, ids, timeout=120)

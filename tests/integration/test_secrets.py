@@ -2,12 +2,11 @@
 run submitted with an API token, and nothing it prints (the startup banner included) quotes
 either password or the token."""
 
-import time
-
 import pytest
 from sqlalchemy.engine import make_url
 
 from service.settings import Settings
+from tests.eventually import eventually
 
 from ..conftest import make_token
 from .conftest import Backend, WorkerPool
@@ -41,11 +40,15 @@ def test_the_worker_prints_no_password_and_no_token(postgres_url, redis_url, tmp
                                                   "epochs": 20})
         assert response.status_code == 202, response.get_json()
         run_id = response.get_json()["id"]
-        deadline = time.monotonic() + 60
-        while (run := api.get(f"/api/v1/runs/{run_id}").get_json())["status"] != "succeeded":
+
+        def succeeded() -> bool:
+            if api.get(f"/api/v1/runs/{run_id}").get_json()["status"] == "succeeded":
+                return True
             workers.assert_alive()
-            assert time.monotonic() < deadline, (run, workers.workers[0].log())
-            time.sleep(0.05)
+            return False
+
+        eventually(succeeded, 60, interval=0.05, message=lambda: str(
+            (api.get(f"/api/v1/runs/{run_id}").get_json(), workers.workers[0].log())))
     finally:
         workers.stop()
         app.extensions["descent"]["engine"].dispose()

@@ -5,13 +5,13 @@ filesystem broker) and on Redis + PostgreSQL."""
 import io
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 import kernels
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -43,22 +43,40 @@ def get_run(api, run_id) -> dict:
 def wait_for(api, workers, run_ids, states=FINAL, timeout=60.0) -> dict:
     """{id: run} once every run is in one of ``states``; fails if a worker dies."""
     pending, runs = set(run_ids), {}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for run_id in list(pending):
+
+    def all_done():
+        for run_id in sorted(pending):
             run = get_run(api, run_id)
             if run["status"] in states:
                 runs[run_id] = run
                 pending.discard(run_id)
-        if not pending:
-            break
-        workers.assert_alive()
-        if time.monotonic() > deadline:
-            stuck = {i: get_run(api, i)["status"] for i in sorted(pending)}
-            pytest.fail(f"runs not done after {timeout:.0f} s: {stuck}\n"
-                        + "\n".join(w.log() for w in workers.workers), pytrace=False)
-        time.sleep(0.05)
+        if pending:
+            workers.assert_alive()
+        return not pending
+
+    def stuck() -> str:
+        states_now = {i: get_run(api, i)["status"] for i in sorted(pending)}
+        return (f"runs not done after {timeout:.0f} s: {states_now}\n"
+                + "\n".join(w.log() for w in workers.workers))
+
+    eventually(all_done, timeout, interval=0.05, message=stuck)
     return runs
+
+
+def wait_running(api, run_id, workers=None, timeout=60.0) -> dict:
+    """The run once it is running with some progress written; fails if it leaves the queue
+    for any other state, or (given ``workers``) if a worker dies."""
+    def progressed():
+        run = get_run(api, run_id)
+        if run["status"] == "running" and run["epochs_done"] > 0:
+            return run
+        assert run["status"] in ("queued", "running"), run
+        if workers is not None:
+            workers.assert_alive()
+        return None
+
+    return eventually(progressed, timeout,
+                      message=lambda: f"run never made progress: {get_run(api, run_id)}")
 
 
 def history(api, run_id) -> list[dict]:
@@ -139,15 +157,7 @@ def test_submitted_runs_are_trained_by_a_worker(backend, workers, api):
 def test_cancel_a_running_run(backend, workers, api):
     workers.start(1)
     run_id = submit(api, LONG)
-    deadline = time.monotonic() + 30
-    while True:  # running, with some progress written
-        run = get_run(api, run_id)
-        if run["status"] == "running" and run["epochs_done"] > 0:
-            break
-        assert run["status"] in ("queued", "running"), run
-        workers.assert_alive()
-        assert time.monotonic() < deadline, f"run never made progress: {run}"
-        time.sleep(0.05)
+    wait_running(api, run_id, workers, timeout=30)
     response = api.post(f"/api/v1/runs/{run_id}/cancel")
     assert response.status_code == 202
     run = wait_for(api, workers, [run_id], timeout=30)[run_id]
@@ -206,14 +216,8 @@ def test_a_killed_pool_process_has_its_run_redelivered(backend, workers, api):
     workers.start(1)
     spec = {"dataset": "digits", "layers": [64, 16, 10], "loss": "cross_entropy",
             "learning_rate": 0.05, "epochs": 800}
-    run_id = submit(api, spec)
-    deadline = time.monotonic() + 30
-    while True:
-        run = get_run(api, run_id)
-        if run["status"] == "running" and run["epochs_done"] > 0:
-            break
-        assert time.monotonic() < deadline, f"run never made progress: {run}"
-        time.sleep(0.02)
+    run = wait_running(api, submit(api, spec), timeout=30)
+    run_id = run["id"]
     pid = int(run["worker"].rsplit(":", 1)[1])  # host:pid of the pool process
     assert pid not in [w.process.pid for w in workers.workers]
     os.kill(pid, signal.SIGKILL)

@@ -2,10 +2,11 @@
 PostgreSQL: max_concurrency kept by the store, every cell run once, successive halving
 stopping exactly the bad runs at the first rung, and cancelling a whole sweep."""
 
-import time
 from datetime import datetime
 
 import pytest
+
+from tests.eventually import eventually
 
 from .test_service import FINAL, LONG, history
 
@@ -25,8 +26,8 @@ def get_sweep(api, sweep_id, **params) -> dict:
 
 
 def wait_sweep(api, workers, sweep_id, timeout=90.0, on_poll=None) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The sweep once it and all its runs are final; ``on_poll(sweep)`` sees every poll."""
+    def finished():
         sweep = get_sweep(api, sweep_id)
         if on_poll is not None:
             on_poll(sweep)
@@ -34,10 +35,11 @@ def wait_sweep(api, workers, sweep_id, timeout=90.0, on_poll=None) -> dict:
                 all(run["status"] in FINAL for run in sweep["runs"]):
             return sweep
         workers.assert_alive()
-        if time.monotonic() > deadline:
-            pytest.fail(f"sweep not done after {timeout:.0f} s: {sweep['counts']}\n"
-                        + "\n".join(w.log() for w in workers.workers), pytrace=False)
-        time.sleep(0.05)
+        return None
+
+    return eventually(finished, timeout, interval=0.05, message=lambda: (
+        f"sweep not done after {timeout:.0f} s: {get_sweep(api, sweep_id)['counts']}\n"
+        + "\n".join(w.log() for w in workers.workers)))
 
 
 def _time(value: str) -> datetime:
@@ -104,15 +106,17 @@ def test_cancelling_a_sweep_cancels_its_queued_and_running_runs(api, workers):
     body = {"base": LONG, "grid": {"learning_rate": [0.01, 0.02, 0.03, 0.04]},
             "max_concurrency": 2}
     sweep = post_sweep(api, body)
-    deadline = time.monotonic() + 60
-    while True:
+
+    def two_running() -> bool:
         polled = get_sweep(api, sweep["id"])
         running = [r for r in polled["runs"] if r["status"] == "running" and r["epochs_done"]]
         if len(running) == 2:
-            break
-        assert time.monotonic() < deadline, polled["counts"]
+            return True
         workers.assert_alive()
-        time.sleep(0.05)
+        return False
+
+    eventually(two_running, 60, interval=0.05,
+               message=lambda: str(get_sweep(api, sweep["id"])["counts"]))
     response = api.post(f"/api/v1/sweeps/{sweep['id']}/cancel")
     assert response.status_code == 202
     done = wait_sweep(api, workers, sweep["id"], timeout=60)
