@@ -1,5 +1,6 @@
 """The Flask app factory: the store, the queue client, the REST API and the dashboard hang
-from here (``service.api`` and ``service.dashboard`` never import each other)."""
+from here (``service.api`` and ``service.dashboard`` never import each other: both call the
+domain modules, and share ``service.web``)."""
 
 from flask import Flask, g
 

@@ -1,4 +1,8 @@
-"""The run spec: defaults, and the numeric rules that kernels themselves enforce."""
+"""The run spec: its schema, defaults, the numeric rules that kernels themselves enforce, and
+the checks against a dataset's shape and the configured limits."""
+
+import marshmallow as ma
+from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 
 import kernels
 from kernels.validation import check_network, check_training
@@ -49,7 +53,8 @@ def dataset_problems(spec: dict, n_features: int, target_kind: str, n_targets: i
         problems["layers"] = (f"layers[-1] is {n_out} but dataset {spec['dataset']!r} has "
                               f"{n_targets} target columns")
     elif target_kind == "values" and n_out != 1:
-        problems["layers"] = f"dataset {spec['dataset']!r} has one target column; layers[-1] must be 1"
+        problems["layers"] = (f"dataset {spec['dataset']!r} has one target column; "
+                              "layers[-1] must be 1")
     elif target_kind == "labels":
         if n_out == 1 and (n_classes or 0) > 2:
             problems["layers"] = (f"dataset {spec['dataset']!r} has {n_classes} classes; "
@@ -58,3 +63,130 @@ def dataset_problems(spec: dict, n_features: int, target_kind: str, n_targets: i
             problems["layers"] = (f"dataset {spec['dataset']!r} has {n_classes} classes but "
                                   f"layers[-1] is {n_out}")
     return problems
+
+
+def limit_problems(spec: dict, n_samples: int, limits) -> dict:
+    """{field: message} for a spec over the size ``limits`` (a settings.Limits)."""
+    problems = {}
+    layers = spec["layers"]
+    n_params = sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
+    if len(layers) > limits.max_layers:
+        problems["layers"] = f"at most {limits.max_layers} layers"
+    elif max(layers) > limits.max_width:
+        problems["layers"] = f"layers wider than {limits.max_width} are over the limit"
+    elif n_params > limits.max_params:
+        problems["layers"] = f"{n_params} parameters; the limit is {limits.max_params}"
+    if spec["epochs"] > limits.max_epochs:
+        problems["epochs"] = f"at most {limits.max_epochs}"
+    elif spec["epochs"] * n_samples > limits.max_work:
+        problems["epochs"] = (f"{spec['epochs']} epochs x {n_samples} samples is "
+                              f"{spec['epochs'] * n_samples}; the limit on epochs x samples "
+                              f"is {limits.max_work}")
+    if n_samples > limits.max_samples:
+        problems["dataset"] = f"{n_samples} samples; the limit is {limits.max_samples}"
+    return problems
+
+
+# ------------------------------------------------------------------------- the schema
+
+# The names a spec may use: the kernels' own.
+ACTIVATION_NAMES = tuple(kernels.HIDDEN_ACTIVATIONS)
+OUTPUT_ACTIVATION_NAMES = tuple(kernels.OUTPUT_ACTIVATIONS)
+LOSS_NAMES = tuple(kernels.LOSSES)
+BATCH_MODES = tuple(kernels.BATCH_MODES)
+INIT_NAMES = tuple(kernels.INITS)
+DTYPES = tuple(kernels.DTYPES)
+# Sizes, batch sizes and epochs are INTEGER columns or int64 arrays: bound them before anything
+# converts them (the configured limits, usually far lower, are checked afterwards).
+INT32 = 2**31 - 1
+
+
+class StrictFloat(fields.Float):
+    """A JSON number (an integer or a float), never a string or a boolean; finite unless
+    ``allow_nan``."""
+
+    def _validated(self, value):
+        if isinstance(value, (str, bytes)):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only (not 1, 0 or strings)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class DatasetRef(fields.Field):
+    """A dataset name or numeric id."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError("expected a dataset name or id")
+        if isinstance(value, str) and not value.strip():
+            raise ValidationError("must not be empty")
+        return value
+
+
+class Activation(fields.Field):
+    """An activation name, or a list with one name per hidden layer."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        names = value if isinstance(value, list) else [value]
+        for name in names:
+            if name not in ACTIVATION_NAMES:
+                raise ValidationError(
+                    f"unknown {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}"
+                    + (" (softmax is output-only)" if name == "softmax" else ""))
+        return value
+
+
+class RunSpecSchema(ma.Schema):
+    """The run spec of API.md section 2; unknown fields are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    dataset = DatasetRef(required=True, metadata={"description": "dataset name or id",
+                                                  "example": "xor"})
+    layers = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=INT32)),
+                         required=True, validate=validate.Length(min=2),
+                         metadata={"example": [2, 8, 1]})
+    activation = Activation(load_default=RUN_DEFAULTS["activation"],
+                            metadata={"description": "hidden activation, or one per hidden layer",
+                                      "enum": list(ACTIVATION_NAMES)})
+    output_activation = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(OUTPUT_ACTIVATION_NAMES),
+        metadata={"description": "default: softmax for cross_entropy with several outputs, "
+                                 "else sigmoid"})
+    loss = fields.String(load_default=RUN_DEFAULTS["loss"],
+                         validate=validate.OneOf(LOSS_NAMES))
+    learning_rate = StrictFloat(load_default=RUN_DEFAULTS["learning_rate"],
+                                validate=validate.Range(min=0, min_inclusive=False))
+    batch_mode = fields.String(load_default=RUN_DEFAULTS["batch_mode"],
+                               validate=validate.OneOf(BATCH_MODES))
+    batch_size = fields.Integer(strict=True, load_default=RUN_DEFAULTS["batch_size"],
+                                validate=validate.Range(min=1, max=INT32))
+    epochs = fields.Integer(strict=True, load_default=RUN_DEFAULTS["epochs"],
+                            validate=validate.Range(min=0, max=INT32))
+    seed = fields.Integer(strict=True, load_default=RUN_DEFAULTS["seed"],
+                          validate=validate.Range(min=0, max=2**63 - 1))
+    shuffle = StrictBoolean(load_default=RUN_DEFAULTS["shuffle"])
+    init = fields.String(load_default=RUN_DEFAULTS["init"], validate=validate.OneOf(INIT_NAMES))
+    dtype = fields.String(load_default=RUN_DEFAULTS["dtype"],
+                          validate=validate.OneOf(DTYPES))
+    validation_split = StrictFloat(load_default=0.0,
+                                  validate=validate.Range(min=0, max=1, max_inclusive=False))
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)),
+                       values=fields.String(validate=validate.Length(max=500)),
+                       load_default=dict)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _numeric_contract(self, data, **kwargs):
+        problems = numeric_problems(complete_spec(data))
+        if problems:
+            raise ValidationError({name: [message] for name, message in problems.items()})

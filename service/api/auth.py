@@ -2,7 +2,7 @@
 
 An app-wide ``before_request`` hook: any route, including ones added later, needs
 ``Authorization: Bearer <token>`` unless its blueprint (or, outside blueprints, its
-endpoint) is in PUBLIC. The hook sets ``g.user`` (``context.current_user()``).
+endpoint) is in PUBLIC. The hook sets ``g.user`` (``service.web.context.current_user``).
 """
 
 import threading
@@ -13,9 +13,9 @@ from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
 
 from service.store import tokens as store_tokens
+from service.web.context import current_user, db
 
-from .context import db
-from .errors import error_response
+from .errors import ApiError, error_response
 
 # Open without a token: blueprint names, or endpoint names of routes outside a blueprint.
 #   health     liveness for load balancers and `descent up`
@@ -114,9 +114,6 @@ def document(api) -> None:
 def require_user() -> str:
     """This request's user; a 401 ApiError when there is none (a route the hook left open
     must never reach owner-scoped data)."""
-    from .context import current_user
-    from .errors import ApiError
-
     user = current_user()
     if user is None:
         raise ApiError(401, "unauthorized", "this endpoint needs an API token")

@@ -1,26 +1,19 @@
 """Request body size limits: 413 with the JSON error body, before anything reads the body.
 
 Dataset uploads (POST /datasets, JSON or multipart, and any multipart body) may be up to
-DESCENT_MAX_UPLOAD_BYTES; every other body up to DESCENT_MAX_JSON_BYTES.
+DESCENT_MAX_UPLOAD_BYTES; every other body up to DESCENT_MAX_JSON_BYTES. (The WSGI server's
+own limit stays above both: ``service.cli.serve.server_body_ceiling``.)
 """
 
 from flask import Flask, request
 
-from .context import settings
+from service.web.context import settings
+
 from .errors import ApiError
 from .parser import FORM_TYPES
 
 # The endpoint taking dataset uploads (blueprint "datasets", view class Datasets).
 UPLOAD_ENDPOINTS = {("POST", "datasets.Datasets")}
-
-
-def server_body_ceiling(limits) -> int:
-    """The WSGI server's own body limit (waitress's max_request_body_size) for these limits.
-
-    waitress answers a body over its ceiling itself, in plain text, and resets the
-    connection under a big one: keep it above the API's limits, so that the API answers
-    every body over a limit with its JSON 413 (waitress reads the whole body first)."""
-    return max(2**30, limits.max_upload_bytes + 2**20, limits.max_json_bytes + 2**20)
 
 
 def body_limit() -> tuple[int, str]:

@@ -1,24 +1,20 @@
 """/api/v1/datasets: upload (CSV, NPZ or JSON), list, inspect and download datasets."""
 
-import csv
-import io
-
-import numpy as np
 from flask import Response, request
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy.exc import IntegrityError
 
-import kernels
+from service import datasets
+from service.errors import Invalid
+from service.runspec import StrictFloat
 from service.store import Dataset
 from service.store import datasets as store_datasets
 from service.store.arrays import to_npz
+from service.web.context import db, settings
 
 from .auth import require_user
-from .context import db, settings
-from .errors import ApiError
 from .parser import FORM_TYPES, Blueprint
-from .schemas import StrictFloat, UtcDateTime
+from .schemas import UtcDateTime
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets", description="Datasets")
 
@@ -92,137 +88,14 @@ class DatasetDataSchema(DatasetSchema):
 
 
 def dataset_json(dataset: Dataset) -> dict:
+    """A dataset as the API shows it (without its data)."""
     return {name: getattr(dataset, name) for name in DatasetSchema().fields}
 
 
-# Largest id the datasets table (INTEGER) can hold; larger ids name no dataset.
-MAX_DATASET_ID = 2**31 - 1
-
-
-def resolve_dataset(session, ref, create_builtin: bool = True):
-    """A dataset of this request's user or a public one (built-in), by id or name; the
-    user's own name shadows a public one. Another user's dataset is None, like a missing
-    one. A built-in is stored the first time it is named. Every route that names a
-    dataset goes through here."""
-    user = require_user()
-    if (isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit())) \
-            and not 0 < int(ref) <= MAX_DATASET_ID:
-        return None
-    dataset = store_datasets.find_dataset(session, ref, owner=user)
-    if dataset is None and create_builtin and ref in kernels.BUILTIN_DATASETS:
-        X, y = kernels.load_dataset(ref)
-        dataset = store_datasets.add_dataset_once(session, ref, X, y, builtin=True)
-        session.commit()
-    return dataset
-
-
-def get_dataset_or_404(ref):
-    """The dataset ``ref`` (id or name) as this request's user sees it (resolve_dataset);
-    another user's dataset is a 404, the same as a missing one."""
-    dataset = resolve_dataset(db(), ref)
-    if dataset is None:
-        raise ApiError(404, "not_found", f"no dataset {ref!r}")
-    return dataset
-
-
-def _bad(field: str, message: str) -> ApiError:
-    return ApiError(422, "validation_error", f"invalid {field}", {field: message})
-
-
-def checked_arrays(X, y) -> tuple[np.ndarray, np.ndarray]:
-    """X as 2-D float64 and y as int labels or floats, within the configured rows and
-    columns; ApiError 422 naming X or y (NaN, infinities, ragged rows, non-numbers, labels
-    out of range, empty data, different lengths)."""
-    limits = settings().limits
-    if isinstance(X, np.ndarray) and X.dtype.kind not in "biuf":
-        raise _bad("X", f"expected numbers, got an array of {X.dtype}")
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _bad("X", "rows must all have the same number of numbers") from None
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise _bad("X", "expected a non-empty 2-D array (rows of features)")
-    if X.shape[0] > limits.max_samples:
-        raise _bad("X", f"{X.shape[0]} rows; the limit is {limits.max_samples}")
-    if X.shape[1] > limits.max_features:
-        raise _bad("X", f"{X.shape[1]} columns; the limit is {limits.max_features}")
-    if not np.isfinite(X).all():
-        raise _bad("X", "contains NaN or infinity")
-    try:
-        y = np.asarray(y)
-    except (TypeError, ValueError):  # ragged
-        y = np.empty(0, dtype=object)
-    if y.dtype == object or y.ndim not in (1, 2):
-        raise _bad("y", "expected a list of numbers (labels or values) or of rows")
-    if y.dtype == bool:
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iuf":
-        raise _bad("y", f"expected numbers, got {y.dtype}")
-    if y.shape[0] != X.shape[0]:
-        raise _bad("y", f"has {y.shape[0]} rows but X has {X.shape[0]}")
-    if y.ndim == 2 and not 0 < y.shape[1] <= limits.max_width:
-        raise _bad("y", f"target rows need 1 to {limits.max_width} values")
-    if y.dtype.kind in "iu":
-        if y.ndim != 1:
-            y = y.astype(np.float64)
-        elif y.min() < 0:
-            raise _bad("y", "class labels must be >= 0")
-        elif y.max() >= limits.max_width:
-            # n_classes outputs: a label no network within the limits can have.
-            raise _bad("y", f"class labels must be below {limits.max_width} (the widest "
-                            f"layer allowed); got {y.max()}")
-        else:
-            y = y.astype(np.int64)
-    if y.dtype.kind == "f":
-        y = y.astype(np.float64)
-        if not np.isfinite(y).all():
-            raise _bad("y", "contains NaN or infinity")
-    return np.ascontiguousarray(X), np.ascontiguousarray(y)
-
-
-def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of numbers, the last column being y (a header row is skipped)."""
-    try:
-        rows = [row for row in csv.reader(io.StringIO(text, newline=""))
-                if row and any(c.strip() for c in row)]
-    except csv.Error as exc:  # a stray carriage return or NUL, an unclosed quote
-        raise ApiError(422, "validation_error", "invalid file",
-                       {"file": f"not a CSV file: {exc}"}) from None
-    if rows:
-        try:
-            [float(c) for c in rows[0]]
-        except ValueError:
-            rows = rows[1:]  # header
-    if not rows:
-        raise ApiError(422, "validation_error", "invalid file", {"file": "no data rows"})
-    try:
-        table = np.array([[float(c) for c in row] for row in rows])
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", "invalid file",
-                       {"file": f"not a table of numbers: {exc}"}) from None
-    if table.ndim != 2 or table.shape[1] < 2:
-        raise ApiError(422, "validation_error", "invalid file",
-                       {"file": "expected at least two columns (features..., target)"})
-    y = table[:, -1]
-    # Whole numbers are class labels (not infinities, nor ones too large for int64).
-    if np.isfinite(y).all() and np.all(y == np.round(y)) and np.abs(y).max() < 2**53:
-        y = y.astype(np.int64)
-    return table[:, :-1], y
-
-
-def parse_npz(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays X and y of an NPZ file."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if "X" not in npz.files or "y" not in npz.files:
-                raise ApiError(422, "validation_error", "invalid file",
-                               {"file": "an NPZ upload needs arrays named X and y"})
-            return npz["X"], npz["y"]
-    except ApiError:
-        raise
-    except Exception as exc:
-        raise ApiError(422, "validation_error", "invalid file",
-                       {"file": f"not a readable NPZ file: {exc}"}) from None
+def user_dataset(ref) -> Dataset:
+    """The dataset ``ref`` (id or name) as this request's user sees it (NotFound for
+    another user's)."""
+    return datasets.visible_dataset(db(), ref, require_user())
 
 
 @blp.route("")
@@ -232,7 +105,7 @@ class Datasets(MethodView):
         """Stored datasets, and the built-in names that can be used before they are stored."""
         return {"datasets": [dataset_json(d) for d in
                              store_datasets.list_datasets(db(), owner=require_user())],
-                "builtin_available": list(kernels.BUILTIN_DATASETS)}
+                "builtin_available": list(datasets.BUILTIN_NAMES)}
 
     # Either body is documented here; the view parses whichever came (with the blueprint's
     # parser for JSON, so errors are the same as everywhere else).
@@ -249,41 +122,29 @@ class Datasets(MethodView):
         """Upload a dataset: JSON {"name", "X", "y"}, or multipart with ``name`` and a CSV or
         NPZ ``file``."""
         if request.mimetype in FORM_TYPES:
-            name = request.form.get("name", "")
-            try:
-                NAME_RULE(name)
-            except ValidationError as exc:
-                raise ApiError(422, "validation_error", "invalid name",
-                               {"name": "; ".join(exc.messages)}) from None
-            upload = request.files.get("file")
-            if upload is None:
-                raise ApiError(422, "validation_error", "invalid file",
-                               {"file": "attach the data as a multipart field named file"})
-            data = upload.read()
-            filename = (upload.filename or "").lower()
-            if filename.endswith(".npz") or data[:2] == b"PK":
-                X, y = parse_npz(data)
-            else:
-                X, y = parse_csv(data.decode("utf-8", errors="replace"))
+            name, X, y = multipart_upload()
         else:
             body = blp.ARGUMENTS_PARSER.parse(DatasetUploadSchema(), request, location="json")
             name, X, y = body["name"], body["X"], body["y"]
-        X, y = checked_arrays(X, y)
-        session = db()
-        user = require_user()
-        # Names are per user; a stored public dataset's name may be taken (and shadowed).
-        if name in kernels.BUILTIN_DATASETS \
-                or store_datasets.find_own_dataset(session, name, user):
-            raise ApiError(409, "name_taken", f"a dataset named {name!r} exists",
-                           {"name": "already taken"})
-        try:
-            dataset = store_datasets.add_dataset(session, name, X, y, owner=user)
-            session.commit()
-        except IntegrityError:  # uploaded by someone else since the check above
-            session.rollback()
-            raise ApiError(409, "name_taken", f"a dataset named {name!r} exists",
-                           {"name": "already taken"}) from None
+        dataset = datasets.add_dataset(db(), name, X, y, require_user(), settings().limits)
         return dataset_json(dataset)
+
+
+def multipart_upload():
+    """(name, X, y) of a multipart upload: a ``name`` field and a CSV or NPZ ``file``."""
+    name = request.form.get("name", "")
+    try:
+        NAME_RULE(name)
+    except ValidationError as exc:
+        raise Invalid({"name": "; ".join(exc.messages)}) from None
+    upload = request.files.get("file")
+    if upload is None:
+        raise Invalid({"file": "attach the data as a multipart field named file"})
+    data = upload.read()
+    filename = (upload.filename or "").lower()
+    if filename.endswith(".npz") or data[:2] == b"PK":
+        return (name, *datasets.parse_npz(data))
+    return (name, *datasets.parse_csv(data.decode("utf-8", errors="replace")))
 
 
 @blp.route("/<ref>")
@@ -296,14 +157,10 @@ class DatasetByRef(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args, ref):
         """A dataset's shape and summary; with format=json or npz, X and y themselves."""
-        dataset = get_dataset_or_404(ref)
+        dataset = user_dataset(ref)
         body = dataset_json(dataset)
         if args.get("format") is None:
-            X, y = store_datasets.dataset_arrays(dataset)
-            body["summary"] = {"X_mean": X.mean(axis=0).tolist(), "X_std": X.std(axis=0).tolist(),
-                               "X_min": X.min(axis=0).tolist(), "X_max": X.max(axis=0).tolist()}
-            if dataset.target_kind == "labels":
-                body["summary"]["class_counts"] = np.bincount(y).tolist()
+            body["summary"] = datasets.summary(dataset)
             return body
         X, y = store_datasets.dataset_arrays(dataset)
         if args["format"] == "npz":

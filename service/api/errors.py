@@ -1,9 +1,13 @@
-"""Every error as JSON: {"error": {"code", "message", "fields"}} (API.md section 3)."""
+"""Every error as JSON: {"error": {"code", "message", "fields"}} (API.md section 3), in one
+place: the domain's errors (``service.errors``) mapped to statuses, the API's own (``ApiError``:
+authentication, bodies, idempotency keys) and those Flask or webargs raise."""
 
 from apispec import BasePlugin
 from flask import jsonify
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
+
+from service.errors import Conflict, DomainError, Invalid, NotFound, QueueDown, field_messages
 
 
 class ErrorDetailSchema(Schema):
@@ -23,7 +27,8 @@ class ErrorSchema(Schema):
 
 
 class ApiError(Exception):
-    """An error the API answers with a given status, code and optional per-field messages."""
+    """An error of HTTP itself (no token, a body too large or not JSON, an idempotency key in
+    use) that the API answers with a given status, code and optional per-field messages."""
 
     def __init__(self, status: int, code: str, message: str, fields=None):
         super().__init__(message)
@@ -40,44 +45,38 @@ def error_response(status: int, code: str, message: str, fields=None):
 LOCATIONS = {"json", "query", "querystring", "form", "files", "headers", "view_args",
              "json_or_form", "cookies"}
 
+# The status of each kind of domain error (the first class of an error's MRO listed wins).
+STATUS = {Invalid: 422, NotFound: 404, Conflict: 409, QueueDown: 503}
 
-def _text(value) -> str:
-    return "; ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status that answers a domain error."""
+    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
 
 
 def flatten_messages(messages) -> dict:
     """webargs/marshmallow messages ({location: {field: [...]}}) as {field: "message"}, with
-    nested fields as dotted paths and list items as [i]: ``layers[1]``, ``X[2][0]``.
+    nested fields as dotted paths and list items as [i] (``service.errors.field_messages``).
 
     A message about a whole location (webargs' ``{"json": ["Invalid JSON body."]}``) is kept
     under the location's name; one about the whole object under ``_schema``."""
-    if not isinstance(messages, dict):
-        return {"_schema": _text(messages)} if messages else {}
-    if not (messages and set(messages) <= LOCATIONS):
-        return _flatten_fields(messages)
+    if not (isinstance(messages, dict) and messages and set(messages) <= LOCATIONS):
+        return field_messages(messages)
     merged = {}
     for location, location_messages in messages.items():
         if isinstance(location_messages, dict):
-            merged.update(_flatten_fields(location_messages))
+            merged.update(field_messages(location_messages))
         else:
-            merged[location] = _text(location_messages)
+            merged.update(field_messages({location: location_messages}))
     return merged
 
 
-def _flatten_fields(messages: dict) -> dict:
-    flat = {}
-    for field, value in messages.items():
-        field = f"[{field}]" if isinstance(field, int) else str(field)
-        if isinstance(value, dict):
-            for sub, message in _flatten_fields(value).items():
-                flat[f"{field}{sub}" if sub.startswith("[") else f"{field}.{sub}"] = message
-        else:
-            flat[field] = _text(value)
-    return flat
-
-
 def register_error_handlers(app) -> None:
-    """JSON bodies for ApiError and for every HTTP error Flask or webargs raises."""
+    """JSON bodies for domain errors, ApiError and every HTTP error Flask or webargs raises."""
+
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError):
+        return error_response(status_of(error), error.code, error.message, error.fields)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
@@ -105,8 +104,9 @@ BODY_ERRORS = {"400": "BAD_REQUEST", "413": "REQUEST_ENTITY_TOO_LARGE",
 class CommonResponses(BasePlugin):
     """An apispec plugin documenting the errors of every operation that no view declares
     itself: 401 where a token is needed, 429 (rate limit) outside ``unlimited_paths``, and
-    the body errors on operations that take a body. (There is no catch-all "default" response: every status an operation
-    can answer is listed, so clients and schemathesis can rely on the list.)"""
+    the body errors on operations that take a body. (There is no catch-all "default"
+    response: every status an operation can answer is listed, so clients and schemathesis
+    can rely on the list.)"""
 
     def __init__(self, unlimited_paths=()):
         self.unlimited_paths = tuple(unlimited_paths)

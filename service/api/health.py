@@ -4,7 +4,8 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
-from .context import engine, queue
+from service.web.context import engine, queue
+
 from .parser import Blueprint
 
 blp = Blueprint("health", __name__, url_prefix="/api/v1/health", description="Health")

@@ -19,8 +19,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.store.models import IdempotencyKey
+from service.web.context import current_user, db
 
-from .context import current_user, db
 from .errors import ApiError
 
 HEADER = "Idempotency-Key"

@@ -5,16 +5,16 @@ from flask import Response
 from flask.views import MethodView
 from marshmallow import fields, validate
 
-from service import plots
+from service.errors import NotReady
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
 from service.store.arrays import params_from_npz
+from service.web import plots
+from service.web.context import db
 
-from . import runs as runs_api
-from . import sweeps as sweeps_api
-from .context import db
-from .errors import ApiError
 from .parser import Blueprint
+from .runs import user_run
+from .sweeps import user_sweep
 
 blp = Blueprint("plots", __name__, url_prefix="/api/v1", description="Plots of runs and sweeps")
 
@@ -54,8 +54,8 @@ def _png(data: bytes, name: str) -> Response:
 
 def sweep_curves(sweep_id: int, metric: str):
     """(curves, title) of a sweep's runs in the order of its cells, each labelled by the
-    fields the sweep varies. ApiError 404 for a sweep the caller cannot see."""
-    sweep = sweeps_api.get_sweep_or_404(sweep_id)
+    fields the sweep varies. NotFound for a sweep the caller cannot see."""
+    sweep = user_sweep(sweep_id)
     cells = sorted(store_sweeps.cells(db(), sweep.id), key=lambda cr: cr[0].position)
     curves = [_curve(run, metric, plots.config_label(cell.config) or f"run {run.id}",
                      SWEEP_POINTS)
@@ -78,7 +78,7 @@ class RunPlot(MethodView):
     def get(self, args, run_id):
         """The run's error curve as a PNG image (metric=val_error: the validation error;
         log=true: a log-scale y-axis)."""
-        run = runs_api.get_run_or_404(run_id)
+        run = user_run(run_id)
         curve = _curve(run, args["metric"], "", RUN_POINTS)
         title = f"run {run.id}" + (f": {run.name}" if run.name else "") + f" ({run.status})"
         return _png(plots.error_curves_png([curve], log=args["log"], metric=args["metric"],
@@ -113,7 +113,7 @@ class RunNetwork(MethodView):
         """The run's network as an SVG image: inputs X, hidden h_i → h_o, outputs y_i → ŷ
         (per-layer labels for deeper networks), each edge coloured and sized by its trained
         weight; layers wider than 12 units are drawn elided."""
-        run = runs_api.get_run_or_404(run_id)
+        run = user_run(run_id)
         which = args.get("which")
         row = None
         for candidate in ([which] if which else ["final", "initial"]):
@@ -122,15 +122,11 @@ class RunNetwork(MethodView):
                 which = candidate
                 break
         if row is None:
-            raise ApiError(409, "not_ready", f"run {run.id} has no "
+            raise NotReady(f"run {run.id} has no "
                            f"{which + ' ' if which else ''}parameters yet (status {run.status})")
-        spec = run.spec
-        hidden = spec["activation"]
-        n_hidden = len(spec["layers"]) - 2
-        activations = (list(hidden) if isinstance(hidden, list) else [hidden] * n_hidden) \
-            + [spec.get("output_activation") or "sigmoid"]
-        svg = plots.network_svg(params_from_npz(row.data), activations=activations,
-                                title=f"run {run.id}: {spec['layers']}, {which} parameters")
+        svg = plots.network_svg(params_from_npz(row.data),
+                                activations=plots.layer_activations(run.spec),
+                                title=f"run {run.id}: {run.spec['layers']}, {which} parameters")
         return Response(svg, mimetype="image/svg+xml",
                         headers={"Content-Disposition": f"inline; filename=run-{run.id}.svg",
                                  "Cache-Control": "no-cache"})

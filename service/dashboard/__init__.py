@@ -17,7 +17,7 @@ def init_dashboard(app: Flask) -> None:
 
     settings = app.extensions["descent"]["settings"]
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secret_key(settings.database_url)
+        app.config["SECRET_KEY"] = secret_key(settings)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_NAME="descent_session")
     # A CSRF token is good for the whole session, which logging out or in replaces.

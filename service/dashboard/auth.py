@@ -7,7 +7,7 @@ from flask import abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms.validators import ValidationError
 
-from service.api.context import db
+from service.web.context import db
 from service.store import tokens as store_tokens
 from service.store.models import ApiToken
 
@@ -43,8 +43,8 @@ def session_user() -> Optional[str]:
 
 
 def load_user() -> None:
-    """Before each dashboard request: ``g.user`` from the session (the API's store
-    functions take the owner from it). Static files need no user."""
+    """Before each dashboard request: ``g.user`` from the session (the owner the pages
+    pass to the use cases). Static files need no user."""
     g.user = None if request.endpoint == "dashboard.static" else session_user()
 
 

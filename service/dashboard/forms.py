@@ -2,12 +2,8 @@
 
 import re
 
-import kernels
 from service.runspec import RUN_DEFAULTS
 
-ACTIVATIONS = tuple(kernels.HIDDEN_ACTIVATIONS)
-LOSSES = tuple(kernels.LOSSES)
-BATCH_MODES = tuple(kernels.BATCH_MODES)
 FIELDS = ("dataset", "layers", "activation", "loss", "learning_rate", "batch_mode",
           "batch_size", "epochs", "seed", "name")
 
@@ -34,7 +30,8 @@ def _number(text: str, kind):
 
 def spec_from_form(form: dict) -> tuple[dict, dict]:
     """(fields of a run spec, {field: message}) from the submitted form's text. Only the
-    text's shape is checked here; the values go through the API's own validation."""
+    text's shape is checked here; the values go through the run spec's own validation, as
+    POST /api/v1/runs does."""
     fields, problems = {}, {}
     for name in ("dataset", "activation", "loss", "batch_mode"):
         fields[name] = form.get(name, "").strip()

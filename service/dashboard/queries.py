@@ -3,43 +3,49 @@
 from flask import abort, g
 from sqlalchemy import select
 
-from service.api.context import db
+from service.errors import NotFound
+from service.runquery import parse_run_query
+from service.runs import owned_run
 from service.store import datasets as store_datasets
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
 from service.store.models import Dataset, Epoch, Run, Sweep
+from service.sweeps import owned_sweep
+from service.web.context import db
 
-MAX_RUN_ID = 2**63 - 1
-MAX_INT32 = 2**31 - 1
+
+def user() -> str:
+    """The logged-in user (``login_required`` pages only: an owner of None would mean
+    everyone's runs)."""
+    assert g.user is not None
+    return g.user
 
 
-def owned_run(run_id: int) -> Run:
+def user_run(run_id: int) -> Run:
     """The user's run, or a 404 (someone else's run does not exist for them)."""
-    run = store_runs.get_run(db(), run_id) if run_id <= MAX_RUN_ID else None
-    if run is None or run.owner != g.user:
-        abort(404, f"run {run_id} does not exist")
-    return run
+    try:
+        return owned_run(db(), run_id, user())
+    except NotFound as exc:
+        abort(404, exc.message)
 
 
-def owned_sweep(sweep_id: int) -> Sweep:
+def user_sweep(sweep_id: int) -> Sweep:
     """The user's sweep, or a 404."""
-    sweep = store_sweeps.get_sweep(db(), sweep_id) if sweep_id <= MAX_INT32 else None
-    if sweep is None or sweep.owner != g.user:
-        abort(404, f"sweep {sweep_id} does not exist")
-    return sweep
+    try:
+        return owned_sweep(db(), sweep_id, user())
+    except NotFound as exc:
+        abort(404, exc.message)
 
 
-def restrict_to_user(query: store_runs.RunQuery) -> store_runs.RunQuery:
-    """The query limited to the user's runs."""
-    assert g.user is not None  # owner None would mean everyone's runs
-    query.owner = g.user
-    return query
+def user_run_query(args: dict) -> store_runs.RunQuery:
+    """The runs filter (GET /runs parameters, loaded by RunListArgsSchema) over the user's
+    runs; Invalid naming a bad parameter."""
+    return parse_run_query(db(), args, user())
 
 
 def user_sweeps(limit: int = 100) -> list[Sweep]:
     """The user's sweeps, newest first."""
-    assert g.user is not None
-    return store_sweeps.list_sweeps(db(), limit, owner=g.user)
+    return store_sweeps.list_sweeps(db(), limit, owner=user())
 
 
 def user_datasets() -> list[Dataset]:

@@ -8,13 +8,13 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from marshmallow import ValidationError
 from sqlalchemy import select
 
-from service.api.context import db
-from service.api.errors import ApiError, flatten_messages
-from service.api.runs import parse_run_query, wrap_cursor
-from service.api.schemas import RunListArgsSchema
+from service.errors import Conflict, Invalid, field_messages
+from service.runquery import RunListArgsSchema, wrap_cursor
+from service.runs import cancel_run as cancel  # (the view below is named cancel_run)
 from service.store import runs as store_runs
 from service.store.arrays import params_from_npz
 from service.store.models import FINAL_STATES, RUN_STATES, Params
+from service.web.context import db
 
 from . import queries
 from .auth import login_required
@@ -24,6 +24,7 @@ from .views import pretty_json
 # Points of a run's curve: enough for a smooth line, few enough to poll every second.
 RUN_CURVE_POINTS = 1000
 PAGE_SIZES = (20, 50, 100, 200)
+
 
 def _runs_form() -> dict:
     args = request.args
@@ -61,14 +62,14 @@ def runs():
     errors, page, next_url = {}, [], None
     try:
         args = RunListArgsSchema().load(_query_args(form))
-        query = queries.restrict_to_user(parse_run_query(args))
+        query = queries.user_run_query(args)
         page, token = store_runs.list_runs(db(), query)
         if token is not None:
             next_url = url_for(".runs", **{k: v for k, v in form.items() if v},
                                cursor=wrap_cursor(query, token))
     except ValidationError as exc:
-        errors = flatten_messages(exc.messages)
-    except ApiError as exc:
+        errors = field_messages(exc.messages)
+    except Invalid as exc:
         errors = exc.fields or {"where": exc.message}
     errors = {_FORM_FIELD.get(k, "where"): v for k, v in errors.items()}
     first_url = (url_for(".runs", **{k: v for k, v in form.items() if v})
@@ -88,7 +89,7 @@ def _params_available(run_id: int) -> set:
 @login_required
 def run(run_id):
     """One run: state, spec, live error curve, network drawing, downloads."""
-    run = queries.owned_run(run_id)
+    run = queries.user_run(run_id)
     return render_template("run.html", run=run, final=run.status in FINAL_STATES,
                            params=_params_available(run_id),
                            spec_json=pretty_json(run.spec))
@@ -98,12 +99,12 @@ def run(run_id):
 @login_required
 def cancel_run(run_id):
     """Cancel a queued or running run."""
-    run = queries.owned_run(run_id)
-    if run.status in FINAL_STATES:
-        flash(f"run {run_id} is already {run.status}", "error")
-    else:
-        store_runs.request_cancel(db(), run_id)
+    run = queries.user_run(run_id)
+    try:
+        cancel(db(), run)
         flash(f"cancel requested for run {run_id}", "info")
+    except Conflict:
+        flash(f"run {run_id} is already {run.status}", "error")
     return redirect(url_for(".run", run_id=run_id))
 
 
@@ -111,7 +112,7 @@ def cancel_run(run_id):
 @login_required
 def run_history(run_id):
     """What the live curve polls: the run's state and its (downsampled) history."""
-    run = queries.owned_run(run_id)
+    run = queries.user_run(run_id)
     return {"id": run.id, "status": run.status, "final": run.status in FINAL_STATES,
             "epochs": run.epochs, "epochs_done": run.epochs_done,
             "final_error": run.final_error, "best_error": run.best_error,
@@ -123,7 +124,7 @@ def run_history(run_id):
 @login_required
 def run_history_csv(run_id):
     """Every epoch of the run's history as CSV."""
-    queries.owned_run(run_id)
+    queries.user_run(run_id)
     lines = ["epoch,error,accuracy,val_error,val_accuracy,seconds"]
     for e in store_runs.history(db(), run_id):
         lines.append(",".join("" if v is None else repr(v) for v in
@@ -137,7 +138,7 @@ def run_history_csv(run_id):
 @login_required
 def run_params(run_id, which, fmt):
     """The run's initial or final parameters, as NPZ (W1, B1, ...) or JSON."""
-    queries.owned_run(run_id)
+    queries.user_run(run_id)
     if which not in ("initial", "final") or fmt not in ("npz", "json"):
         abort(404)
     row = store_runs.get_params(db(), run_id, which)
@@ -177,21 +178,13 @@ class _Recent:
 _drawings = _Recent(64)
 
 
-def layer_activations(spec: dict) -> list[str]:
-    """One activation name per layer of weights: the hidden ones, then the output's."""
-    hidden = spec["activation"]
-    n_hidden = len(spec["layers"]) - 2
-    names = list(hidden) if isinstance(hidden, list) else [hidden] * n_hidden
-    return names + [spec["output_activation"]]
-
-
 @bp.route("/ui/runs/<int:run_id>/network.svg")
 @login_required
 def run_network(run_id):
     """The network drawn with its final (else initial) parameters."""
-    from service import plots
+    from service.web import plots
 
-    run = queries.owned_run(run_id)
+    run = queries.user_run(run_id)
     which = "final" if "final" in _params_available(run_id) else "initial"
     # Stored parameters never change within one attempt, and drawing takes a second or so.
     key = (run_id, run.attempts, which)
@@ -201,7 +194,7 @@ def run_network(run_id):
         if row is None:
             abort(404, f"run {run_id} has no parameters yet")
         svg = plots.network_svg(params_from_npz(row.data),
-                                activations=layer_activations(run.spec),
+                                activations=plots.layer_activations(run.spec),
                                 title=f"run {run_id}: {run.spec['layers']}, {which} parameters")
         _drawings.put(key, svg)
     response = Response(svg, mimetype="image/svg+xml")

@@ -6,31 +6,26 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-SECRET_ENV = "DESCENT_SECRET_KEY"
 
-
-def key_file(database_url: str) -> Path | None:
+def key_file(database_url: str, token_file: str) -> Path | None:
     """Where a generated key is kept: beside a SQLite database file
-    (``descent.db.secret-key``), else in the token folder beside ``descent up``'s token
+    (``descent.db.secret-key``), else in the folder of ``descent up``'s token file
     (``.descent/secret-key``); None for an in-memory database."""
-    from service.credentials import token_file
-
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
             return None
         return Path(url.database + ".secret-key").resolve()
-    return (token_file().parent / "secret-key").resolve()
+    return (Path(token_file).parent / "secret-key").resolve()
 
 
-def secret_key(database_url: str, env=None) -> str:
-    """DESCENT_SECRET_KEY, else a key generated once and stored in ``key_file`` (readable by
-    its owner only). Several API servers on one database need the same key: give them all
-    DESCENT_SECRET_KEY (or the same file)."""
-    env = os.environ if env is None else env
-    if env.get(SECRET_ENV):
-        return env[SECRET_ENV]
-    path = key_file(database_url)
+def secret_key(settings) -> str:
+    """``settings.secret_key`` (DESCENT_SECRET_KEY), else a key generated once and stored in
+    ``key_file`` (readable by its owner only). Several API servers on one database need the
+    same key: give them all DESCENT_SECRET_KEY (or the same file)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = key_file(settings.database_url, settings.token_file)
     if path is None:
         return secrets.token_hex(32)
     try:

@@ -3,17 +3,19 @@
 from flask import flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
-import kernels
-from service.api.errors import ApiError, flatten_messages
-from service.api.runs import submit_run
-from service.api.schemas import RunSpecSchema
+from service.datasets import BUILTIN_NAMES
+from service.errors import Invalid, QueueDown, field_messages
+from service.runs import submit_run
+from service.runspec import ACTIVATION_NAMES, BATCH_MODES, LOSS_NAMES, RunSpecSchema
+from service.web.context import db, queue, settings
 
 from . import forms, queries
 from .auth import login_required
 from .blueprint import bp
 
+
 def _dataset_names() -> list[str]:
-    builtin = list(kernels.BUILTIN_DATASETS)
+    builtin = list(BUILTIN_NAMES)
     return builtin + [d.name for d in queries.user_datasets() if d.name not in builtin]
 
 
@@ -28,17 +30,18 @@ def submit():
         fields, errors = forms.spec_from_form(values)
         if not errors:
             try:
-                run = submit_run(RunSpecSchema().load(fields))
+                run = submit_run(db(), queue(), settings().limits, queries.user(),
+                                 RunSpecSchema().load(fields))
                 flash(f"run {run.id} queued", "info")
                 return redirect(url_for(".run", run_id=run.id))
             except ValidationError as exc:
-                for path, text in flatten_messages(exc.messages).items():
+                for path, text in field_messages(exc.messages).items():
                     errors.setdefault(forms.field_of(path), text)
-            except ApiError as exc:
-                if exc.status != 422:
-                    message, status = exc.message, exc.status
+            except Invalid as exc:
                 for path, text in exc.fields.items():
                     errors.setdefault(forms.field_of(path), text)
+            except QueueDown as exc:
+                message, status = exc.message, 503
         if errors:
             status = 422
             message = message or "The run was not submitted: fix the fields marked below."
@@ -47,5 +50,5 @@ def submit():
             if hidden:
                 message += " " + "; ".join(f"{k}: {v}" for k, v in hidden.items())
     return render_template("submit.html", values=values, errors=errors, message=message,
-                           datasets=_dataset_names(), activations=forms.ACTIVATIONS,
-                           losses=forms.LOSSES, batch_modes=forms.BATCH_MODES), status
+                           datasets=_dataset_names(), activations=ACTIVATION_NAMES,
+                           losses=LOSS_NAMES, batch_modes=BATCH_MODES), status

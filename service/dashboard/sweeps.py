@@ -4,10 +4,10 @@ import json
 
 from flask import flash, redirect, render_template, request, url_for
 
-from service.api.context import db
-from service.api.sweeps import METRICS, sweep_json
 from service.store import sweeps as store_sweeps
 from service.store.models import FINAL_STATES
+from service.sweeps import METRICS, describe_sweep
+from service.web.context import db
 
 from . import queries
 from .auth import login_required
@@ -17,11 +17,12 @@ from .views import pretty_json
 SWEEP_CURVE_POINTS = 200
 SWEEP_CURVES = 50  # the best runs of a bigger sweep are drawn
 
+
 @bp.route("/sweeps")
 @login_required
 def sweeps():
     """The user's sweeps, newest first, with their state and run counts."""
-    rows = [sweep_json(s, with_runs=False) for s in queries.user_sweeps()]
+    rows = [describe_sweep(db(), s, with_runs=False) for s in queries.user_sweeps()]
     return render_template("sweeps.html", sweeps=rows)
 
 
@@ -33,7 +34,7 @@ def sweep(sweep_id):
     if metric not in METRICS:
         metric = "final_error"
     order = request.args.get("order") if request.args.get("order") in ("asc", "desc") else None
-    data = sweep_json(queries.owned_sweep(sweep_id), metric, order)
+    data = describe_sweep(db(), queries.user_sweep(sweep_id), metric, order)
     varied = sorted(data["space"] or {})
     return render_template("sweep.html", sweep=data, varied=varied, metric=metric,
                            metrics=METRICS, final=data["status"] in FINAL_STATES,
@@ -44,7 +45,7 @@ def sweep(sweep_id):
 @login_required
 def cancel_sweep(sweep_id):
     """Cancel a sweep's queued and running runs."""
-    queries.owned_sweep(sweep_id)
+    queries.user_sweep(sweep_id)
     store_sweeps.cancel_sweep(db(), sweep_id)
     flash(f"cancel requested for sweep {sweep_id}", "info")
     return redirect(url_for(".sweep", sweep_id=sweep_id))
@@ -54,7 +55,7 @@ def cancel_sweep(sweep_id):
 @login_required
 def sweep_curves(sweep_id):
     """What the overlaid curves poll: the sweep's state and its best runs' histories."""
-    data = sweep_json(queries.owned_sweep(sweep_id))
+    data = describe_sweep(db(), queries.user_sweep(sweep_id))
     ranked = [entry["run_id"] for entry in data["leaderboard"]]
     unranked = [r["id"] for r in data["runs"] if r["id"] not in set(ranked)]
     shown = (ranked + unranked)[:SWEEP_CURVES]

@@ -108,7 +108,7 @@ def waitress_server(settings, token):
     from waitress import create_server
 
     from service.app import create_app
-    from service.api.bodysize import server_body_ceiling
+    from service.cli.serve import server_body_ceiling
 
     app = create_app({"SETTINGS": dataclasses.replace(
         settings, limits=Limits(max_json_bytes=1000, max_upload_bytes=100_000))})
@@ -134,7 +134,7 @@ def post_raw(port, token, path, body: bytes, content_type: str):
 
 
 def test_the_servers_ceiling_stays_above_the_apis_limits():
-    from service.api.bodysize import server_body_ceiling
+    from service.cli.serve import server_body_ceiling
 
     assert server_body_ceiling(Limits()) == 2**30  # waitress's default
     assert server_body_ceiling(Limits(max_upload_bytes=2**31)) > 2**31

@@ -14,6 +14,7 @@ import pytest
 import kernels
 
 from service.dashboard.secret import key_file, secret_key
+from service.settings import Settings
 from service.store import make_engine, make_sessionmaker
 from service.store import runs as store_runs
 from service.store.arrays import params_to_npz
@@ -368,20 +369,24 @@ def test_unknown_pages_answer_html(alice):
 
 def test_the_secret_key_is_generated_once_beside_the_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'descent.db'}"
-    key = secret_key(url, env={})
-    path = key_file(url)
+    settings = Settings.from_env({"DESCENT_DATABASE_URL": url})
+    key = secret_key(settings)
+    path = key_file(url, settings.token_file)
     assert path == tmp_path / "descent.db.secret-key"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert secret_key(url, env={}) == key and len(key) == 64
-    assert secret_key(url, env={"DESCENT_SECRET_KEY": "from-env"}) == "from-env"
-    assert secret_key("sqlite://", env={}) != secret_key("sqlite://", env={})
+    assert secret_key(settings) == key and len(key) == 64
+    assert secret_key(Settings.from_env({"DESCENT_DATABASE_URL": url,
+                                         "DESCENT_SECRET_KEY": "from-env"})) == "from-env"
+    in_memory = Settings(database_url="sqlite://")
+    assert secret_key(in_memory) != secret_key(in_memory)
     assert [p.name for p in tmp_path.iterdir()] == ["descent.db.secret-key"]
 
 
-def test_without_sqlite_the_secret_key_sits_in_the_token_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("DESCENT_TOKEN_FILE", str(tmp_path / "tokens" / "token"))
+def test_without_sqlite_the_secret_key_sits_in_the_token_folder(tmp_path):
     url = "postgresql+psycopg://descent@db-host/descent"
-    assert key_file(url) == tmp_path / "tokens" / "secret-key"
-    key = secret_key(url, env={})
+    settings = Settings.from_env({"DESCENT_DATABASE_URL": url,
+                                  "DESCENT_TOKEN_FILE": str(tmp_path / "tokens" / "token")})
+    assert key_file(url, settings.token_file) == tmp_path / "tokens" / "secret-key"
+    key = secret_key(settings)
     assert (tmp_path / "tokens" / "secret-key").read_text().strip() == key
     assert stat.S_IMODE(os.stat(tmp_path / "tokens").st_mode) == 0o700

@@ -144,14 +144,16 @@ def test_a_sweep_preview_does_not_use_its_key_up(client, sessions):
 
 
 class SlowQueue:
-    """The app's real queue client, slowed down so concurrent requests overlap."""
+    """The app's real queue client, slowed down so concurrent requests overlap: runs and
+    sweeps alike send through ``enqueue_runs``. Counts the sends."""
 
     def __init__(self, queue, delay: float):
-        self.queue, self.delay = queue, delay
+        self.queue, self.delay, self.sends = queue, delay, 0
 
-    def enqueue_run(self, run_id: int) -> None:
-        time.sleep(self.delay)
-        self.queue.enqueue_run(run_id)
+    def enqueue_runs(self, run_ids) -> None:
+        self.sends += 1
+        time.sleep(self.delay)  # a slow broker, not a wait for something
+        self.queue.enqueue_runs(run_ids)
 
     def __getattr__(self, name):
         return getattr(self.queue, name)
@@ -185,8 +187,8 @@ def test_concurrent_requests_with_one_key_make_one_resource(settings, token, que
     from service.app import create_app
     from service.queue import QueueClient
 
-    app = create_app({"SETTINGS": settings, "TESTING": True,
-                      "QUEUE": SlowQueue(QueueClient(settings.broker_url), delay)})
+    queue = SlowQueue(QueueClient(settings.broker_url), delay)
+    app = create_app({"SETTINGS": settings, "TESTING": True, "QUEUE": queue})
     try:
         responses = post_concurrently(app, token, path, body, n=4)
         sessions = app.extensions["descent"]["sessions"]
@@ -196,6 +198,7 @@ def test_concurrent_requests_with_one_key_make_one_resource(settings, token, que
         assert count(sessions, model) == 1
         assert count(sessions, Run) == runs
         assert len(queued_run_ids(queue_dir)) == runs
+        assert queue.sends == 1  # the others waited for the first, however slow its send
     finally:
         app.extensions["descent"]["engine"].dispose()
 

@@ -10,10 +10,11 @@ import requests
 from click.testing import CliRunner
 from flask import g
 
-from service import cli_plot, plots
 from service.cli import cli
-from service.client import Client
+from service.cli import plots as cli_plot
+from service.cli.client import Client
 from service.store import Epoch, Run
+from service.web import plots
 
 from .conftest import API, error_of, submit, train_run
 
@@ -249,7 +250,7 @@ def test_descent_plot_draws_runs_and_a_sweep(client, sessions, monkeypatch, tmp_
     def api(url=None):  # token="": the test client sends alice's token already
         return Client("http://descent.test", session=session, token="")
 
-    monkeypatch.setattr(cli_plot, "Client", api)
+    monkeypatch.setattr(cli_plot, "client_for", lambda settings, api_url=None: api())
     sweep = sweep_of(client, sessions, [0.1, 1.0], epochs=10)
     one, two = (submit(client, epochs=5, learning_rate=lr) for lr in (0.1, 0.2))
     for run in (one, two):

@@ -46,7 +46,7 @@ def test_redact_urls_hides_every_password():
 
 
 def test_the_cli_describes_urls_without_passwords():
-    from service.cli import describe_broker, describe_database
+    from service.cli.output import describe_broker, describe_database
 
     assert PG_PASSWORD not in describe_database(
         f"postgresql+psycopg://u:{PG_PASSWORD}@db:5432/d")

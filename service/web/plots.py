@@ -182,6 +182,15 @@ def layer_titles(n_layers: int) -> list[tuple[str, str, str]]:
     return titles
 
 
+def layer_activations(spec: dict) -> list[str]:
+    """One activation name per layer of weights of a run spec: the hidden ones, then the
+    output's (sigmoid when the spec names none)."""
+    hidden = spec["activation"]
+    n_hidden = len(spec["layers"]) - 2
+    names = list(hidden) if isinstance(hidden, list) else [hidden] * n_hidden
+    return names + [spec.get("output_activation") or "sigmoid"]
+
+
 def network_figure(params: dict, *, activations: list[str] | None = None,
                    title: str | None = None, max_nodes: int = MAX_NODES):
     """The matplotlib Figure of the network ``params`` ({"weights": [W1, ...], "biases":

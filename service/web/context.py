@@ -1,4 +1,5 @@
-"""Per-request access to the session, settings and queue client."""
+"""Per-request access to the app's session, settings, queue client and engine (what
+``service.app.create_app`` keeps in ``app.extensions["descent"]``), and the request's user."""
 
 from flask import current_app, g
 from sqlalchemy.orm import Session
@@ -27,5 +28,6 @@ def engine():
 
 
 def current_user():
-    """The user of this request's API token (set by the auth hook), or None."""
+    """The user of this request (set by the API's token hook or the dashboard's session),
+    or None."""
     return g.get("user")

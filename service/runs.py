@@ -1,0 +1,129 @@
+"""Runs: submit one (validate, store, enqueue or undo), find a user's run, cancel it, read its
+parameters and predict with them."""
+
+import logging
+import math
+
+import numpy as np
+
+import kernels
+from service.datasets import resolve_dataset
+from service.errors import Conflict, Invalid, NotFound, NotReady, QueueDown
+from service.queue import QueueUnavailable
+from service.runspec import complete_spec, dataset_problems, limit_problems
+from service.settings import redact_urls
+from service.store import Run
+from service.store import runs as store_runs
+from service.store.arrays import params_from_npz
+
+log = logging.getLogger(__name__)
+
+# Largest value a run id (BIGINT) column can hold.
+MAX_RUN_ID = 2**63 - 1
+
+
+def describe_run(run: Run) -> dict:
+    """A run as the API shows it."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "spec": run.spec,
+        "tags": run.tags,
+        "dataset": {"id": run.dataset.id, "name": run.dataset.name},
+        "sweep_id": run.sweep_id,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "epochs": run.epochs,
+        "epochs_done": run.epochs_done,
+        "final_error": run.final_error,
+        "best_error": run.best_error,
+        "best_epoch": run.best_epoch,
+        "final_accuracy": run.final_accuracy,
+        "final_val_error": run.final_val_error,
+        "worker": run.worker,
+        "attempts": run.attempts,
+        "cancel_requested": bool(run.cancel_requested),
+        "error_message": run.error_message,
+    }
+
+
+def owned_run(session, run_id: int, owner: str) -> Run:
+    """The run ``run_id`` of ``owner``. Every use of one run goes through here: another
+    user's run is NotFound, the same as a missing one."""
+    run = store_runs.get_run(session, run_id) if 0 <= run_id <= MAX_RUN_ID else None
+    if run is None or run.owner != owner:
+        raise NotFound(f"run {run_id} does not exist")
+    return run
+
+
+def submit_run(session, queue, limits, owner: str, fields: dict) -> Run:
+    """Validate a spec (fields loaded by RunSpecSchema) against its dataset and ``limits``,
+    store it as ``owner``'s and enqueue it. Invalid, or QueueDown (then nothing is kept)."""
+    spec = complete_spec(fields)
+    dataset = resolve_dataset(session, spec["dataset"], owner)
+    if dataset is None:
+        raise Invalid({"dataset": f"no dataset named {spec['dataset']!r}"})
+    problems = dataset_problems(spec, dataset.n_features, dataset.target_kind,
+                                dataset.n_targets, dataset.n_classes)
+    for field, message in limit_problems(spec, dataset.n_samples, limits).items():
+        problems[field] = f"{problems[field]}; {message}" if field in problems else message
+    if problems:
+        raise Invalid(problems)
+    run = store_runs.create_run(session, spec, dataset.id, name=spec.get("name"),
+                                tags=spec.get("tags"), owner=owner)
+    # Keep no orphan: a run nobody will ever train must not sit in "queued".
+    enqueue_or_undo(session, queue, [run.id], lambda: session.delete(run), f"run {run.id}")
+    return run
+
+
+def enqueue_or_undo(session, queue, run_ids, undo, label: str) -> None:
+    """Commit what the session holds, send ``run_ids`` to the workers and mark them sent.
+    When the broker cannot take them, ``undo()`` deletes what was stored (committed here)
+    and QueueDown: a client never gets an id of work that will not run."""
+    session.commit()
+    try:
+        queue.enqueue_runs(run_ids)
+    except QueueUnavailable as exc:
+        undo()
+        session.commit()
+        # The broker's error may quote its URL (and password): log it redacted, never answer it.
+        log.warning("%s not queued, the broker is unreachable: %s", label,
+                    redact_urls(str(exc)))
+        raise QueueDown() from None
+    # Sent: the reaper sends runs that never get this mark (an API that died just now).
+    store_runs.mark_enqueued(session, run_ids)
+
+
+def cancel_run(session, run: Run) -> Run:
+    """Cancel queued or running work; Conflict ("already_finished") for a finished run."""
+    if run.status not in ("queued", "running"):
+        raise Conflict(f"run {run.id} is {run.status}", code="already_finished")
+    return store_runs.request_cancel(session, run.id)
+
+
+def stored_params(session, run: Run, which: str):
+    """The run's stored ``which`` ("final" or "initial") parameters row; NotReady when it
+    has none yet."""
+    row = store_runs.get_params(session, run.id, which)
+    if row is None:
+        raise NotReady(f"run {run.id} has no {which} parameters yet (status {run.status})")
+    return row
+
+
+def predict(session, run: Run, inputs: list) -> list:
+    """Outputs of the run's trained network for ``inputs`` (rows of numbers), non-finite
+    values as None; NotReady without final parameters, Invalid for rows of the wrong width."""
+    row = stored_params(session, run, "final")
+    spec = run.spec
+    widths = sorted({len(row) for row in inputs})
+    if widths != [spec["layers"][0]]:
+        raise Invalid({"inputs": f"every row must have {spec['layers'][0]} values (layers[0]),"
+                                 f" got rows of {', '.join(map(str, widths))}"})
+    outputs = kernels.predict(params_from_npz(row.data), np.asarray(inputs, dtype=np.float64),
+                              activation=spec["activation"],
+                              output_activation=spec["output_activation"],
+                              loss=spec["loss"], dtype=spec["dtype"])
+    return [[None if not math.isfinite(v) else float(v) for v in out]
+            for out in outputs.tolist()]

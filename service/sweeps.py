@@ -1,0 +1,162 @@
+"""Sweeps: a base spec and a grid or random space expanded into runs, each validated like a
+run; stored with all their cells, the first ones enqueued (or everything undone), and shown
+with a leaderboard."""
+
+from marshmallow import ValidationError
+
+from service import sweepspace
+from service.datasets import resolve_dataset
+from service.errors import Invalid, NotFound, field_messages
+from service.runs import describe_run, enqueue_or_undo
+from service.runspec import INT32, RunSpecSchema, complete_spec, dataset_problems, limit_problems
+from service.store import sweeps as store_sweeps
+from service.store.models import Sweep
+
+# What a leaderboard can rank by.
+METRICS = ("final_error", "best_error", "final_val_error", "final_accuracy")
+# What a sweep may vary: a run spec's fields but its name and tags.
+RUN_FIELDS = [name for name in RunSpecSchema().fields if name not in ("name", "tags")]
+
+
+def expand(session, body: dict, owner: str, limits) -> list[dict]:
+    """[{position, config, spec, dataset}] of a sweep body (loaded by the API's
+    SweepRequestSchema), every configuration validated like a run of ``owner``; Invalid
+    naming the field (``base.layers``, ``grid.learning_rate[2]``, ``random.epochs``)
+    otherwise."""
+    kind = "grid" if "grid" in body else "random"
+    base = body["base"]
+    problems = {}
+    for name in (body[kind] or {}):
+        if name not in RUN_FIELDS:
+            problems[f"{kind}.{name}"] = "not a field of a run spec that a sweep can vary"
+    if problems:
+        raise Invalid(problems)
+    try:
+        configs = sweepspace.configurations(kind, body[kind], body.get("trials"),
+                                            body.get("seed", 0))
+    except sweepspace.SpaceError as exc:
+        raise Invalid(exc.fields) from None
+    if not configs:
+        raise Invalid({kind: "no configurations"})
+    datasets = {}
+    out = []
+    schema = RunSpecSchema()
+    for position, config in enumerate(configs):
+        merged = {**base, **config}
+        try:
+            fields_ = schema.load(merged)
+        except ValidationError as exc:
+            for name, message in field_messages(exc.messages).items():
+                top = name.split(".")[0].split("[")[0]
+                if top in config:
+                    path = sweepspace.field_path(kind, top, position, body[kind], config)
+                    where = "" if kind == "grid" else f" (trial {position}: {config[top]!r})"
+                    problems.setdefault(path + name[len(top):], message + where)
+                else:
+                    problems.setdefault(f"base.{name}", message)
+            continue
+        spec = complete_spec(fields_)
+        key = str(spec["dataset"])
+        if key not in datasets:
+            datasets[key] = resolve_dataset(session, spec["dataset"], owner)
+        dataset = datasets[key]
+        if dataset is None:
+            where = "dataset" if "dataset" in config else "base.dataset"
+            problems.setdefault(where, f"no dataset named {spec['dataset']!r}")
+            continue
+        found = dataset_problems(spec, dataset.n_features, dataset.target_kind,
+                                 dataset.n_targets, dataset.n_classes)
+        found.update(limit_problems(spec, dataset.n_samples, limits))
+        for name, message in found.items():
+            path = (sweepspace.field_path(kind, name, position, body[kind], config)
+                    if name in config else f"base.{name}")
+            problems.setdefault(path, message)
+        out.append({"position": position, "config": config, "spec": spec,
+                    "dataset": dataset})
+    if body.get("metric") == "val_error":
+        without = [cell["position"] for cell in out if not cell["spec"].get("validation_split")]
+        if without:
+            problems["metric"] = ("val_error needs validation_split > 0 in every configuration; "
+                                  f"{len(without)} have none (e.g. #{without[0]})")
+    if problems:
+        raise Invalid(problems)
+    return out
+
+
+def preview(cells: list[dict]) -> dict:
+    """What a preview shows of expanded cells: their count and configurations."""
+    return {"count": len(cells),
+            "configurations": [{k: c[k] for k in ("position", "config", "spec")}
+                               for c in cells]}
+
+
+def create_sweep(session, queue, limits, owner: str, body: dict) -> Sweep:
+    """Store ``owner``'s sweep with all its cells, dispatch the first ones and enqueue them;
+    Invalid (see ``expand``), or QueueDown (then nothing is kept)."""
+    expanded = expand(session, body, owner, limits)
+    kind = "grid" if "grid" in body else "random"
+    sweep = store_sweeps.create_sweep(
+        session, owner=owner, name=body.get("name"), base=body["base"], space=body[kind],
+        kind=kind,
+        trials=body.get("trials") if kind == "random" else None,
+        seed=body.get("seed") if kind == "random" else None,
+        max_concurrency=body.get("max_concurrency"), early_stopping=body.get("early_stopping"),
+        metric=body["metric"])
+    label = body.get("name") or f"sweep {sweep.id}"
+    store_sweeps.create_cells(session, sweep.id, [
+        {"position": cell["position"], "config": cell["config"],
+         "config_hash": sweepspace.config_hash(cell["config"]), "spec": cell["spec"],
+         "dataset_id": cell["dataset"].id,
+         "name": cell["spec"].get("name") or f"{label} #{cell['position']}",
+         "tags": cell["spec"].get("tags")}
+        for cell in expanded])
+    session.commit()
+    to_send = store_sweeps.fill_slots(session, sweep.id)
+    enqueue_or_undo(session, queue, to_send,
+                    lambda: store_sweeps.delete_sweep(session, sweep.id), f"sweep {sweep.id}")
+    return sweep
+
+
+def describe_sweep(session, sweep: Sweep, metric: str = "final_error", order=None,
+                   with_runs: bool = True) -> dict:
+    """A sweep as the API shows it: its state and counts by run state and, ``with_runs``,
+    its runs and the leaderboard by ``metric`` (``order`` "asc" or "desc"; default: desc for
+    final_accuracy, else asc)."""
+    rows = store_sweeps.cells(session, sweep.id)
+    by_state = {}
+    for _, run in rows:
+        by_state[run.status] = by_state.get(run.status, 0) + 1
+    out = {
+        "id": sweep.id, "name": sweep.name,
+        "status": store_sweeps.derive_status(sweep, by_state),
+        "kind": sweep.kind, "base": sweep.base, "space": sweep.space, "trials": sweep.trials,
+        "seed": sweep.seed, "max_concurrency": sweep.max_concurrency,
+        "early_stopping": sweep.early_stopping, "metric": sweep.metric,
+        "created_at": sweep.created_at, "finished_at": sweep.finished_at,
+        "total": len(rows), "counts": by_state,
+    }
+    if not with_runs:
+        return out
+    out["runs"] = [{**describe_run(run), "config": cell.config, "dispatched": cell.dispatched}
+                   for cell, run in rows]
+    descending = (order or ("desc" if metric == "final_accuracy" else "asc")) == "desc"
+    ranked = [(cell, run) for cell, run in rows if getattr(run, metric) is not None]
+    ranked.sort(key=lambda cr: (-getattr(cr[1], metric) if descending
+                                else getattr(cr[1], metric), cr[1].id))
+    out["leaderboard"] = [
+        {"rank": i + 1, "run_id": run.id, "status": run.status, "config": cell.config,
+         "epochs_done": run.epochs_done, "final_error": run.final_error,
+         "best_error": run.best_error, "final_val_error": run.final_val_error,
+         "final_accuracy": run.final_accuracy}
+        for i, (cell, run) in enumerate(ranked)]
+    out["best"] = out["leaderboard"][0] if out["leaderboard"] else None
+    return out
+
+
+def owned_sweep(session, sweep_id: int, owner: str) -> Sweep:
+    """The sweep ``sweep_id`` of ``owner``. Every use of one sweep goes through here:
+    another user's sweep is NotFound, the same as a missing one."""
+    sweep = store_sweeps.get_sweep(session, sweep_id) if 0 <= sweep_id <= INT32 else None
+    if sweep is None or sweep.owner != owner:
+        raise NotFound(f"sweep {sweep_id} does not exist")
+    return sweep
