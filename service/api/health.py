@@ -4,7 +4,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
-from service.web.context import engine, queue
+from service.web.context import db, queue
 
 from .parser import Blueprint
 
@@ -29,8 +29,7 @@ class Health(MethodView):
     def get(self):
         """API, database, broker and worker reachability."""
         try:
-            with engine().connect() as connection:
-                connection.execute(text("SELECT 1"))
+            db().execute(text("SELECT 1"))
             database = True
         except Exception:
             database = False

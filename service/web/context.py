@@ -1,4 +1,4 @@
-"""Per-request access to the app's session, settings, queue client and engine (what
+"""Per-request access to the app's session, settings and queue client (what
 ``service.app.create_app`` keeps in ``app.extensions["descent"]``), and the request's user."""
 
 from flask import current_app, g
@@ -20,11 +20,6 @@ def settings():
 def queue():
     """The app's queue client."""
     return current_app.extensions["descent"]["queue"]
-
-
-def engine():
-    """The app's database engine."""
-    return current_app.extensions["descent"]["engine"]
 
 
 def current_user():

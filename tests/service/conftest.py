@@ -15,6 +15,8 @@ from service.store import runs as store_runs
 from service.store.arrays import params_to_npz
 from service.store.datasets import dataset_arrays
 
+from ..conftest import build_app, close_app
+
 API = "/api/v1"
 # The run spec fields kernels.train takes as they are.
 KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_rate",
@@ -44,24 +46,23 @@ def queued_run_ids(queue_dir: Path) -> list[int]:
 
 @pytest.fixture
 def sessions(app):
-    """The app's sessionmaker, for arranging state the way a worker would. Always use it as
-    ``with sessions() as session:`` and commit: an open SQLite transaction would block the
-    API's writes."""
+    """The app's sessionmaker, for arranging state the way a worker would. Use it as
+    ``with sessions() as session:`` and commit (a real_database test's open SQLite
+    transaction would block the API's writes)."""
     return app.extensions["descent"]["sessions"]
 
 
 @pytest.fixture
-def make_client(settings, token):
+def make_client(settings, app_sessions, token):
     """make_client(**changes): a test client (sending alice's token) of an app whose
     Settings are the parametrised ones with ``changes`` (for instance limits=Limits(...) or
-    another broker_url)."""
-    from service.app import create_app
-
+    another broker_url). It shares the test's database connection unless ``changes`` moves
+    it to another database."""
     apps = []
 
     def make(**changes):
-        app = create_app({"SETTINGS": dataclasses.replace(settings, **changes),
-                          "TESTING": True})
+        sessions = None if "database_url" in changes else app_sessions
+        app = build_app(dataclasses.replace(settings, **changes), sessions, TESTING=True)
         apps.append(app)
         client = app.test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
@@ -69,7 +70,7 @@ def make_client(settings, token):
 
     yield make
     for app in apps:
-        app.extensions["descent"]["engine"].dispose()
+        close_app(app)
 
 
 def error_of(response, status: int) -> dict:

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from service.store.models import ApiToken
 from service.store.tokens import create_token, hash_token, list_tokens, revoke_token
 
-from ..conftest import make_token
 from .conftest import API, error_of
 
 # Open without a token (service.api.auth.PUBLIC); the dashboard and static files enforce
@@ -33,8 +32,8 @@ def protected_requests(app):
     return found
 
 
-def revoked(settings, sessions) -> str:
-    token = make_token(settings.database_url, "alice")
+def revoked(new_token, sessions) -> str:
+    token = new_token("alice")
     with sessions() as session:
         [row] = [t for t in list_tokens(session, "alice") if t.token_hash == hash_token(token)]
         assert revoke_token(session, row.id)
@@ -48,7 +47,7 @@ def assert_401(response, what):
     assert response.headers["WWW-Authenticate"].startswith("Bearer"), what
 
 
-def test_every_protected_route_needs_a_live_token(app, settings, sessions):
+def test_every_protected_route_needs_a_live_token(app, new_token, sessions):
     routes = protected_requests(app)
     paths = {url for _, url in routes}
     # The API's own routes are all there (and whatever others add later, /metrics too).
@@ -60,10 +59,10 @@ def test_every_protected_route_needs_a_live_token(app, settings, sessions):
     client = app.test_client()
     bad = {
         "no header": {},
-        "another scheme": {"Authorization": f"Basic {make_token(settings.database_url, 'x')}"},
+        "another scheme": {"Authorization": f"Basic {new_token('x')}"},
         "no token": {"Authorization": "Bearer "},
         "unknown token": {"Authorization": "Bearer dsc_not-a-token-anyone-has"},
-        "revoked token": {"Authorization": f"Bearer {revoked(settings, sessions)}"},
+        "revoked token": {"Authorization": f"Bearer {revoked(new_token, sessions)}"},
     }
     for method, url in routes:
         for case, headers in bad.items():
@@ -99,8 +98,8 @@ def test_the_openapi_document_declares_the_bearer_scheme(app):
     assert "security" not in document["paths"][f"{API}/runs"]["post"]  # the global one
 
 
-def test_only_the_hash_is_stored(settings, sessions):
-    token = make_token(settings.database_url, "alice")
+def test_only_the_hash_is_stored(new_token, sessions):
+    token = new_token("alice")
     assert token.startswith("dsc_") and len(token) > 40
     with sessions() as session:
         rows = list(session.scalars(select(ApiToken)))

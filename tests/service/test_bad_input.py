@@ -140,6 +140,9 @@ def test_the_servers_ceiling_stays_above_the_apis_limits():
     assert server_body_ceiling(Limits(max_upload_bytes=2**31)) > 2**31
 
 
+# A real database: waitress serves the app from its own threads, which cannot share the
+# test's connection.
+@pytest.mark.real_database
 def test_waitress_answers_413_with_the_json_error(waitress_server, sessions):
     port, token = waitress_server
     # 2 MB against a 1000-byte limit: the client sends it all and reads a 413, no reset

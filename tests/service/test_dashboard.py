@@ -15,7 +15,6 @@ import kernels
 
 from service.dashboard.secret import key_file, secret_key
 from service.settings import Settings
-from service.store import make_engine, make_sessionmaker
 from service.store import runs as store_runs
 from service.store.arrays import params_to_npz
 from service.store.models import Run
@@ -58,12 +57,10 @@ def alice(browser, token):
 
 
 @pytest.fixture
-def store(settings):
-    """store() is a new session on the test's database (each short-lived: an open one
-    would lock SQLite against the app's writes)."""
-    engine = make_engine(settings.database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def store(sessions):
+    """store() is a new session on the test's database, as the app's (each short-lived:
+    use it in a ``with`` block)."""
+    return sessions
 
 
 def get_run(store, run_id: int) -> Run:

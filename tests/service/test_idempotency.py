@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from service.store import Run
 from service.store.models import IdempotencyKey, Sweep
 
-from ..conftest import make_token
 from .conftest import API, error_of, queued_run_ids
 
 SPEC = {"dataset": "xor", "layers": [2, 4, 1], "epochs": 10}
@@ -105,10 +104,9 @@ def test_a_failed_request_does_not_use_its_key_up(client, sessions):
     assert count(sessions, Run) == 1
 
 
-def test_a_503_does_not_use_its_key_up(settings, make_client, client, sessions):
+def test_a_503_does_not_use_its_key_up(new_token, make_client, client, sessions):
     down = make_client(broker_url="redis://127.0.0.1:1/0")
-    down.environ_base["HTTP_AUTHORIZATION"] = \
-        f"Bearer {make_token(settings.database_url, 'alice')}"
+    down.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {new_token('alice')}"
     assert error_of(down.post(f"{API}/runs", json=SPEC, headers=key("k")), 503)
     assert error_of(down.post(f"{API}/sweeps", json=SWEEP, headers=key("s")), 503)
     assert count(sessions, IdempotencyKey) == 0
@@ -177,6 +175,9 @@ def post_concurrently(app, token, path, body, n: int):
     return responses
 
 
+# A real database: the requests run in threads of their own, each with its own connection,
+# which is what the test is about.
+@pytest.mark.real_database
 @pytest.mark.parametrize("delay", [0.0, 0.5])
 @pytest.mark.parametrize("path, body, model, runs", [
     (f"{API}/runs", SPEC, Run, 1),

@@ -6,34 +6,35 @@ import dataclasses
 
 import pytest
 
-from service.app import create_app
 from service.api.ratelimit import storage_url
 from service.settings import Settings
 
-from ..conftest import make_token
+from ..conftest import build_app, close_app
 from .conftest import API, error_of
 
 
 @pytest.fixture
-def database_url(sqlite_url):
+def database_backend():
     """SQLite only: the limiter keeps no state in the database."""
-    return sqlite_url
+    return "sqlite"
 
 
 @pytest.fixture
-def limited_app(settings):
-    """limited_app(limit, storage=None): a new app with that rate limit."""
+def limited_app(settings, app_sessions):
+    """limited_app(limit, storage=None): a new app with that rate limit (on the test's
+    database connection)."""
     apps = []
 
     def make(limit: str, storage=None):
-        app = create_app({"SETTINGS": dataclasses.replace(
-            settings, rate_limit=limit, ratelimit_storage_url=storage), "TESTING": True})
+        app = build_app(dataclasses.replace(settings, rate_limit=limit,
+                                            ratelimit_storage_url=storage),
+                        app_sessions, TESTING=True)
         apps.append(app)
         return app
 
     yield make
     for app in apps:
-        app.extensions["descent"]["engine"].dispose()
+        close_app(app)
 
 
 def client_with(app, token):
@@ -61,16 +62,16 @@ def test_health_is_never_limited(limited_app, token):
     assert client.get(f"{API}/runs").status_code == 200
 
 
-def test_each_token_has_its_own_budget(limited_app, settings, token):
+def test_each_token_has_its_own_budget(limited_app, new_token, token):
     app = limited_app("2/minute")
     alice = client_with(app, token)
-    bob = client_with(app, make_token(settings.database_url, "bob"))
+    bob = client_with(app, new_token("bob"))
     for _ in range(2):
         assert alice.get(f"{API}/runs").status_code == 200
     error_of(alice.get(f"{API}/runs"), 429)
     assert bob.get(f"{API}/runs").status_code == 200
     # a second token of the same user is another budget too: the key is the token
-    again = client_with(app, make_token(settings.database_url, "alice"))
+    again = client_with(app, new_token("alice"))
     assert again.get(f"{API}/runs").status_code == 200
 
 

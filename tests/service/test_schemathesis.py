@@ -27,9 +27,9 @@ CHECKS = [
 
 
 @pytest.fixture
-def database_url(sqlite_url):
+def database_backend():
     """SQLite only: the document and the views are the same on PostgreSQL, and this is slow."""
-    return sqlite_url
+    return "sqlite"
 
 
 def load_schema():

@@ -9,9 +9,9 @@ import kernels
 from .conftest import API, error_of
 
 @pytest.fixture
-def database_url(sqlite_url):
+def database_backend():
     """SQLite only: the trace touches no database (the app needs one for the token)."""
-    return sqlite_url
+    return "sqlite"
 
 
 MAZUR = {"W1": [[0.15, 0.20], [0.25, 0.30]], "B1": [0.35, 0.35],
