@@ -31,10 +31,9 @@ REQUIRE_SERVICES = os.environ.get("DESCENT_REQUIRE_SERVICES") == "1"
 # sessions running at once from sharing (and emptying) one.
 REDIS_DATABASES = range(1, 16)
 REDIS_CLAIM_SECONDS = 3600
-_WARMUP = pytest.StashKey[subprocess.Popen]()
-
 
 TESTS = Path(__file__).resolve().parent
+_WARMUP = pytest.StashKey[subprocess.Popen]()
 # Tests that need many kernel specialisations compiled, in this process or in the `celery
 # worker` processes they start, and their rank: they run after the others (see below).
 LATE_TESTS = {"kernels": 1, "service/test_cli.py": 2, "integration": 2, "browser": 2}
@@ -42,10 +41,9 @@ LATE_TESTS = {"kernels": 1, "service/test_cli.py": 2, "integration": 2, "browser
 
 def pytest_sessionstart(session):
     """Fill numba's cache in the background. On a fresh clone it is empty, and the first
-    worker process would spend about a minute compiling every kernel while this process
-    waits for it; compiled beside the other tests (on the other core, at a lower
-    priority), it is ready by the time the LATE_TESTS run. With a warm cache this only
-    loads it, in a second or two."""
+    worker process would spend a minute compiling every kernel while this one waits; done
+    beside the other tests (on the other core, at a lower priority), it is ready when the
+    LATE_TESTS run. With a warm cache this only loads it, in a second or two."""
     session.config.stash[_WARMUP] = subprocess.Popen(
         [sys.executable, "-c", "from workers.warmup import warm_kernels; warm_kernels()"],
         cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -186,8 +184,7 @@ def database_url(request, database_backend):
 
 @dataclass
 class SharedDatabase:
-    """A database migrated once per test session, the one engine on it, and (PostgreSQL)
-    its sequences."""
+    """A database migrated once per test session, its engine and (PostgreSQL) sequences."""
 
     url: str
     engine: object
@@ -281,8 +278,7 @@ def redis_url():
     except Exception as exc:
         _unavailable("Redis", exc)
     if index is None:
-        pytest.fail(f"every Redis test database ({REDIS_DATABASES.start}.."
-                    f"{REDIS_DATABASES.stop - 1}) is claimed by another test session",
+        pytest.fail("every Redis test database is claimed by other test sessions",
                     pytrace=False)
     url = f"{REDIS_URL}/{index}"
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
@@ -325,10 +321,8 @@ def build_app(settings, sessions=None, **config):
     with ``close_app``."""
     from service.app import create_app
 
-    config = {"SETTINGS": settings, **config}
-    if sessions is not None:
-        config["SESSIONS"] = sessions
-    return create_app(config)
+    injected = {} if sessions is None else {"SESSIONS": sessions}
+    return create_app({"SETTINGS": settings, **injected, **config})
 
 
 def close_app(app) -> None:
@@ -349,8 +343,7 @@ def app(settings, app_sessions):
 
 
 def make_token(database_url: str, user: str) -> str:
-    """A new API token of ``user`` in the database at ``database_url`` (a database no
-    test's connection holds a transaction open on)."""
+    """A new API token of ``user`` in the (real, not shared) database at ``database_url``."""
     from service.store import make_engine, make_sessionmaker
 
     engine = make_engine(database_url)
