@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES, make_token
-from tests.integration.conftest import ROOT, Backend, WorkerPool
+from tests.integration.conftest import ROOT, TEARDOWN_GRACE, Backend, WorkerPool
 
 CHROMIUM = os.environ.get("DESCENT_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -116,6 +116,9 @@ def service(tmp_path, monkeypatch):
         workers.assert_alive()
     finally:
         server.close()
+        # Chromium keeps connections alive; close them too, or the server thread never ends.
+        for channel in list(server._map.values()):
+            channel.close()
         thread.join(10)
-        workers.stop()
+        workers.stop(timeout=TEARDOWN_GRACE)
         app.extensions["descent"]["engine"].dispose()
