@@ -144,6 +144,21 @@ class Activation(fields.Field):
         return value
 
 
+def activation_field(default) -> Activation:
+    """The spec's ``activation`` field (one name, or one per hidden layer)."""
+    return Activation(load_default=default,
+                      metadata={"description": "hidden activation, or one per hidden layer",
+                                "enum": list(ACTIVATION_NAMES)})
+
+
+def output_activation_field() -> fields.String:
+    """The spec's ``output_activation`` field (None: chosen from the loss)."""
+    return fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(OUTPUT_ACTIVATION_NAMES),
+        metadata={"description": "default: softmax for cross_entropy with several outputs, "
+                                 "else sigmoid"})
+
+
 class RunSpecSchema(ma.Schema):
     """The run spec of API.md section 2; unknown fields are rejected."""
 
@@ -155,13 +170,8 @@ class RunSpecSchema(ma.Schema):
     layers = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=INT32)),
                          required=True, validate=validate.Length(min=2),
                          metadata={"example": [2, 8, 1]})
-    activation = Activation(load_default=RUN_DEFAULTS["activation"],
-                            metadata={"description": "hidden activation, or one per hidden layer",
-                                      "enum": list(ACTIVATION_NAMES)})
-    output_activation = fields.String(
-        load_default=None, allow_none=True, validate=validate.OneOf(OUTPUT_ACTIVATION_NAMES),
-        metadata={"description": "default: softmax for cross_entropy with several outputs, "
-                                 "else sigmoid"})
+    activation = activation_field(RUN_DEFAULTS["activation"])
+    output_activation = output_activation_field()
     loss = fields.String(load_default=RUN_DEFAULTS["loss"],
                          validate=validate.OneOf(LOSS_NAMES))
     learning_rate = StrictFloat(load_default=RUN_DEFAULTS["learning_rate"],

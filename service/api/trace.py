@@ -9,13 +9,12 @@ from marshmallow import RAISE, ValidationError, fields, validate
 
 from service import trace
 from service.runspec import (
-    ACTIVATION_NAMES,
     DTYPES,
     INIT_NAMES,
     LOSS_NAMES,
-    OUTPUT_ACTIVATION_NAMES,
-    Activation,
     StrictFloat,
+    activation_field,
+    output_activation_field,
 )
 
 from .parser import Blueprint
@@ -61,13 +60,8 @@ class TraceRequestSchema(ma.Schema):
                          metadata={"example": [2, 2, 2],
                                    "description": f"at most {MAX_LAYERS} sizes of at most "
                                                   f"{MAX_UNITS} units"})
-    activation = Activation(load_default="sigmoid",
-                            metadata={"description": "hidden activation, or one per hidden layer",
-                                      "enum": list(ACTIVATION_NAMES)})
-    output_activation = fields.String(
-        load_default=None, allow_none=True, validate=validate.OneOf(OUTPUT_ACTIVATION_NAMES),
-        metadata={"description": "default: softmax for cross_entropy with several outputs, "
-                                 "else sigmoid"})
+    activation = activation_field("sigmoid")
+    output_activation = output_activation_field()
     loss = fields.String(load_default="mse", validate=validate.OneOf(LOSS_NAMES))
     learning_rate = StrictFloat(load_default=0.1,
                                 validate=validate.Range(min=0, min_inclusive=False))
