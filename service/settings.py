@@ -22,9 +22,18 @@ class Limits:
     max_epochs: int = 1_000_000
     max_samples: int = 1_000_000  # rows of a dataset
     max_features: int = 4096  # columns of X
-    max_work: int = 10_000_000_000  # epochs x samples of one run
+    # What one run costs: parameters x samples x epochs (about a sixth of its FLOPs).
+    max_work: int = 1_000_000_000_000
+    # Parameters one run stores (initial and final, 8 bytes each).
+    max_param_bytes: int = 64 * 1024 * 1024
+    # What one predict request costs: rows x parameters.
+    max_predict_work: int = 2_000_000_000
     max_upload_bytes: int = 256 * 1024 * 1024  # a dataset upload (multipart or JSON)
     max_json_bytes: int = 16 * 1024 * 1024  # any other request body
+    # Per-user quotas: runs queued or running at once, and bytes stored (datasets and
+    # parameters of every run).
+    max_active_runs: int = 2000
+    max_user_bytes: int = 2 * 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # Requests per token, in Flask-Limiter's notation ("600/minute"); None: no limit.
     rate_limit: str | None = None
+    # Failed authentications per client address, in the same notation; None: no limit.
+    auth_failure_limit: str | None = "30/minute"
     # Where the counts live; None: the broker's Redis when the broker is Redis, else memory.
     ratelimit_storage_url: str | None = None
     reaper: ReaperSettings = field(default_factory=ReaperSettings)
@@ -75,6 +86,8 @@ class Settings:
     token_file: str = DEFAULT_TOKEN_FILE
     # The key that signs the dashboard's cookies; None: generated once and kept in a file.
     secret_key: str | None = None
+    # Send the dashboard's cookies with the Secure flag (set it behind HTTPS).
+    secure_cookies: bool = False
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -91,12 +104,19 @@ class Settings:
             api_url=env.get("DESCENT_API_URL", DEFAULT_API_URL),
             limits=limits,
             rate_limit=env.get("DESCENT_RATE_LIMIT") or None,
+            auth_failure_limit=env.get("DESCENT_AUTH_FAILURE_LIMIT", "30/minute") or None,
             ratelimit_storage_url=env.get("DESCENT_RATELIMIT_STORAGE_URL") or None,
             reaper=ReaperSettings.from_env(env),
             worker_threads=int(env.get("DESCENT_WORKER_THREADS", "1")),
             token_file=env.get("DESCENT_TOKEN_FILE") or DEFAULT_TOKEN_FILE,
             secret_key=env.get("DESCENT_SECRET_KEY") or None,
+            secure_cookies=_flag(env.get("DESCENT_SECURE_COOKIES", "")),
         )
+
+
+def _flag(value: str) -> bool:
+    """An environment variable read as a yes/no flag (1, true, yes, on)."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 # The password of a URL's userinfo (scheme://user:PASSWORD@host), wherever it appears in text.
