@@ -1,6 +1,7 @@
 """Datasets: which one a name or id means to a user, uploads checked and stored, and a
 dataset's summary."""
 
+import array
 import csv
 import io
 
@@ -8,7 +9,9 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 import kernels
+from service import npzheaders
 from service.errors import Conflict, Invalid, NotFound
+from service.quotas import check_quotas
 from service.store import Dataset
 from service.store import datasets as store_datasets
 
@@ -53,6 +56,7 @@ def add_dataset(session, name: str, X, y, owner: str, limits) -> Dataset:
         raise _name_taken(name)
     try:
         dataset = store_datasets.add_dataset(session, name, X, y, owner=owner)
+        check_quotas(session, owner, limits)  # the upload, flushed, counts
         session.commit()
     except IntegrityError:  # uploaded by someone else since the check above
         session.rollback()
@@ -133,26 +137,58 @@ def checked_arrays(X, y, limits) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(X), np.ascontiguousarray(y)
 
 
-def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of numbers, the last column being y (a header row is skipped)."""
+# Characters a CSV row may have per column it may hold: room for any float's repr, spaces
+# and quotes. A longer row is refused before the csv module splits it.
+MAX_CSV_CELL_CHARS = 64
+
+
+def parse_csv(stream, limits) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of numbers of the binary ``stream``, the last column being y (a header row is
+    skipped), read one row at a time: refused (X) at the first row past
+    ``limits.max_samples`` or past ``limits.max_features`` + 1 columns, before the rest is
+    read."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
     try:
-        rows = [row for row in csv.reader(io.StringIO(text, newline=""))
-                if row and any(c.strip() for c in row)]
+        return _csv_table(text, limits)
+    finally:
+        text.detach()  # the caller owns the stream
+
+
+def _csv_table(text, limits) -> tuple[np.ndarray, np.ndarray]:
+    reader = csv.reader(_bounded_lines(text, limits.max_features + 1))
+    values = array.array("d")  # 8 bytes a number, where a list of floats costs 32
+    n_rows = n_columns = 0
+    first = True
+    try:
+        for row in reader:
+            if n_columns == 0 or len(row) != n_columns:  # no row yet, a blank or a ragged one
+                if not any(c.strip() for c in row):
+                    continue
+                if n_columns == 0:
+                    if first and not _numbers(row):  # a header
+                        first = False
+                        continue
+                    n_columns = _columns(row, limits)
+                else:
+                    raise Invalid({"file": f"line {reader.line_num} has {len(row)} values; "
+                                           f"the first row has {n_columns}"})
+            if n_rows == limits.max_samples and any(c.strip() for c in row):
+                raise _bad("X", f"more than {n_rows} rows; the limit is {limits.max_samples}")
+            try:
+                # (a failing row is blank or refused: a blank one fails at its first value,
+                # before anything of it is added)
+                values.extend(map(float, row))
+            except ValueError as exc:
+                if not any(c.strip() for c in row):
+                    continue
+                raise Invalid({"file": f"not a table of numbers: {exc} (line "
+                                       f"{reader.line_num})"}) from None
+            n_rows += 1
     except csv.Error as exc:  # a stray carriage return or NUL, an unclosed quote
         raise Invalid({"file": f"not a CSV file: {exc}"}) from None
-    if rows:
-        try:
-            [float(c) for c in rows[0]]
-        except ValueError:
-            rows = rows[1:]  # header
-    if not rows:
+    if n_rows == 0:
         raise Invalid({"file": "no data rows"})
-    try:
-        table = np.array([[float(c) for c in row] for row in rows])
-    except ValueError as exc:
-        raise Invalid({"file": f"not a table of numbers: {exc}"}) from None
-    if table.ndim != 2 or table.shape[1] < 2:
-        raise Invalid({"file": "expected at least two columns (features..., target)"})
+    table = np.frombuffer(values, dtype=np.float64).reshape(n_rows, n_columns)
     y = table[:, -1]
     # Whole numbers are class labels (not infinities, nor ones too large for int64).
     if np.isfinite(y).all() and np.all(y == np.round(y)) and np.abs(y).max() < 2**53:
@@ -160,14 +196,71 @@ def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], y
 
 
-def parse_npz(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays X and y of an NPZ file."""
+def _columns(row: list, limits) -> int:
+    """The columns of the first data row; Invalid when they are too few or too many."""
+    if len(row) < 2:
+        raise Invalid({"file": "expected at least two columns (features..., target)"})
+    if len(row) - 1 > limits.max_features:
+        raise _bad("X", f"{len(row) - 1} columns; the limit is {limits.max_features}")
+    return len(row)
+
+
+def _numbers(row: list) -> bool:
+    """Whether every value of ``row`` is a number (else it is a header)."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if "X" not in npz.files or "y" not in npz.files:
-                raise Invalid({"file": "an NPZ upload needs arrays named X and y"})
-            return npz["X"], npz["y"]
-    except Invalid:
-        raise
-    except Exception as exc:
-        raise Invalid({"file": f"not a readable NPZ file: {exc}"}) from None
+        [float(c) for c in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _bounded_lines(text, max_columns: int):
+    """The lines of ``text``, refusing one longer than MAX_CSV_CELL_CHARS per column of
+    ``max_columns`` before it is read whole (the csv module would hold each of its values as
+    a string)."""
+    max_chars = MAX_CSV_CELL_CHARS * max_columns
+    readline = text.readline
+    while line := readline(max_chars + 2):  # + a line break of up to two characters
+        if len(line) > max_chars and len(line.rstrip("\r\n")) > max_chars:
+            raise Invalid({"file": f"a line is longer than {max_chars} characters "
+                                   f"({MAX_CSV_CELL_CHARS} a column, for at most "
+                                   f"{max_columns} columns)"})
+        yield line
+
+
+def parse_npz(stream, limits) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays X and y of the NPZ file in the seekable binary ``stream``, their shapes and
+    dtypes checked against ``limits`` from their .npy headers before either is unpacked
+    (``service.npzheaders``)."""
+    with npzheaders.open_npz(stream) as archive:
+        X = npzheaders.array_header(archive, "X")
+        y = npzheaders.array_header(archive, "y")
+        check_npz_headers(X, y, limits)
+        return npzheaders.read_array(archive, X), npzheaders.read_array(archive, y)
+
+
+def check_npz_headers(X, y, limits) -> None:
+    """The checks of ``checked_arrays`` that shapes and dtypes alone decide, on the headers
+    of X and y, and their size unpacked (as 8-byte numbers at least, what they become)
+    within ``limits.max_upload_bytes``."""
+    if X.dtype.kind not in "biuf":
+        raise _bad("X", f"expected numbers, got an array of {X.dtype}")
+    if len(X.shape) != 2 or 0 in X.shape:
+        raise _bad("X", "expected a non-empty 2-D array (rows of features)")
+    if X.shape[0] > limits.max_samples:
+        raise _bad("X", f"{X.shape[0]} rows; the limit is {limits.max_samples}")
+    if X.shape[1] > limits.max_features:
+        raise _bad("X", f"{X.shape[1]} columns; the limit is {limits.max_features}")
+    if y.dtype.kind not in "biuf":
+        raise _bad("y", f"expected numbers, got an array of {y.dtype}")
+    if len(y.shape) not in (1, 2):
+        raise _bad("y", "expected a list of numbers (labels or values) or of rows")
+    if y.shape[0] != X.shape[0]:
+        raise _bad("y", f"has {y.shape[0]} rows but X has {X.shape[0]}")
+    if len(y.shape) == 2 and not 0 < y.shape[1] <= limits.max_width:
+        raise _bad("y", f"target rows need 1 to {limits.max_width} values")
+    unpacked = sum(a.count * max(a.dtype.itemsize, 8) for a in (X, y))
+    if unpacked > limits.max_upload_bytes:
+        raise Invalid({"file": f"X and y unpack to {unpacked} bytes (as 8-byte numbers); the "
+                               f"limit is {limits.max_upload_bytes} "
+                               f"(DESCENT_MAX_UPLOAD_BYTES)"})

@@ -42,6 +42,16 @@ class NotReady(Conflict):
     code = "not_ready"
 
 
+class QuotaExceeded(DomainError):
+    """The user's quota would be exceeded; ``fields`` names the quota (its setting,
+    DESCENT_MAX_...) with what is used, asked for and allowed."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, problems: dict):
+        super().__init__(f"over the quota {', '.join(sorted(problems))}", problems)
+
+
 class QueueDown(DomainError):
     """The broker could not take the work; nothing was kept."""
 

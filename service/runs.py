@@ -10,16 +10,20 @@ import kernels
 from service.datasets import resolve_dataset
 from service.errors import Conflict, Invalid, NotFound, NotReady, QueueDown
 from service.queue import QueueUnavailable
+from service.quotas import check_quotas
 from service.runspec import complete_spec, dataset_problems, limit_problems
 from service.settings import redact_urls
 from service.store import Run
 from service.store import runs as store_runs
-from service.store.arrays import params_from_npz
+from service.store import usage
+from service.store.npzviews import params_views
 
 log = logging.getLogger(__name__)
 
 # Largest value a run id (BIGINT) column can hold.
 MAX_RUN_ID = 2**63 - 1
+# Values of the widest layer predict holds for one slice of its input rows.
+PREDICT_CHUNK_VALUES = 1 << 20
 
 
 def describe_run(run: Run) -> dict:
@@ -60,17 +64,20 @@ def owned_run(session, run_id: int, owner: str) -> Run:
 
 def submit_run(session, queue, limits, owner: str, fields: dict) -> Run:
     """Validate a spec (fields loaded by RunSpecSchema) against its dataset and ``limits``,
-    store it as ``owner``'s and enqueue it. Invalid, or QueueDown (then nothing is kept)."""
+    store it as ``owner``'s and enqueue it. Invalid, QuotaExceeded, or QueueDown (then nothing
+    is kept)."""
     spec = complete_spec(fields)
     dataset = resolve_dataset(session, spec["dataset"], owner)
     if dataset is None:
         raise Invalid({"dataset": f"no dataset named {spec['dataset']!r}"})
     problems = dataset_problems(spec, dataset.n_features, dataset.target_kind,
-                                dataset.n_targets, dataset.n_classes)
+                                dataset.n_targets, dataset.n_classes, dataset.max_abs)
     for field, message in limit_problems(spec, dataset.n_samples, limits).items():
         problems[field] = f"{problems[field]}; {message}" if field in problems else message
     if problems:
         raise Invalid(problems)
+    # Counted and stored in one transaction (the quota lock is held until its commit).
+    check_quotas(session, owner, limits, runs=1, stored_bytes=usage.run_bytes(spec))
     run = store_runs.create_run(session, spec, dataset.id, name=spec.get("name"),
                                 tags=spec.get("tags"), owner=owner)
     # Keep no orphan: a run nobody will ever train must not sit in "queued".
@@ -112,18 +119,33 @@ def stored_params(session, run: Run, which: str):
     return row
 
 
-def predict(session, run: Run, inputs: list) -> list:
+def predict(session, run: Run, inputs: list, limits) -> list:
     """Outputs of the run's trained network for ``inputs`` (rows of numbers), non-finite
-    values as None; NotReady without final parameters, Invalid for rows of the wrong width."""
+    values as None; NotReady without final parameters, Invalid for rows of the wrong width
+    or more rows x parameters than ``limits.max_predict_work``. Computed a bounded number of
+    values at a time."""
     row = stored_params(session, run, "final")
     spec = run.spec
     widths = sorted({len(row) for row in inputs})
     if widths != [spec["layers"][0]]:
         raise Invalid({"inputs": f"every row must have {spec['layers'][0]} values (layers[0]),"
                                  f" got rows of {', '.join(map(str, widths))}"})
-    outputs = kernels.predict(params_from_npz(row.data), np.asarray(inputs, dtype=np.float64),
-                              activation=spec["activation"],
+    params = params_views(row.data)
+    n_params = sum(W.size + B.size for W, B in zip(params["weights"], params["biases"]))
+    if len(inputs) * n_params > limits.max_predict_work:
+        allowed = limits.max_predict_work // n_params
+        raise Invalid({"inputs": f"{len(inputs)} rows x {n_params} parameters is over the "
+                                 f"limit of {limits.max_predict_work} per request "
+                                 "(DESCENT_MAX_PREDICT_WORK); " + (
+                                     f"send at most {allowed} rows" if allowed else
+                                     "this network is too big to predict with here")})
+    chunk = max(1, PREDICT_CHUNK_VALUES // max(spec["layers"]))
+    outputs = []
+    for start in range(0, len(inputs), chunk):
+        X = np.asarray(inputs[start:start + chunk], dtype=np.float64)
+        out = kernels.predict(params, X, activation=spec["activation"],
                               output_activation=spec["output_activation"],
                               loss=spec["loss"], dtype=spec["dtype"])
-    return [[None if not math.isfinite(v) else float(v) for v in out]
-            for out in outputs.tolist()]
+        outputs += [[None if not math.isfinite(v) else float(v) for v in values]
+                    for values in out.tolist()]
+    return outputs

@@ -2,10 +2,16 @@
 the checks against a dataset's shape and the configured limits."""
 
 import marshmallow as ma
+import numpy as np
 from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 
 import kernels
 from kernels.validation import check_network, check_training
+from service.store import usage
+from service.text import text_problem
+
+# The largest finite float32 (3.4028235e38): data beyond it becomes infinite in a float32 run.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Every field of a run spec but `dataset` and `layers` has a default.
 RUN_DEFAULTS = {
@@ -41,9 +47,13 @@ def numeric_problems(spec: dict) -> dict:
 
 
 def dataset_problems(spec: dict, n_features: int, target_kind: str, n_targets: int,
-                     n_classes) -> dict:
-    """{field: message} when the dataset's shape does not fit the spec's layers."""
+                     n_classes, max_abs=None) -> dict:
+    """{field: message} when the dataset's shape does not fit the spec's layers, or its
+    values (largest magnitude ``max_abs``) do not fit the spec's dtype."""
     problems = {}
+    if spec["dtype"] == "float32" and max_abs is not None and max_abs > FLOAT32_MAX:
+        problems["dtype"] = (f"dataset {spec['dataset']!r} holds values up to {max_abs:.6g}, "
+                             f"beyond float32's range (+-{FLOAT32_MAX:.8g}); use float64")
     layers = spec["layers"]
     if n_features != layers[0]:
         problems["layers"] = (f"layers[0] is {layers[0]} but dataset {spec['dataset']!r} has "
@@ -66,22 +76,30 @@ def dataset_problems(spec: dict, n_features: int, target_kind: str, n_targets: i
 
 
 def limit_problems(spec: dict, n_samples: int, limits) -> dict:
-    """{field: message} for a spec over the size ``limits`` (a settings.Limits)."""
+    """{field: message} for a spec over the size ``limits`` (a settings.Limits): its
+    network's size, the parameter bytes it stores, and its work (parameters x samples x
+    epochs, about a sixth of the floating-point operations training costs)."""
     problems = {}
     layers = spec["layers"]
-    n_params = sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
+    n_params = usage.param_count(layers)
+    n_bytes = usage.param_bytes(layers, spec["dtype"])
     if len(layers) > limits.max_layers:
         problems["layers"] = f"at most {limits.max_layers} layers"
     elif max(layers) > limits.max_width:
         problems["layers"] = f"layers wider than {limits.max_width} are over the limit"
     elif n_params > limits.max_params:
         problems["layers"] = f"{n_params} parameters; the limit is {limits.max_params}"
+    elif n_bytes > limits.max_param_bytes:
+        problems["layers"] = (f"{n_params} {spec['dtype']} parameters store {n_bytes} bytes "
+                              "(initial and final); the limit on parameter bytes per run "
+                              f"(DESCENT_MAX_PARAM_BYTES) is {limits.max_param_bytes}")
+    work = n_params * n_samples * spec["epochs"]
     if spec["epochs"] > limits.max_epochs:
         problems["epochs"] = f"at most {limits.max_epochs}"
-    elif spec["epochs"] * n_samples > limits.max_work:
-        problems["epochs"] = (f"{spec['epochs']} epochs x {n_samples} samples is "
-                              f"{spec['epochs'] * n_samples}; the limit on epochs x samples "
-                              f"is {limits.max_work}")
+    elif "layers" not in problems and work > limits.max_work:
+        problems["epochs"] = (f"{n_params} parameters x {n_samples} samples x "
+                              f"{spec['epochs']} epochs is {work}; the limit on parameters x "
+                              f"samples x epochs (DESCENT_MAX_WORK) is {limits.max_work}")
     if n_samples > limits.max_samples:
         problems["dataset"] = f"{n_samples} samples; the limit is {limits.max_samples}"
     return problems
@@ -99,6 +117,13 @@ DTYPES = tuple(kernels.DTYPES)
 # Sizes, batch sizes and epochs are INTEGER columns or int64 arrays: bound them before anything
 # converts them (the configured limits, usually far lower, are checked afterwards).
 INT32 = 2**31 - 1
+
+
+def storable_text(value: str) -> None:
+    """Validator: text every store can keep (no NUL, no lone surrogate: ``service.text``)."""
+    problem = text_problem(value)
+    if problem:
+        raise ValidationError(problem)
 
 
 class StrictFloat(fields.Float):
@@ -190,9 +215,11 @@ class RunSpecSchema(ma.Schema):
                           validate=validate.OneOf(DTYPES))
     validation_split = StrictFloat(load_default=0.0,
                                   validate=validate.Range(min=0, max=1, max_inclusive=False))
-    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)),
-                       values=fields.String(validate=validate.Length(max=500)),
+    name = fields.String(load_default=None, allow_none=True,
+                         validate=[validate.Length(max=200), storable_text])
+    tags = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=100),
+                                                    storable_text]),
+                       values=fields.String(validate=[validate.Length(max=500), storable_text]),
                        load_default=dict)
 
     @validates_schema(skip_on_field_errors=True)

@@ -30,8 +30,8 @@ class Limits:
     max_predict_work: int = 2_000_000_000
     max_upload_bytes: int = 256 * 1024 * 1024  # a dataset upload (multipart or JSON)
     max_json_bytes: int = 16 * 1024 * 1024  # any other request body
-    # Per-user quotas: runs queued or running at once, and bytes stored (datasets and
-    # parameters of every run).
+    # Per-user quotas: runs queued or running at once, and bytes stored (datasets, and the
+    # parameters and history of every run; service.store.usage).
     max_active_runs: int = 2000
     max_user_bytes: int = 2 * 1024 * 1024 * 1024
 
@@ -88,6 +88,8 @@ class Settings:
     secret_key: str | None = None
     # Send the dashboard's cookies with the Secure flag (set it behind HTTPS).
     secure_cookies: bool = False
+    # Reverse proxies in front of the API whose X-Forwarded-For/-Proto to believe; 0: none.
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -111,6 +113,7 @@ class Settings:
             token_file=env.get("DESCENT_TOKEN_FILE") or DEFAULT_TOKEN_FILE,
             secret_key=env.get("DESCENT_SECRET_KEY") or None,
             secure_cookies=_flag(env.get("DESCENT_SECURE_COOKIES", "")),
+            trusted_proxies=int(env.get("DESCENT_TRUSTED_PROXIES") or 0),
         )
 
 

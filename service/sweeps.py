@@ -2,14 +2,18 @@
 run; stored with all their cells, the first ones enqueued (or everything undone), and shown
 with a leaderboard."""
 
+import json
+
 from marshmallow import ValidationError
 
 from service import sweepspace
 from service.datasets import resolve_dataset
 from service.errors import Invalid, NotFound, field_messages
+from service.quotas import check_quotas
 from service.runs import describe_run, enqueue_or_undo
 from service.runspec import INT32, RunSpecSchema, complete_spec, dataset_problems, limit_problems
 from service.store import sweeps as store_sweeps
+from service.store import usage
 from service.store.models import Sweep
 
 # What a leaderboard can rank by.
@@ -65,12 +69,12 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
             problems.setdefault(where, f"no dataset named {spec['dataset']!r}")
             continue
         found = dataset_problems(spec, dataset.n_features, dataset.target_kind,
-                                 dataset.n_targets, dataset.n_classes)
+                                 dataset.n_targets, dataset.n_classes, dataset.max_abs)
         found.update(limit_problems(spec, dataset.n_samples, limits))
         for name, message in found.items():
             path = (sweepspace.field_path(kind, name, position, body[kind], config)
                     if name in config else f"base.{name}")
-            problems.setdefault(path, message)
+            problems.setdefault(path, f"{message} ({_cell(position, config)})")
         out.append({"position": position, "config": config, "spec": spec,
                     "dataset": dataset})
     if body.get("metric") == "val_error":
@@ -83,6 +87,12 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
     return out
 
 
+def _cell(position: int, config: dict) -> str:
+    """A configuration as an error message names it: its position and varied fields."""
+    text = json.dumps(config, separators=(", ", ": "))
+    return f"configuration #{position}: {text if len(text) <= 200 else text[:197] + '...'}"
+
+
 def preview(cells: list[dict]) -> dict:
     """What a preview shows of expanded cells: their count and configurations."""
     return {"count": len(cells),
@@ -92,8 +102,13 @@ def preview(cells: list[dict]) -> dict:
 
 def create_sweep(session, queue, limits, owner: str, body: dict) -> Sweep:
     """Store ``owner``'s sweep with all its cells, dispatch the first ones and enqueue them;
-    Invalid (see ``expand``), or QueueDown (then nothing is kept)."""
+    Invalid (see ``expand``), QuotaExceeded (its cells count as active runs, their bytes as
+    reserved), or QueueDown (then nothing is kept)."""
     expanded = expand(session, body, owner, limits)
+    # Every cell is an active run at once, each with its bytes reserved; counted and stored
+    # in one transaction (the quota lock is held until its commit).
+    check_quotas(session, owner, limits, runs=len(expanded),
+                 stored_bytes=sum(usage.run_bytes(cell["spec"]) for cell in expanded))
     kind = "grid" if "grid" in body else "random"
     sweep = store_sweeps.create_sweep(
         session, owner=owner, name=body.get("name"), base=body["base"], space=body[kind],

@@ -57,13 +57,15 @@ _reaper_stop = None
 
 @worker_ready.connect
 def _start_reaper(**_):
-    """In the main process, once the pool is up: reap lost runs periodically."""
+    """In the main process, once the pool is up: reap lost runs periodically (and resend
+    queued runs whose messages a broker that lost its data lost: BrokerMarker)."""
     global _reaper_stop
+    from service.queue import BrokerMarker
     from workers import database
     from workers.reaping import start_reaper
 
     _reaper_stop = start_reaper(database.sessions(settings.database_url), send_run,
-                                settings.reaper)
+                                settings.reaper, BrokerMarker(app).since)
 
 
 @worker_shutdown.connect

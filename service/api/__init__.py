@@ -27,7 +27,7 @@ def init_api(app: Flask, settings) -> None:
     # Before authentication, so requests with wrong tokens are limited too.
     ratelimit.install(app, settings)
     # First of the before_request hooks: every later one (and every view) sees g.user.
-    auth.install(app)
+    auth.install(app, ratelimit.failed_authentications(settings))
     bodysize.install(app)
     api = Api(app, spec_kwargs={"info": {"description": "Batch training of fully connected "
                                                        "networks by gradient descent."},

@@ -3,6 +3,12 @@
 An app-wide ``before_request`` hook: any route, including ones added later, needs
 ``Authorization: Bearer <token>`` unless its blueprint (or, outside blueprints, its
 endpoint) is in PUBLIC. The hook sets ``g.user`` (``service.web.context.current_user``).
+Routes in OPTIONAL are open too, but check a token when one is sent (the view shows more to
+a known caller) and never refuse the request.
+
+Failed authentications (no token, an unknown or a revoked one) are counted per client
+address (``service.api.ratelimit.FailedAuthentications``); an address over its budget is
+answered 429 before its token is looked up, so made-up tokens cannot buy database lookups.
 """
 
 import threading
@@ -16,6 +22,7 @@ from service.store import tokens as store_tokens
 from service.web.context import current_user, db
 
 from .errors import ApiError, error_response
+from .ratelimit import client_address
 
 # Open without a token: blueprint names, or endpoint names of routes outside a blueprint.
 #   health     liveness for load balancers and `descent up`
@@ -23,6 +30,8 @@ from .errors import ApiError, error_response
 #   dashboard  the browser pages, which enforce their own cookie-session login
 #   static     static files
 PUBLIC = frozenset({"health", "api-docs", "dashboard", "static"})
+# Public blueprints that still check a token when one is sent (and count its failures).
+OPTIONAL = frozenset({"health"})
 
 SCHEME = "bearerAuth"
 # last_used_at is written at most this often per token and process.
@@ -77,24 +86,51 @@ def unauthorized(message: str, error: Optional[str] = None) -> ResponseReturnVal
     return body, status
 
 
-def install(app: Flask) -> None:
-    """Require a live API token on every non-public route of ``app``."""
+def too_many_failures(retry_after: int) -> ResponseReturnValue:
+    """A 429 for an address over its failed-authentication budget, with Retry-After."""
+    body, status = error_response(
+        429, "too_many_requests", f"too many failed authentications from this address; "
+                                  f"try again in {retry_after} s")
+    body.headers["Retry-After"] = str(retry_after)
+    return body, status
+
+
+def install(app: Flask, failures) -> None:
+    """Require a live API token on every non-public route of ``app``, counting failures in
+    ``failures`` (``service.api.ratelimit.failed_authentications``)."""
     touches = _TouchLimiter(TOUCH_INTERVAL)
 
     @app.before_request
     def _authenticate():
-        if is_public():
+        optional = request.blueprint in OPTIONAL
+        if is_public() and not optional:
             return None
         token = bearer_token()
+        if optional and token is None:
+            return None
+        address = client_address()
+        wait = failures.retry_after(address)
+        if wait is not None:  # before the lookup: an attacker's tries cost no query
+            return None if optional else too_many_failures(wait)
         if token is None:
+            failures.record(address)
             return unauthorized("this endpoint needs an API token: send 'Authorization: "
                                 "Bearer TOKEN' (create one with `descent token create "
                                 "--user NAME`)")
         session = db()
-        found = store_tokens.live_token(session, token)
+        try:
+            found = store_tokens.live_token(session, token)
+        except Exception:
+            if not optional:
+                raise
+            # Health reports the database down itself; a token it cannot check is no error.
+            session.rollback()
+            return None
         if found is None:
             session.rollback()
-            return unauthorized("unknown or revoked API token", "invalid_token")
+            failures.record(address)
+            return None if optional else unauthorized("unknown or revoked API token",
+                                                      "invalid_token")
         if touches.due(found.id):
             store_tokens.touch_token(session, found.id, TOUCH_INTERVAL)
         session.commit()  # end the lookup's transaction before the view's own work

@@ -2,7 +2,7 @@
 
 from flask import Response, request
 from flask.views import MethodView
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from service import datasets
 from service.errors import Invalid
@@ -50,6 +50,26 @@ class DatasetUploadSchema(Schema):
     X = fields.List(fields.List(StrictFloat()), required=True,
                     validate=validate.Length(min=1))
     y = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+    def __init__(self, *args, limits=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+
+    @pre_load
+    def _within_limits(self, data, **kwargs):
+        """Refuse more rows or columns of X than ``limits`` allow before each number is
+        checked: millions of them cost far more as Python objects than as JSON text."""
+        X = data.get("X") if isinstance(data, dict) else None
+        if self.limits is None or not isinstance(X, list):
+            return data
+        if len(X) > self.limits.max_samples:
+            raise ValidationError(f"{len(X)} rows; the limit is {self.limits.max_samples}",
+                                  field_name="X")
+        widest = max((len(row) for row in X if isinstance(row, list)), default=0)
+        if widest > self.limits.max_features:
+            raise ValidationError(f"{widest} columns; the limit is {self.limits.max_features}",
+                                  field_name="X")
+        return data
 
 
 # The multipart form of an upload, for the OpenAPI document.
@@ -118,20 +138,23 @@ class Datasets(MethodView):
     @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS_OR_QUOTA")
     def post(self):
         """Upload a dataset: JSON {"name", "X", "y"}, or multipart with ``name`` and a CSV or
         NPZ ``file``."""
         if request.mimetype in FORM_TYPES:
             name, X, y = multipart_upload()
         else:
-            body = blp.ARGUMENTS_PARSER.parse(DatasetUploadSchema(), request, location="json")
+            schema = DatasetUploadSchema(limits=settings().limits)
+            body = blp.ARGUMENTS_PARSER.parse(schema, request, location="json")
             name, X, y = body["name"], body["X"], body["y"]
         dataset = datasets.add_dataset(db(), name, X, y, require_user(), settings().limits)
         return dataset_json(dataset)
 
 
 def multipart_upload():
-    """(name, X, y) of a multipart upload: a ``name`` field and a CSV or NPZ ``file``."""
+    """(name, X, y) of a multipart upload: a ``name`` field and a CSV or NPZ ``file``, read
+    from the uploaded stream (werkzeug spools a large one to disk) within the limits."""
     name = request.form.get("name", "")
     try:
         NAME_RULE(name)
@@ -140,11 +163,13 @@ def multipart_upload():
     upload = request.files.get("file")
     if upload is None:
         raise Invalid({"file": "attach the data as a multipart field named file"})
-    data = upload.read()
-    filename = (upload.filename or "").lower()
-    if filename.endswith(".npz") or data[:2] == b"PK":
-        return (name, *datasets.parse_npz(data))
-    return (name, *datasets.parse_csv(data.decode("utf-8", errors="replace")))
+    limits = settings().limits
+    stream = upload.stream
+    is_zip = stream.read(2) == b"PK"
+    stream.seek(0)
+    if (upload.filename or "").lower().endswith(".npz") or is_zip:
+        return (name, *datasets.parse_npz(stream, limits))
+    return (name, *datasets.parse_csv(stream, limits))
 
 
 @blp.route("/<ref>")

@@ -7,12 +7,21 @@ from flask import jsonify
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
-from service.errors import Conflict, DomainError, Invalid, NotFound, QueueDown, field_messages
+from service.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    QueueDown,
+    QuotaExceeded,
+    field_messages,
+)
 
 
 class ErrorDetailSchema(Schema):
     code = fields.String(metadata={"description": "machine-readable, such as validation_error, "
-                                                  "not_found, not_ready, queue_unavailable"})
+                                                  "not_found, not_ready, quota_exceeded, "
+                                                  "queue_unavailable"})
     message = fields.String(metadata={"description": "for people"})
     # (named through data_key: a field called "fields" would shadow Schema.fields)
     bad_fields = fields.Dict(keys=fields.String(), values=fields.String(), data_key="fields",
@@ -46,7 +55,7 @@ LOCATIONS = {"json", "query", "querystring", "form", "files", "headers", "view_a
              "json_or_form", "cookies"}
 
 # The status of each kind of domain error (the first class of an error's MRO listed wins).
-STATUS = {Invalid: 422, NotFound: 404, Conflict: 409, QueueDown: 503}
+STATUS = {Invalid: 422, NotFound: 404, Conflict: 409, QuotaExceeded: 429, QueueDown: 503}
 
 
 def status_of(error: DomainError) -> int:
@@ -122,6 +131,18 @@ class CommonResponses(BasePlugin):
             "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}},
         }, lazy=True)
+        # The 429 of operations that add work or data (declared by their views).
+        spec.components.response("TOO_MANY_REQUESTS_OR_QUOTA", {
+            "description": "Over a per-user quota (code quota_exceeded; the quota, "
+                           "DESCENT_MAX_ACTIVE_RUNS or DESCENT_MAX_USER_BYTES, is the key in "
+                           "fields; nothing was stored), or over the rate limit (try again "
+                           "after Retry-After seconds)",
+            "headers": {"Retry-After": {"description": "with the rate limit only: seconds "
+                                                       "until it resets",
+                                        "schema": {"type": "integer"}}},
+            "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}},
+        }, lazy=True)
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         """Add the common error responses to each operation of ``path``."""
@@ -129,6 +150,9 @@ class CommonResponses(BasePlugin):
             if not isinstance(operation, dict) or method == "parameters":
                 continue
             responses = operation.setdefault("responses", {})
+            # (views key their responses by int status; these are keyed by str, as in JSON)
+            for status in [key for key in responses if isinstance(key, int)]:
+                responses[str(status)] = responses.pop(status)
             # Operations open without a token say so with "security: []"; the others
             # answer 401 without a live one.
             if operation.get("security") != []:

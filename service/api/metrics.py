@@ -18,6 +18,9 @@ from service.store.models import utcnow
 # Throughput is measured over this much of the most recent training.
 WINDOW_SECONDS = 60.0
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# The method label's values: any other method a client makes up is "other", and every path
+# no route matches is "unmatched", so no request can add a series of its own.
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 blp = Blueprint("metrics", __name__)
 
@@ -98,6 +101,16 @@ def broker_queue_length(broker_url: str):
         return None
 
 
+def endpoint_label() -> str:
+    """The route's pattern (/runs/<int:run_id>, not one series per id), or "unmatched"."""
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def method_label() -> str:
+    """The request's method when it is a standard one, else "other"."""
+    return request.method if request.method in METHODS else "other"
+
+
 @blp.route("/metrics")
 def metrics():
     """The Prometheus exposition of this app's registry."""
@@ -127,9 +140,7 @@ def init_app(app) -> None:
     def observe(status: int) -> None:
         started = g.pop("metrics_started", None)
         if started is not None:
-            # The route's pattern, not the path: /runs/<int:run_id>, not one series per id.
-            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-            latency.labels(endpoint, request.method, str(status)).observe(
+            latency.labels(endpoint_label(), method_label(), str(status)).observe(
                 time.perf_counter() - started)
 
     @app.after_request

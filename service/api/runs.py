@@ -1,18 +1,17 @@
 """/api/v1/runs: submit, list, inspect, cancel and use training runs."""
 
-import csv
-import io
-
-from flask import Response
 from flask.views import MethodView
 
 from service import runs
 from service.runquery import RunListArgsSchema, parse_run_query, wrap_cursor
 from service.runspec import RunSpecSchema
+from service.store import history as store_history
 from service.store import runs as store_runs
-from service.store.arrays import params_from_npz
+from service.store.history import HISTORY_COLUMNS
+from service.store.npzviews import params_views
 from service.web.context import db, queue, settings
 
+from . import downloads
 from .auth import require_user
 from .idempotency import idempotent
 from .parser import Blueprint
@@ -29,8 +28,6 @@ from .schemas import (
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Training runs")
 
-HISTORY_COLUMNS = ["epoch", "error", "accuracy", "val_error", "val_accuracy", "seconds"]
-
 
 def user_run(run_id: int):
     """The run ``run_id`` of this request's user (NotFound for anyone else's)."""
@@ -43,6 +40,7 @@ class Runs(MethodView):
     @blp.response(202, RunSchema)
     @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS_OR_QUOTA")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     @idempotent(blp, "POST /runs", lambda run_id: runs.describe_run(user_run(run_id)))
     def post(self, fields):
@@ -87,21 +85,14 @@ class RunHistory(MethodView):
         max_points=N keeps at most N evenly spread epochs (always the first, the last and
         the best)."""
         user_run(run_id)
-        epochs = store_runs.history(db(), run_id)
-        if args.get("max_points") is not None:
-            epochs = store_runs.downsample(epochs, args["max_points"])
-        rows = [{"epoch": e.epoch, "error": e.error, "accuracy": e.accuracy,
-                 "val_error": e.val_error, "val_accuracy": e.val_accuracy,
-                 "seconds": e.seconds} for e in epochs]
+        positions = (None if args.get("max_points") is None
+                     else store_history.history_spread(db(), run_id, args["max_points"]))
+        pages = store_history.history_pages(db(), run_id, positions)
         if args["format"] == "csv":
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-            return Response(out.getvalue(), mimetype="text/csv",
-                            headers={"Content-Disposition":
-                                     f"attachment; filename=run-{run_id}-history.csv"})
-        return {"run_id": run_id, "history": rows}
+            return downloads.stream(downloads.history_csv(pages, HISTORY_COLUMNS), "text/csv",
+                                    f"run-{run_id}-history.csv", with_context=True)
+        return downloads.stream(downloads.history_json(run_id, pages, HISTORY_COLUMNS),
+                                "application/json", with_context=True)
 
 
 @blp.route("/<int:run_id>/params")
@@ -115,15 +106,15 @@ class RunParams(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def get(self, args, run_id):
         """Final parameters, or the initial ones with which=initial; JSON or NPZ."""
+        # Every check that can fail comes first: once streaming, the status is sent.
         row = runs.stored_params(db(), user_run(run_id), args["which"])
-        if args["format"] == "npz":
-            return Response(row.data, mimetype="application/octet-stream",
-                            headers={"Content-Disposition": "attachment; filename="
-                                     f"run-{run_id}-{args['which']}-params.npz"})
-        params = params_from_npz(row.data)
-        return {"run_id": run_id, "which": args["which"], "dtype": row.dtype,
-                "weights": [W.tolist() for W in params["weights"]],
-                "biases": [B.tolist() for B in params["biases"]]}
+        if args["format"] == "npz":  # the stored NPZ as it is
+            return downloads.stream(downloads.binary_chunks(row.data),
+                                    "application/octet-stream",
+                                    f"run-{run_id}-{args['which']}-params.npz")
+        params = params_views(row.data)
+        return downloads.stream(
+            downloads.params_json(run_id, args["which"], row.dtype, params), "application/json")
 
 
 @blp.route("/<int:run_id>/cancel")
@@ -144,5 +135,5 @@ class RunPredict(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, body, run_id):
         """Outputs of the trained network for the given input rows."""
-        outputs = runs.predict(db(), user_run(run_id), body["inputs"])
+        outputs = runs.predict(db(), user_run(run_id), body["inputs"], settings().limits)
         return {"run_id": run_id, "outputs": outputs}

@@ -169,6 +169,7 @@ class Sweeps(MethodView):
     @blp.response(202, SweepSchema)
     @blp.alt_response(200, schema=PreviewSchema, description="the configurations, with "
                       "preview: true (nothing is stored or queued)", success=True)
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS_OR_QUOTA")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     @idempotent(blp, "POST /sweeps", lambda sweep_id: sweep_json(user_sweep(sweep_id)))
     def post(self, body):

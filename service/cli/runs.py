@@ -195,9 +195,12 @@ def health(settings, api_url):
     for key in ("api", "database", "broker"):
         ok = bool(body.get(key))
         out.print(f"{key:9} {'[green]ok[/]' if ok else '[red]unreachable[/]'}")
-    workers = body.get("workers")
-    if workers is None:
+    workers, count = body.get("workers"), body.get("worker_count")
+    if workers is None and count is None:
         out.print("workers   [dim]not visible on this broker (embedded queue folder)[/]")
+    elif workers is None:  # no token: the API gives the count, not the names
+        out.print(f"workers   {count} answering" if count else
+                  "workers   [yellow]none answering[/]")
     else:
         out.print(f"workers   {', '.join(workers) if workers else '[yellow]none answering[/]'}")
     out.print(f"status    {body.get('status')}")

@@ -54,7 +54,8 @@ def reap(settings, as_json):
     """One pass of the reaper that every worker runs periodically (service.store.reaper):
     running runs whose worker stopped beating for DESCENT_STALE_SECONDS go back on the queue
     (or end `failed`, "worker lost", after DESCENT_MAX_ATTEMPTS claims), queued runs whose
-    task never reached the broker are sent, and sweeps get the state their runs say.
+    task never reached the broker, or was lost with a Redis that lost its data, are sent,
+    and sweeps get the state their runs say.
 
     Safe to run while workers run. Exits 1 when some run could not be sent (the broker is
     down) or the database is unreachable.
@@ -64,10 +65,11 @@ def reap(settings, as_json):
     from service.queue import QueueClient
     from service.store import reaper
 
-    send = QueueClient(settings.broker_url).enqueue_run
+    queue = QueueClient(settings.broker_url)
     try:
         with sessions_of(settings.database_url) as sessions:
-            done = reaper.reap(sessions, send, settings.reaper)
+            done = reaper.reap(sessions, queue.enqueue_run, settings.reaper,
+                               queue.marker.since)
     except OperationalError as exc:
         unreachable(settings.database_url, exc)
     if as_json:
@@ -134,12 +136,16 @@ def api(settings, host, port, threads, loglevel):
 
 
 def server_body_ceiling(limits) -> int:
-    """The WSGI server's own body limit (waitress's max_request_body_size) for these limits.
+    """The WSGI server's own body limit (waitress's max_request_body_size): the largest
+    body any request may carry.
 
-    waitress answers a body over its ceiling itself, in plain text, and resets the
-    connection under a big one: keep it above the API's limits, so that the API answers
-    every body over a limit with its JSON 413 (waitress reads the whole body first)."""
-    return max(2**30, limits.max_upload_bytes + 2**20, limits.max_json_bytes + 2**20)
+    waitress reads (and spools to disk) a whole body before the app sees the request, so
+    before the token is checked: a stranger can make it read this much, and no more. A body
+    up to the ceiling reaches the API, which answers one over its own limit with the JSON
+    413; a larger one gets waitress's plain-text 413. (In production a reverse proxy in
+    front refuses bodies over their route's limit, and big ones without a token, before
+    they get here: README, "Behind a reverse proxy".)"""
+    return max(limits.max_upload_bytes, limits.max_json_bytes)
 
 
 @click.command(context_settings={**CONTEXT, "ignore_unknown_options": True},

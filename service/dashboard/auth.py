@@ -2,6 +2,7 @@
 
 from functools import wraps
 from typing import Optional
+from urllib.parse import quote, urlsplit
 
 from flask import abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError, validate_csrf
@@ -10,6 +11,9 @@ from wtforms.validators import ValidationError
 from service.web.context import db
 from service.store import tokens as store_tokens
 from service.store.models import ApiToken
+
+# What a redirect target keeps as it is (the rest is percent-encoded).
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 def token_row(token: str) -> Optional[ApiToken]:
@@ -70,8 +74,23 @@ def login_required(view):
 
 
 def safe_next(target: Optional[str]) -> str:
-    """A redirect target after login: a path on this site only."""
-    if target and target.startswith("/") and not target.startswith("//") \
-            and "\\" not in target:
-        return target
+    """A redirect target after login: a path on this site only, else the runs page."""
+    if target and is_local_path(target):
+        # Non-ASCII characters percent-encoded: a Location header is ASCII.
+        return quote(target, safe=_PRINTABLE_ASCII)
     return url_for("dashboard.runs")
+
+
+def is_local_path(target: str) -> bool:
+    """Whether ``target`` is a path on this site that a browser cannot read as another's.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash, so
+    ``/<TAB>/evil.example`` and ``/\\evil.example`` are ``//evil.example``, another host: any
+    control character or whitespace is refused (a newline, moreover, cannot go in the
+    Location header at all)."""
+    if not target.startswith("/") or "\\" in target:
+        return False
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return False
+    parts = urlsplit(target)
+    return not target.startswith("//") and not parts.scheme and not parts.netloc

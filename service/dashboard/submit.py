@@ -4,7 +4,7 @@ from flask import flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from service.datasets import BUILTIN_NAMES
-from service.errors import Invalid, QueueDown, field_messages
+from service.errors import Invalid, QueueDown, QuotaExceeded, field_messages
 from service.runs import submit_run
 from service.runspec import ACTIVATION_NAMES, BATCH_MODES, LOSS_NAMES, RunSpecSchema
 from service.web.context import db, queue, settings
@@ -42,6 +42,9 @@ def submit():
                     errors.setdefault(forms.field_of(path), text)
             except QueueDown as exc:
                 message, status = exc.message, 503
+            except QuotaExceeded as exc:
+                message = "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
+                status = 429
         if errors:
             status = 422
             message = message or "The run was not submitted: fix the fields marked below."

@@ -1,14 +1,22 @@
 """The queue between the API side and the workers: the Celery configuration both use, the
 one task name, the client that sends tasks, and the embedded filesystem transport
-(``service.queue.fstransport``). Nothing here imports ``workers``."""
+(``service.queue.fstransport``), and the marker that tells when the broker lost its data.
+Nothing here imports ``workers``."""
 
+import logging
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlparse
 
 from celery import Celery
 
 # The task that trains one stored run, by id; the workers register their task under it.
 TRAIN_RUN = "workers.tasks.train_run"
+# The key of BrokerMarker in the broker's Redis (its database, beside the queue).
+BROKER_MARKER = "descent:broker-since"
+
+log = logging.getLogger(__name__)
 
 
 class QueueUnavailable(Exception):
@@ -38,8 +46,10 @@ def celery_config(broker_url: str) -> dict:
     parsed = urlparse(broker_url)
     if parsed.scheme == "filesystem":
         folder = Path((parsed.netloc + parsed.path) or "descent-queue").resolve()
+        # Created for the owner only (an existing folder keeps its mode).
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / sub).mkdir(mode=0o700, exist_ok=True)
         config["broker_url"] = "filesystem://localhost/"  # a host, or kombu warns of none
         # kombu's own filesystem transport can lose a message a producer is still writing.
         config["broker_transport"] = "service.queue.fstransport:Transport"
@@ -58,6 +68,43 @@ def celery_config(broker_url: str) -> dict:
     return config
 
 
+class BrokerMarker:
+    """When the broker's present data began: a key in the broker's Redis database, set with
+    SET NX to the time it was first missed. A Redis that loses its data (restarted without
+    persistence, its volume lost, flushed) loses the key with its queue, so the next
+    ``since`` sets it again to that moment: every message sent before it may be gone. Every
+    worker, on any host, reads the same key, so they all agree. The key goes through the
+    app's own broker connections (its URL, TLS and transport options, key prefix). The
+    filesystem broker keeps its messages in files and cannot lose them this way: no marker
+    (``since`` is None)."""
+
+    def __init__(self, celery: Celery):
+        self.celery = celery
+        with celery.connection_for_write() as connection:  # not connected: names the transport
+            self.enabled = connection.transport.driver_type == "redis"
+
+    def since(self) -> Optional[datetime]:
+        """The time (UTC) the broker's data began, set to now if the marker is missing; None
+        when the broker cannot lose its data this way. One round trip on a pooled
+        connection; raises when the broker is unreachable."""
+        if not self.enabled:
+            return None
+        with self.celery.pool.acquire(block=True) as connection:
+            return self.since_on(connection.default_channel)
+
+    def since_on(self, channel) -> Optional[datetime]:
+        """``since`` through ``channel``, an open channel of the broker (a producer's)."""
+        if not self.enabled:
+            return None
+        now = datetime.now(timezone.utc).isoformat()
+        with channel.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
+            created, value = pipe.set(BROKER_MARKER, now, nx=True).get(BROKER_MARKER).execute()
+        if created:
+            log.warning("the broker's Redis held no %s key (a new Redis, or one that lost "
+                        "its data): runs queued before %s are sent again", BROKER_MARKER, now)
+        return datetime.fromisoformat(value.decode() if isinstance(value, bytes) else value)
+
+
 class QueueClient:
     """Sends tasks to the workers through the configured broker."""
 
@@ -70,6 +117,7 @@ class QueueClient:
             self.celery.conf.broker_transport_options = {
                 **self.celery.conf.broker_transport_options,
                 "socket_connect_timeout": 2, "socket_timeout": 5}
+        self.marker = BrokerMarker(self.celery)
 
     def enqueue_run(self, run_id: int) -> None:
         """Queue ``train_run(run_id)``; QueueUnavailable when the broker is down."""
@@ -81,6 +129,9 @@ class QueueClient:
         failing one are queued)."""
         try:
             with self.celery.producer_or_acquire() as producer:
+                # The marker exists before the messages do: a reaper never takes a run
+                # sent into this Redis for one sent before it lost its data.
+                self.marker.since_on(producer.channel)
                 for run_id in run_ids:
                     self.celery.send_task(
                         TRAIN_RUN, args=[run_id], producer=producer, retry=True,

@@ -20,11 +20,17 @@ def describe_targets(y: np.ndarray) -> tuple[str, int, Optional[int]]:
     return "values", 1, None
 
 
+def max_abs(*arrays: np.ndarray) -> float:
+    """The largest absolute value in ``arrays`` (without a copy of any of them)."""
+    return max((max(float(a.max()), -float(a.min())) for a in arrays if a.size), default=0.0)
+
+
 def add_dataset(session: Session, name: str, X: np.ndarray, y: np.ndarray,
                 builtin: bool = False, owner: Optional[str] = None) -> Dataset:
     """Store a dataset under a name new to ``owner`` (None: a public, built-in dataset;
     the caller commits)."""
     kind, n_targets, n_classes = describe_targets(y)
+    data = to_npz(X=X, y=y)
     dataset = Dataset(
         name=name,
         n_samples=int(X.shape[0]),
@@ -35,7 +41,9 @@ def add_dataset(session: Session, name: str, X: np.ndarray, y: np.ndarray,
         content_hash=content_hash(X, y),
         builtin=builtin,
         owner=owner,
-        data=to_npz(X=X, y=y),
+        data=data,
+        n_bytes=len(data),
+        max_abs=max_abs(X, y),
     )
     session.add(dataset)
     session.flush()

@@ -1,13 +1,17 @@
 """Engines and sessions: SQLite (WAL, busy timeout) by default, PostgreSQL in production."""
 
+import os
+
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys."""
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys, and a
+    new one is created readable by its owner only."""
     if url.startswith("sqlite"):
+        create_private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -32,6 +36,21 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create the SQLite database file of ``url`` empty with mode 0600 if it does not exist
+    yet (SQLite would create it 0644, less the umask). SQLite gives its -wal and -shm files
+    the database file's mode, so they are private too. An existing file keeps its mode, and
+    memory or ``file:`` URI databases are not files of ours."""
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or path.startswith("file:") or parsed.query.get("uri"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists; or SQLite will say what is wrong when it opens it
+        pass
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -67,6 +67,11 @@ class Dataset(Base):
     n_classes: Mapped[Optional[int]] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bytes of ``data`` (what the dataset costs its owner's quota).
+    n_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The largest |value| of X and y (a float32 run needs it within float32's range);
+    # NULL only for data no one could read when the column was added.
+    max_abs: Mapped[Optional[float]] = mapped_column(Float)
     # Deferred: loaded on first access, not with every run that refers to the dataset.
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -90,6 +95,9 @@ class Run(Base):
         Index("ix_runs_owner_id", "owner", "id"),
         # The reaper's scans: running runs by heartbeat, queued runs never sent.
         Index("ix_runs_status_heartbeat_at", "status", "heartbeat_at"),
+        # The per-user quotas, from the index alone: a user's active runs, and the sum of
+        # their runs' stored bytes.
+        Index("ix_runs_owner_status_stored_bytes", "owner", "status", "stored_bytes"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -128,6 +136,9 @@ class Run(Base):
     best_epoch: Mapped[Optional[int]] = mapped_column(Integer)
     final_accuracy: Mapped[Optional[float]] = mapped_column(Float)
     final_val_error: Mapped[Optional[float]] = mapped_column(Float)
+    # The bytes of parameters and history the run may store (service.store.usage), reserved
+    # when it is submitted and settled to what it stored when it ends.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     dataset: Mapped[Dataset] = relationship(lazy="joined")
 

@@ -1,5 +1,6 @@
 """The reaper's queries: runs whose worker stopped beating, runs never sent to the broker,
-sweeps left in a state their runs contradict.
+runs whose message a broker that lost its data lost with it, sweeps left in a state their
+runs contradict.
 
 Every worker runs ``reap`` periodically (and ``descent reap`` runs it once). Any number of
 reapers may run at once: each change is a conditional UPDATE that re-checks what the scan
@@ -9,7 +10,7 @@ twice is harmless because ``runs.claim_run`` fences attempts.
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable, Optional, Protocol
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -40,6 +41,7 @@ class Reaped:
     """What one ``reap`` did, by run id."""
 
     requeued: list = field(default_factory=list)
+    resent: list = field(default_factory=list)  # queued runs whose message the broker lost
     failed: list = field(default_factory=list)
     cancelled: list = field(default_factory=list)
     sent: list = field(default_factory=list)
@@ -47,8 +49,8 @@ class Reaped:
     sweeps: list = field(default_factory=list)  # sweeps whose state was fixed
 
     def __bool__(self) -> bool:
-        return any((self.requeued, self.failed, self.cancelled, self.sent, self.unsent,
-                    self.sweeps))
+        return any((self.requeued, self.resent, self.failed, self.cancelled, self.sent,
+                    self.unsent, self.sweeps))
 
 
 def stale_runs(session: Session, stale_seconds: float) -> list[tuple]:
@@ -108,6 +110,32 @@ def unsent_runs(session: Session, unsent_seconds: float) -> list[int]:
         .order_by(Run.id).limit(BATCH)))
 
 
+def lost_messages(session: Session, broker_since: datetime) -> list[int]:
+    """Ids of queued runs whose message was sent before ``broker_since``, when the broker's
+    present data began: a broker that lost its data lost their messages."""
+    return list(session.scalars(
+        select(Run.id).where(Run.status == "queued", Run.enqueued_at < broker_since,
+                             Run.cancel_requested.is_(False))
+        .order_by(Run.id).limit(BATCH)))
+
+
+def unsend(session: Session, run_ids: list[int], broker_since: datetime) -> list[int]:
+    """Mark as unsent those of ``run_ids`` that are still queued with a message older than
+    ``broker_since`` (one conditional UPDATE: of concurrent reapers, one wins each run), to
+    send again; should the send never happen, the unsent scan sends them after its grace.
+    Returns the ids this call won. Commits."""
+    if not run_ids:
+        return []
+    won = session.scalars(
+        update(Run).where(Run.id.in_(run_ids), Run.status == "queued",
+                          Run.enqueued_at < broker_since, Run.cancel_requested.is_(False))
+        # heartbeat_at: when it was marked unsent, as take_back does, for the unsent grace.
+        .values(enqueued_at=None, heartbeat_at=utcnow())
+        .returning(Run.id)).all()
+    session.commit()
+    return sorted(won)
+
+
 def unsettled_sweeps(session: Session) -> list[int]:
     """Ids of sweeps not in a final state (the reaper re-derives their state and fills
     their free slots, which heals a run that ended without doing so)."""
@@ -144,13 +172,29 @@ def send(sessions: sessionmaker, run_ids, enqueue: Callable[[int], None],
         reaped.sent.extend(sent)
 
 
-def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timings) -> Reaped:
+def probe(broker_since: Optional[Callable[[], Optional[datetime]]]) -> Optional[datetime]:
+    """What ``broker_since()`` says, or None when there is no probe, the broker cannot lose
+    its data, or the broker is unreachable (nothing is resent then)."""
+    if broker_since is None:
+        return None
+    try:
+        return broker_since()
+    except Exception as exc:
+        log.warning("the broker could not be asked whether it lost its data: %s", exc)
+        return None
+
+
+def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timings,
+         broker_since: Optional[Callable[[], Optional[datetime]]] = None) -> Reaped:
     """One pass: take back runs whose worker stopped beating for ``timings.stale_seconds``
-    (requeue, or fail past ``timings.max_attempts``), send runs never sent within
-    ``timings.unsent_seconds``, settle sweeps. ``enqueue(run_id)`` sends a run's task
+    (requeue, or fail past ``timings.max_attempts``), settle sweeps, send again queued runs
+    whose message was sent before ``broker_since()`` (when the broker's present data began,
+    e.g. service.queue.BrokerMarker.since; None: the broker cannot lose its data), send runs
+    never sent within ``timings.unsent_seconds``. ``enqueue(run_id)`` sends a run's task
     (raising when the broker is down). Returns what was done."""
     stale_seconds, max_attempts = timings.stale_seconds, timings.max_attempts
     reaped = Reaped()
+    since = probe(broker_since)
     to_send = []
     with sessions() as session:
         for run_id, attempts in stale_runs(session, stale_seconds):
@@ -167,6 +211,9 @@ def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timing
             to_send += dispatched
             if changed:
                 reaped.sweeps.append(sweep_id)
+        if since is not None:
+            reaped.resent = unsend(session, lost_messages(session, since), since)
+            to_send += [i for i in reaped.resent if i not in to_send]
         unsent = unsent_runs(session, timings.unsent_seconds)
         to_send += [i for i in unsent if i not in to_send]
         session.commit()
@@ -176,5 +223,5 @@ def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timing
     return reaped
 
 
-__all__ = ["Reaped", "Timings", "reap", "settle_sweep", "stale_runs", "take_back",
-           "unsent_runs", "unsettled_sweeps"]
+__all__ = ["Reaped", "Timings", "lost_messages", "probe", "reap", "settle_sweep",
+           "stale_runs", "take_back", "unsend", "unsent_runs", "unsettled_sweeps"]

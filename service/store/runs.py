@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Sequence
 
-from sqlalchemy import String, and_, cast, delete, literal, select, tuple_, update
+from sqlalchemy import String, and_, case, cast, delete, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .models import FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, utcnow
+from .history import spread_positions
+from .usage import run_bytes, settled_bytes
 from .where import tag_column, tag_equals
 
 # Columns GET /runs may sort by (each way; ties broken by id, NULLs last either way).
@@ -68,6 +70,7 @@ def new_run(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
         batch_size=spec["batch_size"],
         epochs=spec["epochs"],
         seed=spec["seed"],
+        stored_bytes=run_bytes(spec),  # reserved until the run ends (see complete_run)
     )
 
 
@@ -196,13 +199,7 @@ def downsample(rows: list, max_points: int, error=lambda row: row.error) -> list
         return list(rows)
     errors = [(error(row), i) for i, row in enumerate(rows) if error(row) is not None]
     best = min(errors)[1] if errors else 0
-    keep = {0, n - 1, best}
-    slots = max_points - (len(keep) - 2)  # evenly spread points, first and last included
-    keep.update(round(i * (n - 1) / (slots - 1)) for i in range(slots))
-    if len(keep) > max_points:  # the best displaced a spread point: drop its neighbour
-        spread = sorted(keep - {0, n - 1, best}, key=lambda i: abs(i - best))
-        keep -= set(spread[:len(keep) - max_points])
-    return [rows[i] for i in sorted(keep)]
+    return [rows[i] for i in spread_positions(n, best, max_points)]
 
 
 # ------------------------------------------------------------------------ worker's side
@@ -264,7 +261,9 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
             update(Run)
             .where(Run.id == run_id, Run.status.in_(("queued", "running")),
                    Run.cancel_requested.is_(True))
-            .values(status="cancelled", finished_at=now)
+            .values(status="cancelled", finished_at=now,
+                    # a queued run never started: it stored nothing
+                    stored_bytes=case((Run.status == "queued", 0), else_=Run.stored_bytes))
         )
         session.commit()
         return None
@@ -362,6 +361,8 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     now = utcnow()
     values.update(status=status, error_message=error_message, finished_at=now,
                   heartbeat_at=now)
+    if "epochs_done" in values:  # what it stored replaces what was reserved
+        values["stored_bytes"] = settled_bytes(params, values["epochs_done"])
     owned = session.execute(
         update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id),
         execution_options=UNSYNCHRONIZED,
@@ -418,7 +419,8 @@ def cancel_runs(session: Session, which) -> None:
     """Cancel the runs matching ``which``: queued ones end ``cancelled`` now, running ones
     get ``cancel_requested`` and stop at their next chunk (the caller commits)."""
     session.execute(update(Run).where(which, Run.status == "queued")
-                    .values(cancel_requested=True, status="cancelled", finished_at=utcnow()))
+                    .values(cancel_requested=True, status="cancelled", finished_at=utcnow(),
+                            stored_bytes=0))  # never started: stored nothing
     session.execute(update(Run).where(which, Run.status == "running")
                     .values(cancel_requested=True))
 

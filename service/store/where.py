@@ -22,6 +22,7 @@ equals nothing, so ``tag.KEY != v``, ``not tag.KEY = v`` and ``tag.KEY not in (.
 it (and ``tag.KEY < v`` etc. leave it out).
 """
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,6 +56,10 @@ _TOKEN = re.compile(r"""
   | (?P<op>==|!=|<>|<=|>=|=|<|>)
   | (?P<punct>[(),.])
 """, re.VERBOSE)
+
+
+# NUL and lone surrogates (what service.text refuses).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class WhereError(ValueError):
@@ -137,15 +142,17 @@ class _Parser:
             self.fail("'and', 'or' or the end of the expression")
         return clause
 
-    def expr(self):
+    def nest(self) -> None:
+        """Enter one more level of parentheses or 'not' (at the token that opens it)."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise WhereError(self.token.offset, f"nested deeper than {MAX_DEPTH} levels")
+
+    def expr(self):
         parts = [self.and_expr()]
         while self.is_keyword("or"):
             self.advance()
             parts.append(self.and_expr())
-        self.depth -= 1
         return parts[0] if len(parts) == 1 else or_(*parts)
 
     def and_expr(self):
@@ -157,17 +164,17 @@ class _Parser:
 
     def not_expr(self):
         if self.is_keyword("not"):
+            self.nest()
             self.advance()
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise WhereError(self.token.offset, f"nested deeper than {MAX_DEPTH} levels")
             clause = not_(self.not_expr())
             self.depth -= 1
             return clause
         if self.token.kind == "punct" and self.token.text == "(":
+            self.nest()
             self.advance()
             clause = self.expr()
             self.expect_punct(")", "')' or an operator ('and', 'or')")
+            self.depth -= 1
             return clause
         return self.comparison()
 
@@ -223,11 +230,11 @@ class _Parser:
                 self.fail(f"a number for {name}")
             self.advance()
             value = token.value
-            if isinstance(value, float) and value != value or value in (float("inf"),
-                                                                        float("-inf")):
-                self.fail(f"a finite number for {name}", token)
             if isinstance(value, int) and abs(value) > 2**62:
-                value = float(value)  # beyond the integer columns; compares the same
+                # beyond the integer columns, a float compares the same (beyond floats: inf)
+                value = float(value) if abs(value) < 2**1023 else float("inf")
+            if value != value or value in (float("inf"), float("-inf")):
+                self.fail(f"a finite number for {name}", token)
             return value
         if kind == "time":
             if token.kind != "string":
@@ -281,7 +288,7 @@ class _Parser:
             if kind == "dataset":
                 clause = self.dataset_in(values)
             elif kind == "tag":
-                clause = or_(*(tag_equals(name[4:], v, self.dialect) for v in values))
+                clause = tag_in(name[4:], values, self.dialect)
             else:
                 clause = column.in_(values)
             return not_(clause) if negate else clause
@@ -325,10 +332,19 @@ def tag_column(key: str, dialect: str):
     """The SQL expression of a run's tag ``key`` as text (NULL when the run has none); the
     key is a bound parameter."""
     if dialect == "sqlite":
-        if '"' in key or "\\" in key:  # not expressible as a JSON path label
+        # SQLite matches a path label against the key's text as stored, escapes and all.
+        if json.dumps(key, ensure_ascii=False)[1:-1] != key:
+            # '"', '\\' or a control character: no label can name it; json_each's keys
+            # are decoded.
             each = func.json_each(Run.tags).table_valued("key", "value")
             return select(each.c.value).where(each.c.key == key).scalar_subquery()
-        return func.json_extract(Run.tags, f'$."{key}"')
+        column = func.json_extract(Run.tags, f'$."{key}"')
+        stored = json.dumps(key)[1:-1]
+        if stored != key:
+            # Non-ASCII: tags are stored by json.dumps, as \uXXXX escapes; the raw form
+            # too, for JSON written otherwise.
+            column = func.coalesce(column, func.json_extract(Run.tags, f'$."{stored}"'))
+        return column
     return Run.tags[key].as_string()
 
 
@@ -340,6 +356,15 @@ def tag_equals(key: str, value: str, dialect: str):
         return Run.tags.op("@>", return_type=Boolean)(
             bindparam(None, {key: value}, type_=JSONB()))
     return func.coalesce(tag_column(key, dialect) == value, false())
+
+
+def tag_in(key: str, values: list, dialect: str):
+    """Whether a run's tag ``key`` is one of ``values``, false for runs without it. One
+    containment per value on PostgreSQL (as ``tag_equals``); an IN list on SQLite, whose
+    expression depth (1000) a chain of ORs would exceed."""
+    if dialect == "postgresql":
+        return or_(*(tag_equals(key, value, dialect) for value in values))
+    return func.coalesce(tag_column(key, dialect).in_(values), false())
 
 
 def _compare(column, op: str, value):
@@ -364,6 +389,9 @@ def compile_where(text: str, dialect: str):
         raise WhereError(MAX_LENGTH, f"longer than {MAX_LENGTH} characters")
     if not text.strip():
         raise WhereError(0, "expected a filter expression, found nothing")
+    unstorable = _UNSTORABLE.search(text)
+    if unstorable:  # no database takes it as a value (PostgreSQL fails on NUL)
+        raise WhereError(unstorable.start(), f"unexpected character {unstorable.group()!r}")
     return _Parser(text, dialect).parse()
 
 

@@ -3,7 +3,9 @@
 Pure functions, data in and bytes out, drawn with matplotlib's object-oriented API (a Figure
 of its own per call, no pyplot and its global state, so API threads can draw at once).
 matplotlib is imported on first use, so importing this module (and starting the API) stays
-fast.
+fast. Names, labels and titles are drawn as they are (``parse_math=False``: matplotlib reads
+text between two ``$`` as mathematics, and fails on most of it); only our own labels of the
+network are mathematics.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def error_curves_figure(curves: list[Curve], *, log: bool = False, metric: str =
     if log:
         ax.grid(True, which="minor", alpha=0.1)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, parse_math=False)
     if not drawn:
         ax.text(0.5, 0.5, f"no {METRIC_NAMES.get(metric, metric)} recorded yet",
                 transform=ax.transAxes, ha="center", va="center", color="#666666")
@@ -134,9 +136,11 @@ def error_curves_figure(curves: list[Curve], *, log: bool = False, metric: str =
         ax.set_yticks([])
     elif len(drawn) > 1 or drawn[0].label:
         many = len(drawn) > 8
-        ax.legend(fontsize=8 if many else 9, ncol=2 if len(drawn) > 24 else 1,
-                  loc="upper left" if many else "best",
-                  bbox_to_anchor=(1.01, 1.0) if many else None, frameon=not many)
+        legend = ax.legend(fontsize=8 if many else 9, ncol=2 if len(drawn) > 24 else 1,
+                           loc="upper left" if many else "best",
+                           bbox_to_anchor=(1.01, 1.0) if many else None, frameon=not many)
+        for text in legend.get_texts():
+            text.set_parse_math(False)
     return fig
 
 
@@ -294,7 +298,7 @@ def network_figure(params: dict, *, activations: list[str] | None = None,
     ax.set_xlim(-1.0, n_layers * dx + 1.0)
     ax.set_ylim(bottom - 1.6, top + 2.3)
     if title:
-        ax.set_title(title, fontsize=11)
+        ax.set_title(title, fontsize=11, parse_math=False)
     return fig
 
 

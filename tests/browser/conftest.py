@@ -56,6 +56,10 @@ def page(browser):
     page.set_default_timeout(15_000)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # What the Content-Security-Policy refuses (an inline script, a foreign source) is only
+    # a console message.
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
     # A page answering 4xx is expected (the form's 422); a failing script, style, image or
     # poll is not.
     page.on("response", lambda response: errors.append(f"{response.status} {response.url}")

@@ -69,11 +69,12 @@ def test_new_user_trains_xor_then_a_sweep(service, page, shot):
     assert page.locator("#curve").evaluate(DRAWN_PIXELS) > 1000
     expect(page.locator("#epochs-done")).to_have_text("1500")
     network = page.locator("#network")
-    expect(network).to_be_visible()
-    # The API process draws its first network in a few seconds (matplotlib starting up).
+    # The API process draws its first network in a few seconds (matplotlib starting up);
+    # until then the image has no size, and is not visible.
     page.wait_for_function("() => document.getElementById('network').complete && "
                            "document.getElementById('network').naturalWidth > 0",
                            timeout=60_000)
+    expect(network).to_be_visible()
     shot("05-run-succeeded")
     shot("06-network", network)
     with page.expect_download() as download:

@@ -1,16 +1,19 @@
 """Fault injection with real ``celery worker`` processes, brokers and databases (see
 docs/reliability.md): a SIGKILLed pool process, a whole worker killed, SIGTERM and SIGQUIT
 (a deploy), duplicate deliveries and divergence, on the embedded defaults and on Redis +
-PostgreSQL; a Redis server of the test's own restarted mid-test and stopped at submit.
+PostgreSQL; a Redis server of the test's own restarted mid-test (keeping its data, and
+without persistence, empty) and stopped at submit.
 
 The workers beat every 0.2 s, and their reapers run every 0.5 s and take back runs silent
 for 2 s, so a lost worker is noticed in seconds, not the production defaults' minutes."""
 
+import ast
 import os
 import signal
 import socket
 import subprocess
 import time
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -306,10 +309,11 @@ def free_port() -> int:
 
 class RedisServer:
     """A redis-server process of the test's own, persisting every write (AOF, fsync
-    always) in ``folder``, so a restart keeps the queue."""
+    always) in ``folder``, so a restart keeps the queue; with ``persist=False`` it keeps
+    nothing on disk (no AOF, no RDB snapshot), so a restart starts empty."""
 
-    def __init__(self, folder, port):
-        self.folder, self.port, self.process = folder, port, None
+    def __init__(self, folder, port, persist=True):
+        self.folder, self.port, self.persist, self.process = folder, port, persist, None
 
     @property
     def url(self) -> str:
@@ -318,8 +322,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--dir", str(self.folder)],
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--save", "", "--dir", str(self.folder)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
@@ -346,12 +350,32 @@ def own_redis(tmp_path):
 
 
 @pytest.fixture
+def volatile_redis(tmp_path):
+    """A Redis of the test's own that keeps nothing on disk."""
+    folder = tmp_path / "volatile-redis"
+    folder.mkdir()
+    server = RedisServer(folder, free_port(), persist=False).start()
+    yield server
+    server.stop()
+
+
+def backend_on(redis_server, postgres_url, tmp_path) -> Backend:
+    settings = Settings(database_url=postgres_url, broker_url=redis_server.url)
+    return Backend("own-redis-postgres", settings,
+                   {"DESCENT_DATABASE_URL": postgres_url,
+                    "DESCENT_BROKER_URL": redis_server.url, **FAST_REAPER}, tmp_path)
+
+
+@pytest.fixture
 def redis_backend(own_redis, postgres_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = Settings(database_url=postgres_url, broker_url=own_redis.url)
-    return Backend("own-redis-postgres", settings,
-                   {"DESCENT_DATABASE_URL": postgres_url, "DESCENT_BROKER_URL": own_redis.url,
-                    **FAST_REAPER}, tmp_path)
+    return backend_on(own_redis, postgres_url, tmp_path)
+
+
+@pytest.fixture
+def volatile_backend(volatile_redis, postgres_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return backend_on(volatile_redis, postgres_url, tmp_path)
 
 
 @pytest.mark.redis
@@ -396,4 +420,75 @@ def test_redis_restarted_while_runs_are_queued_and_running(redis_backend, own_re
         assert pool.dead() == []
     finally:
         pool.stop()
+        app.extensions["descent"]["engine"].dispose()
+
+
+def reaper_passes(workers) -> list[dict]:
+    """What each reaper pass of ``workers`` that did something logged ("reaper: {...}")."""
+    return [ast.literal_eval(line.split("reaper: ", 1)[1]) for w in workers.workers
+            for line in w.lines if "reaper: {" in line]
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_redis_restarted_empty_while_runs_are_queued(volatile_backend, volatile_redis):
+    """Fault 3b: a Redis that keeps nothing on disk, stopped and started again while the
+    only worker trains one run and four wait in the queue: the restarted Redis is empty,
+    their messages are gone. The worker's reaper finds the broker's marker missing and
+    sends those four again, once; a run submitted after the restart is not resent. Every
+    run ends once: succeeded, attempts 1, its history complete."""
+    import redis
+
+    from service.app import create_app
+    from service.queue import BROKER_MARKER
+
+    app = create_app({"SETTINGS": volatile_backend.settings, "TESTING": True})
+    api = app.test_client()
+    api.environ_base["HTTP_AUTHORIZATION"] = \
+        f"Bearer {make_token(volatile_backend.settings.database_url, 'alice')}"
+    broker = redis.Redis(port=volatile_redis.port)
+    pool = WorkerPool(volatile_backend)
+    try:
+        pool.start(1)
+        ids = [submit(api, MEDIUM)]
+        ids += [submit(api, {**MEDIUM, "epochs": 100, "seed": k}) for k in range(4)]
+        wait_running(api, ids[0])
+        assert broker.llen("celery") == 4  # the worker is busy: four messages wait
+        marker = broker.get(BROKER_MARKER)
+        assert marker is not None
+        volatile_redis.stop()
+        worker = pool.workers[0]
+        eventually(lambda: any("Connection to broker lost" in line for line in worker.lines),
+                   30, message=lambda: f"the worker never saw Redis stop:\n{worker.log()}")
+        assert list(volatile_redis.folder.iterdir()) == []  # nothing was kept on disk
+        volatile_redis.start()
+        restarted = time.monotonic()
+
+        after = submit(api, {**MEDIUM, "epochs": 100, "seed": 99})
+
+        def resent():
+            return [i for p in reaper_passes(pool) for i in p.get("resent", [])]
+
+        eventually(resent, 60, interval=0.02,
+                   message=lambda: f"nothing was resent:\n{worker.log()}")
+        resent_after = time.monotonic() - restarted
+        runs = wait_for(api, pool, ids + [after], timeout=120)
+        ended_after = time.monotonic() - restarted
+        print(f"\nresent {resent()} {resent_after:.2f} s after the restart; "
+              f"all {len(runs)} runs ended {ended_after:.2f} s after it")
+
+        assert sorted(resent()) == ids[1:], reaper_passes(pool)  # each once, only those
+        # the marker was set again after the restart (by the first submit or reaper pass)
+        assert datetime.fromisoformat(broker.get(BROKER_MARKER).decode()) > \
+            datetime.fromisoformat(marker.decode())
+        for run_id in ids + [after]:
+            run = runs[run_id]
+            assert run["status"] == "succeeded" and run["attempts"] == 1, run
+            assert_complete_history(api, run)
+        assert pool.dead() == []
+        # (Celery logs an ERROR of its own while Redis is down: not assert_clean_logs)
+        assert not any("reaper pass failed" in line for line in worker.lines), worker.log()
+    finally:
+        pool.stop()
+        broker.close()
         app.extensions["descent"]["engine"].dispose()

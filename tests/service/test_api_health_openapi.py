@@ -6,6 +6,9 @@ import pytest
 from service.app import create_app
 from service.settings import Settings
 
+from service.queue.status import BrokerStatus
+from tests.eventually import eventually
+
 from ..conftest import make_token
 from .conftest import API, error_of
 
@@ -54,6 +57,66 @@ def test_health_on_the_embedded_broker(client):
     assert body["workers"] is None  # the filesystem broker cannot broadcast a ping
 
 
+def test_anonymous_callers_get_the_count_not_the_names(app):
+    response = app.test_client().get(f"{API}/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert "workers" not in body and body["worker_count"] is None  # embedded: unknown
+    assert body["status"] == "ok"
+    # a token that is not a live one is no error on health: an anonymous answer
+    response = app.test_client().get(f"{API}/health",
+                                     headers={"Authorization": "Bearer dsc_made-up"})
+    assert response.status_code == 200 and "workers" not in response.get_json()
+
+
+@pytest.fixture
+def redis_health(make_client, redis_url, monkeypatch):
+    """(client with alice's token, anonymous client, pings) of an app on the Redis broker
+    (no worker running), counting the broadcast pings its real queue client sends, with
+    its broker probe on a clock the test moves (``pings.clock.now``)."""
+    client = make_client(broker_url=redis_url)
+    app = client.application
+    queue = app.extensions["descent"]["queue"]
+    pings = Pings(queue.worker_names)
+    monkeypatch.setattr(queue, "worker_names", pings)
+    # (health makes this on first use; made here, with a clock the test controls)
+    app.extensions["descent"]["broker_status"] = BrokerStatus(queue, clock=pings.clock)
+    return client, app.test_client(), pings
+
+
+class Pings:
+    """Counts the calls of a queue client's worker_names (each one a broadcast ping that
+    waits its whole 1 s timeout for replies) and passes them on."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+        self.clock = lambda: self.clock.now
+        self.clock.now = 0.0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.real(*args, **kwargs)
+
+
+@pytest.mark.redis
+def test_health_on_redis_does_not_ping_on_every_call(redis_health):
+    """20 health calls used to send 20 broadcast pings, holding an API thread 1 s each."""
+    client, anonymous, pings = redis_health
+    bodies = [(client if i % 2 else anonymous).get(f"{API}/health") for i in range(20)]
+    assert {b.status_code for b in bodies} == {200}
+    assert pings.calls == 1
+    authenticated, alone = bodies[1].get_json(), bodies[0].get_json()
+    assert authenticated["broker"] is True and authenticated["workers"] == []
+    assert authenticated["worker_count"] == 0 and authenticated["status"] == "degraded"
+    assert "workers" not in alone and alone["worker_count"] == 0
+    # Older than its 5 s: answered at once from the last probe, one refresh in the background.
+    pings.clock.now = 6.0
+    for _ in range(20):
+        assert client.get(f"{API}/health").status_code == 200
+    eventually(lambda: pings.calls == 2)
+    assert pings.calls == 2
+
+
 def test_health_with_an_unreachable_broker(sqlite_client):
     response = sqlite_client(broker_url="redis://127.0.0.1:1/0").get(f"{API}/health")
     assert response.status_code == 503
@@ -68,6 +131,7 @@ def test_health_with_an_unreachable_database(sqlite_client):
     assert response.status_code == 503
     body = response.get_json()
     assert body["database"] is False and body["broker"] is True
+    assert "workers" not in body  # the token could not be checked: an anonymous answer
     assert body["status"] == "degraded"
 
 

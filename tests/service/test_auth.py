@@ -2,6 +2,7 @@
 token (401 in our error format otherwise), only hashes are stored, hashes are compared in
 constant time, and last_used_at is written at most once a minute."""
 
+import dataclasses
 import hmac
 import re
 
@@ -16,6 +17,13 @@ from .conftest import API, error_of
 # Open without a token (service.api.auth.PUBLIC); the dashboard and static files enforce
 # their own login, and are not the API's.
 OPEN = ("health", "api-docs", "dashboard", "static")
+
+
+@pytest.fixture
+def settings(settings):
+    """No failed-authentication limit: these tests send hundreds of bad tokens from one
+    address (test_auth_failures.py tests the limit)."""
+    return dataclasses.replace(settings, auth_failure_limit=None)
 
 
 def protected_requests(app):

@@ -133,13 +133,6 @@ def post_raw(port, token, path, body: bytes, content_type: str):
         connection.close()
 
 
-def test_the_servers_ceiling_stays_above_the_apis_limits():
-    from service.cli.serve import server_body_ceiling
-
-    assert server_body_ceiling(Limits()) == 2**30  # waitress's default
-    assert server_body_ceiling(Limits(max_upload_bytes=2**31)) > 2**31
-
-
 # A real database: waitress serves the app from its own threads, which cannot share the
 # test's connection.
 @pytest.mark.real_database
@@ -171,18 +164,21 @@ def test_waitress_answers_413_with_the_json_error(waitress_server, sessions):
 
 
 def test_a_run_over_the_work_limit_is_422_and_queues_nothing(limited, sessions, queue_dir):
-    client = limited(max_work=400)  # xor has 4 samples: at most 100 epochs
+    # [2, 1] has 3 parameters and xor 4 samples: at most 100 epochs
+    client = limited(max_work=1200)
     assert client.post(f"{API}/runs", json={"dataset": "xor", "layers": [2, 1],
                                             "epochs": 100}).status_code == 202
     runs, queued = count(sessions, Run), queued_run_ids(queue_dir)
     error = error_of(client.post(f"{API}/runs", json={"dataset": "xor", "layers": [2, 1],
                                                       "epochs": 101}), 422)
     assert set(error["fields"]) == {"epochs"}
-    assert "epochs x samples" in error["fields"]["epochs"]
-    # a sweep names the varied field
+    assert "3 parameters x 4 samples x 101 epochs is 1212" in error["fields"]["epochs"]
+    assert "DESCENT_MAX_WORK" in error["fields"]["epochs"]
+    # a sweep names the varied field and the cell
     error = error_of(client.post(f"{API}/sweeps", json={
         "base": {"dataset": "xor", "layers": [2, 1]}, "grid": {"epochs": [10, 200]}}), 422)
     assert set(error["fields"]) == {"grid.epochs[1]"}
+    assert "configuration #1" in error["fields"]["grid.epochs[1]"]
     assert count(sessions, Run) == runs and queued_run_ids(queue_dir) == queued
 
 
@@ -321,3 +317,154 @@ def test_non_integer_targets_where_classes_are_needed_are_422(client, sessions, 
                                                       "layers": [2, 4, 1]}), 422)
     assert set(error["fields"]) == {"layers"}
     assert count(sessions, Run) == 0 and queued_run_ids(queue_dir) == []
+
+
+# ------------------------------------------------- never a 500 (issue 12; test_fuzz.py too)
+
+SPEC = '{"dataset": "xor", "layers": [2, 1], %s}'
+HUGE = "9" * 5000  # over int()'s 4300 digits
+
+
+def post_json(client, path: str, text: str):
+    """POST JSON text as it is (lone surrogates, huge integers, any nesting)."""
+    return client.post(f"{API}{path}", data=text.encode(), content_type="application/json")
+
+
+@pytest.mark.parametrize("path, body, fields", [
+    ("/runs", SPEC % f'"seed": {HUGE}', {"seed"}),
+    ("/runs", SPEC % f'"learning_rate": -{HUGE}', {"learning_rate"}),
+    ("/runs", SPEC % '"name": "\\ud800"', {"name"}),
+    ("/runs", SPEC % '"name": "a\\udc00b\\ud83d"', {"name"}),
+    ("/runs", SPEC % '"name": "nul \\u0000"', {"name"}),
+    ("/runs", SPEC % '"tags": {"a": "\\udfff"}', {"tags.a"}),
+    ("/runs", SPEC % '"tags": {"\\ud800": "b"}', {"tags.\\ud800"}),
+    ("/sweeps", '{"base": %s, "grid": {"seed": [1, %s]}}' % (SPEC % '"epochs": 1', HUGE),
+     {"grid.seed[1]"}),
+    ("/sweeps", '{"base": %s, "name": "\\ud800"}' % (SPEC % '"epochs": 1'), {"name"}),
+    ("/datasets", '{"name": "d", "X": [[0, %s]], "y": [0]}' % HUGE, {"X[0][1]"}),
+    ("/datasets", '{"name": "d\\u0000", "X": [[0, 1]], "y": [0]}', {"name"}),
+    ("/trace", '{"layers": [2, 1], "x": [0, 1], "y": [1], "seed": %s}' % HUGE, {"seed"}),
+])
+def test_huge_integers_lone_surrogates_and_nul_are_422_naming_the_field(
+        client, sessions, path, body, fields):
+    error = error_of(post_json(client, path, body), 422)
+    assert set(error["fields"]) == fields, error
+    assert count(sessions, Run) == 0 and count(sessions, Dataset) == 0
+
+
+def test_valid_unicode_is_kept(client):
+    # a surrogate pair is one character (U+1F600), not a lone surrogate
+    response = post_json(client, "/runs", SPEC % '"name": "\\ud83d\\ude00 ключ", '
+                                                 '"tags": {"ключ": "😀"}')
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["name"] == "😀 ключ"
+
+
+OPEN_MEMBER = '{"a":'
+
+
+def nested(levels: int, inner: str = "1", opener: str = "[") -> str:
+    closer = "]" if opener == "[" else "}"
+    return opener * levels + inner + closer * levels
+
+
+@pytest.mark.parametrize("levels", [65, 3000, 100_000])
+@pytest.mark.parametrize("where", ["body", "tags", "dataset X"])
+def test_json_nested_too_deeply_is_400(client, sessions, levels, where):
+    if where == "body":
+        path, body = "/runs", nested(levels)
+    elif where == "tags":
+        path, body = "/runs", SPEC % f'"tags": {nested(levels - 1, "1", OPEN_MEMBER)}'
+    else:
+        path, body = "/datasets", '{"name": "d", "X": %s, "y": [0]}' % nested(levels - 1)
+    error = error_of(post_json(client, path, body), 400)
+    assert error["fields"] == {"body": "nested deeper than 64 levels"}
+    assert count(sessions, Run) == 0 and count(sessions, Dataset) == 0
+    # also where the body is read by request.get_json (idempotency keys)
+    error_of(client.post(f"{API}{path}", data=body, content_type="application/json",
+                         headers={"Idempotency-Key": "deep"}), 400)
+
+
+def test_json_nested_up_to_the_limit_is_read(client):
+    from service.web.jsonbody import MAX_DEPTH
+
+    # 64 levels: the schema says what is wrong (a 422 naming X), not the JSON decoder
+    body = '{"name": "d", "X": %s, "y": [0]}' % nested(MAX_DEPTH - 2, "[1]")
+    error = error_of(post_json(client, "/datasets", body), 422)
+    assert all(name.startswith("X") for name in error["fields"]), error
+    error_of(post_json(client, "/datasets", body.replace("[1]", "[[1]]")), 400)
+
+
+def test_names_with_dollars_are_drawn_literally(client, sessions):
+    # matplotlib read "$...$" in titles and labels as mathematics, and failed: a 500
+    from .conftest import train_run
+
+    run = client.post(f"{API}/runs", json={"dataset": "xor", "layers": [2, 1], "epochs": 3,
+                                           "name": "$x^$ and $\\frac{$"}).get_json()
+    train_run(sessions, run["id"])
+    response = client.get(f"{API}/runs/{run['id']}/plot.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    sweep = client.post(f"{API}/sweeps", json={
+        "base": {"dataset": "xor", "layers": [2, 1], "epochs": 2}, "name": "$\\undefined$",
+        "grid": {"learning_rate": [0.1, 0.2]}})
+    assert sweep.status_code == 202, sweep.get_json()
+    response = client.get(f"{API}/sweeps/{sweep.get_json()['id']}/plot.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+
+
+def test_where_filters_that_were_500s_are_answered(client):
+    values = ",".join(["x"] * 1000)
+    assert client.get(f"{API}/runs", query_string={
+        "where": f"tag.a in ({values})"}).status_code == 200
+    for expression, message in (('name = "a\x00b"', "unexpected character '\\x00'"),
+                                ("id > 1" + "0" * 400, "a finite number for id")):
+        error = error_of(client.get(f"{API}/runs", query_string={"where": expression}), 422)
+        assert message in error["fields"]["where"], error
+
+
+# ---------------------------------------------------------------------- the dashboard
+
+
+@pytest.fixture
+def alice_browser(app, token):
+    from .test_dashboard import log_in
+
+    browser = app.test_client()
+    log_in(browser, token)
+    return browser
+
+
+def test_the_dashboards_where_box_answers_with_a_message_not_a_500(alice_browser):
+    from service.store.where import MAX_DEPTH
+
+    from .test_dashboard import errors_of
+
+    values = ",".join(["x"] * 1000)
+    assert alice_browser.get("/", query_string={
+        "where": f"tag.a in ({values})"}).status_code == 200
+    assert alice_browser.get("/", query_string={
+        "where": "(" * MAX_DEPTH + "id > 0" + ")" * MAX_DEPTH}).status_code == 200
+    for expression, message in (
+            ("(" * (MAX_DEPTH + 1) + "id > 0" + ")" * (MAX_DEPTH + 1),
+             f"nested deeper than {MAX_DEPTH} levels"),
+            ('name = "a\x00b"', "unexpected character"),
+            ("id > 1" + "0" * 400, "a finite number for id"),
+            (f"tag.a in ({values},y)", "more than 1000 values")):
+        response = alice_browser.get("/", query_string={"where": expression})
+        assert response.status_code == 422
+        assert message in errors_of(response.text)["where"].replace("&#39;", "'")
+
+
+def test_the_dashboards_submit_form_answers_with_messages_not_a_500(alice_browser, sessions):
+    from .test_dashboard import FORM, csrf_of, errors_of
+
+    csrf = csrf_of(alice_browser.get("/submit").text)
+    for field, value in (("seed", HUGE), ("name", "nul \x00"), ("name", "$x^$")):
+        response = alice_browser.post("/submit", data={**FORM, field: value,
+                                                       "csrf_token": csrf})
+        if value == "$x^$":
+            assert response.status_code == 302
+            continue
+        assert response.status_code == 422, response.text
+        assert set(errors_of(response.text)) == {field}
+    assert count(sessions, Run) == 1

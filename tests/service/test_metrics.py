@@ -95,3 +95,32 @@ def test_the_redis_broker_queue_length(make_client, redis_url):
 
 def test_metrics_needs_a_token(app):
     assert app.test_client().get("/metrics").status_code == 401
+
+
+def request_series(client) -> set:
+    """The label sets of descent_request_seconds in one scrape."""
+    return {tuple(sorted(s.labels.items())) for s in scrape(client)["descent_request_seconds"]
+            .samples if s.name == "descent_request_seconds_count"}
+
+
+@pytest.mark.parametrize("with_token", [True, False])
+def test_made_up_methods_and_paths_add_no_series(make_client, with_token):
+    """50 made-up methods on made-up paths (and on a real one): one "other" method and one
+    "unmatched" endpoint, so the number of series stays put (each was a new one before).
+    (No failed-authentication limit: its 429s would be one more status, once.)"""
+    client = make_client(auth_failure_limit=None)
+    sender = client if with_token else client.application.test_client()
+    sender.open("/warm-up", method="PWN")
+    sender.open(f"{API}/runs", method="PWN")
+    request_series(client)  # the scrape's own series
+    before = request_series(client)
+    for i in range(50):
+        sender.open(f"/made-up/{i}", method=f"PWN{i}")
+        sender.open(f"{API}/runs", method=f"X-{i}")
+    after = request_series(client)
+    assert after == before
+    methods = {dict(labels)["method"] for labels in after}
+    assert methods <= {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"}
+    assert "other" in methods
+    assert {dict(labels)["endpoint"] for labels in after
+            if dict(labels)["method"] == "other"} == {"unmatched"}

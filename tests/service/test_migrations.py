@@ -2,6 +2,7 @@
 runs.sweep_id) over rows written at 0003, on SQLite (batch mode rebuilds tables that other
 rows refer to) and on PostgreSQL."""
 
+import json
 import uuid
 
 import pytest
@@ -70,5 +71,48 @@ def test_0004_keeps_existing_rows_and_gives_them_to_local(empty_url):
                 if engine.dialect.name == "sqlite":
                     connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 connection.execute(sa.text("UPDATE runs SET sweep_id = 99 WHERE id = 1"))
+    finally:
+        engine.dispose()
+
+
+def test_0005_fills_in_what_datasets_and_runs_occupy(empty_url):
+    """A dataset's bytes and largest |value| (the float32 check), a finished run's stored
+    bytes (its parameters and history rows) and a queued run's reservation (from its spec)."""
+    import numpy as np
+
+    from service.store import usage
+    from service.store.arrays import to_npz
+
+    migrations.upgrade(empty_url, "0004")
+    data = to_npz(X=np.array([[1.0, -5e38], [0.0, 2.0]]), y=np.array([0, 1]))
+    spec = {"layers": [2, 4, 1], "epochs": 9, "dtype": "float32"}
+    engine = sa.create_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(
+                "INSERT INTO datasets (id, name, owner, n_samples, n_features, target_kind, "
+                "n_targets, content_hash, builtin, data, created_at) VALUES (1, 'mine', "
+                "'alice', 2, 2, 'labels', 1, '0', false, :data, '2026-01-01')"), {"data": data})
+            connection.execute(sa.text(
+                "INSERT INTO runs (id, spec, tags, owner, dataset_id, status, learning_rate, "
+                "batch_mode, batch_size, epochs, seed, created_at, attempts, "
+                "cancel_requested, epochs_done) VALUES "
+                "(1, '{}', '{}', 'alice', 1, 'succeeded', 0.1, 'full', 4, 5, 0, "
+                "'2026-01-01', 1, false, 2), "
+                f"(2, '{json.dumps(spec)}', '{{}}', 'alice', 1, 'queued', 0.1, 'full', 4, 9, 0, "
+                "'2026-01-02', 0, false, 0)"))
+            connection.execute(sa.text(
+                "INSERT INTO params (run_id, which, dtype, data) VALUES "
+                "(1, 'initial', 'float64', :a), (1, 'final', 'float64', :b)"),
+                {"a": b"x" * 10, "b": b"y" * 20})
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
+        with engine.connect() as connection:
+            dataset = connection.execute(sa.text(
+                "SELECT n_bytes, max_abs FROM datasets")).one()
+            runs = connection.execute(sa.text(
+                "SELECT stored_bytes FROM runs ORDER BY id")).scalars().all()
+        assert tuple(dataset) == (len(data), 5e38)
+        assert runs == [30 + 3 * usage.HISTORY_ROW_BYTES, usage.run_bytes(spec)]
     finally:
         engine.dispose()

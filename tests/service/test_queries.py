@@ -334,6 +334,74 @@ def test_too_long_or_too_deep_is_422(client, runs):
     assert "nested deeper" in error["fields"]["where"]
 
 
+def test_nesting_up_to_the_limit_is_fine_and_one_more_is_named(client, runs):
+    # (the message said "deeper than 50" at exactly 50 levels)
+    from service.store.where import MAX_DEPTH
+
+    above = {i for i, r in runs.items() if r["epochs"] > 10}
+    assert matching(client, "(" * MAX_DEPTH + "epochs > 10" + ")" * MAX_DEPTH) == above
+    half = MAX_DEPTH // 2  # 'not (' is two levels; an odd count of nots
+    assert matching(client, "not (" * half + "epochs > 10" + ")" * half) == set(runs) - above
+    for expression, offset in (
+            ("(" * (MAX_DEPTH + 1) + "epochs > 10" + ")" * (MAX_DEPTH + 1), MAX_DEPTH),
+            ("not (" * half + "not epochs > 10" + ")" * half, 5 * half)):
+        error = error_of(client.get(f"{API}/runs", query_string={"where": expression}), 422)
+        assert error["fields"] == {
+            "where": f"at character {offset}: nested deeper than {MAX_DEPTH} levels"}
+
+
+def test_a_tag_in_list_of_the_most_values_allowed(client, runs):
+    # SQLite refused 1000 ORed comparisons (its expression depth limit): a 500
+    from service.store.where import MAX_IN_VALUES
+
+    team = {i for i, r in runs.items() if r["tags"].get("team") in ("vision", "nlp")}
+    values = ["x"] * (MAX_IN_VALUES - 2) + ["vision", "nlp"]
+    assert matching(client, f"tag.team in ({','.join(values)})") == team
+    assert matching(client, f"tag.team not in ({','.join(values)})") == set(runs) - team
+    error = error_of(client.get(f"{API}/runs", query_string={
+        "where": f"tag.team in ({','.join(values + ['y'])})"}), 422)
+    assert f"more than {MAX_IN_VALUES} values" in error["fields"]["where"]
+
+
+def test_the_longest_or_chain_is_fine(client, runs):
+    from service.store.where import MAX_LENGTH
+
+    last = ' or tag.team="vision"'
+    expression = " or ".join(["id=1"] * ((MAX_LENGTH - len(last) + 4) // 8)) + last
+    assert MAX_LENGTH - 8 < len(expression) <= MAX_LENGTH
+    assert matching(client, expression) == {1} | {
+        i for i, r in runs.items() if r["tags"].get("team") == "vision"}
+
+
+def test_non_ascii_tag_keys_match_however_the_json_was_written(client, sessions,
+                                                              database_backend):
+    # SQLite compared the key with its text as stored (json.dumps: "\u043a..."): no match
+    from sqlalchemy import text
+
+    with sessions() as session:
+        dataset = _dataset(session, "alpha")
+        ids = insert_runs(session, [{"dataset_id": dataset, "tags": tags} for tags in (
+            {"ключ": "значение", "naïve": "ja"}, {"ключ": "другое"}, {}, {})])
+        raw = '{"ключ": "значение", "naïve": "ja", "😀": "ok"}'  # JSON written unescaped
+        cast = "CAST(:tags AS JSONB)" if database_backend == "postgres" else ":tags"
+        session.execute(text(f"UPDATE runs SET tags = {cast} WHERE id = :id"),
+                        {"tags": raw, "id": ids[3]})
+        if database_backend == "sqlite":
+            stored = session.scalar(text("SELECT tags FROM runs WHERE id = :id"),
+                                    {"id": ids[0]})
+            assert "\\u043a" in stored  # the existing rows: escaped
+        session.commit()
+    first, other, _none, unescaped = ids
+    assert matching(client, 'tag."ключ" = "значение"') == {first, unescaped}
+    assert matching(client, 'tag."ключ" in ("значение", "другое")') == {first, other,
+                                                                        unescaped}
+    assert matching(client, 'tag."naïve" = ja and tag."ключ" != "другое"') == {first,
+                                                                              unescaped}
+    assert matching(client, 'tag."😀" = ok') == {unescaped}
+    assert set(get_ids(client, **{"tag.ключ": "значение"})) == {first, unescaped}
+    assert get_ids(client, order_by="tag.ключ")[:3] == [other, first, unescaped]
+
+
 def test_injection_looking_input_is_only_data(client, runs, sessions):
     nasty = ["x'; DROP TABLE runs; --", "' OR '1'='1", '" OR 1=1 --', "run-1' --",
              "%", "_", "\\", "'); DELETE FROM runs; --"]

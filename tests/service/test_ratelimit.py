@@ -55,6 +55,17 @@ def test_over_the_limit_is_429_with_retry_after(limited_app, token):
     error_of(client.post(f"{API}/runs", json={"dataset": "xor", "layers": [2, 1]}), 429)
 
 
+def test_every_route_draws_on_one_budget_per_token(limited_app, token):
+    """Three different routes, then a fourth request: one budget, not one per route (each
+    route had its own count before, so a client got the limit times the routes)."""
+    client = client_with(limited_app("3/minute"), token)
+    assert client.get(f"{API}/runs").status_code == 200
+    assert client.get(f"{API}/datasets").status_code == 200
+    assert client.get(f"{API}/sweeps").status_code == 200
+    error_of(client.get(f"{API}/datasets/xor"), 429)
+    error_of(client.get(f"{API}/runs"), 429)
+
+
 def test_health_is_never_limited(limited_app, token):
     client = client_with(limited_app("2/minute"), token)
     for _ in range(5):

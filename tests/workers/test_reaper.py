@@ -2,7 +2,7 @@
 and PostgreSQL, without a broker: sends go to a list (or fail, as a broker that is down)."""
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -44,11 +44,11 @@ def lost(sessions, run_id, attempts=1, age=120.0, **values):
             heartbeat_at=utcnow() - timedelta(seconds=age), **values)
 
 
-def reap(sessions, sent=None, **timings):
+def reap(sessions, sent=None, broker_since=None, **timings):
     """One reap with the default timings (stale after 60 s, 3 attempts, unsent after 30 s)
-    but for ``timings``; sends go to ``sent``."""
+    but for ``timings``; sends go to ``sent``; ``broker_since`` as in reaper.reap."""
     return reaper.reap(sessions, (sent if sent is not None else []).append,
-                       ReaperSettings(**timings))
+                       ReaperSettings(**timings), broker_since)
 
 
 def test_a_run_whose_worker_stopped_beating_is_requeued_sent_and_trained(db_sessions):
@@ -279,3 +279,158 @@ def test_descent_reap_exits_1_when_the_broker_is_down(sessions, sqlite_url):
     assert result.exit_code == 1, result.output
     assert f"unsent: {run_id}" in result.output
     assert load(sessions, run_id).enqueued_at is None
+
+
+# ------------------------------------------------- a broker that lost its data (issue 12)
+
+
+def sent_at(sessions, run_id, when):
+    """Mark a queued run's message as sent to the broker at ``when``."""
+    set_run(sessions, run_id, created_at=when, enqueued_at=when)
+
+
+def test_queued_runs_sent_before_the_broker_lost_its_data_are_sent_again(db_sessions):
+    """The broker's data began at ``since`` (its marker was missing and was set again): the
+    queued runs sent before it are sent again, once; runs sent after it, runs never sent
+    (the unsent scan's), running, final and cancel-requested runs are not."""
+    sessions = db_sessions
+    since = utcnow() - timedelta(seconds=5)
+    lost_a, lost_b, after, unsent, running, done, cancelling = (
+        store_run(sessions, epochs=5) for _ in range(7))
+    for run_id in (lost_a, lost_b, running, done, cancelling):
+        sent_at(sessions, run_id, since - timedelta(seconds=60))
+    sent_at(sessions, after, since + timedelta(seconds=1))
+    set_run(sessions, running, status="running", attempts=1, heartbeat_at=utcnow())
+    set_run(sessions, done, status="succeeded", attempts=1, finished_at=utcnow())
+    set_run(sessions, cancelling, cancel_requested=True)
+
+    sent = []
+    done_pass = reap(sessions, sent, broker_since=lambda: since)
+    assert done_pass.resent == [lost_a, lost_b]
+    assert sent == [lost_a, lost_b] and done_pass.sent == [lost_a, lost_b]
+    for run_id in (lost_a, lost_b):
+        run = load(sessions, run_id)
+        assert run.status == "queued" and run.attempts == 0
+        assert reaper_aware(run.enqueued_at) > since
+    assert reaper_aware(load(sessions, after).enqueued_at) == since + timedelta(seconds=1)
+    assert load(sessions, unsent).enqueued_at is None  # within its unsent grace
+    # the next pass, and another reaper's, find nothing more to resend
+    assert reap(sessions, sent, broker_since=lambda: since).resent == []
+    assert sent == [lost_a, lost_b]
+
+
+def test_nothing_is_resent_while_the_broker_kept_its_data_or_cannot_be_asked(db_sessions):
+    """No resend when the marker is older than every message (the broker kept its data),
+    when the broker cannot lose its data (the filesystem broker: None), when there is no
+    probe, and when the broker is unreachable."""
+    sessions = db_sessions
+    run_id = store_run(sessions, epochs=5)
+    sent_at(sessions, run_id, utcnow() - timedelta(seconds=60))
+
+    def unreachable():
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    for probe in (lambda: utcnow() - timedelta(hours=1), lambda: None, None, unreachable):
+        sent = []
+        assert reap(sessions, sent, broker_since=probe).resent == [] and sent == []
+    assert reaper_aware(load(sessions, run_id).enqueued_at) < utcnow() - timedelta(seconds=59)
+
+
+def test_a_resend_that_fails_is_left_to_the_unsent_scan(db_sessions):
+    """The broker answered the probe, then refused the send: the run is left unsent
+    (enqueued_at NULL), not resent again by the next pass's lost-message scan, and sent by
+    the unsent scan once its grace is over."""
+    run_id = store_run(db_sessions, epochs=5)
+    since = utcnow()
+    sent_at(db_sessions, run_id, since - timedelta(seconds=60))
+
+    def down(_run_id):
+        raise ConnectionError("broker down")
+
+    timings = ReaperSettings(unsent_seconds=0)
+    done = reaper.reap(db_sessions, down, timings, lambda: since)
+    assert done.resent == [run_id] and done.unsent == [run_id] and done.sent == []
+    assert load(db_sessions, run_id).enqueued_at is None
+    sent = []
+    done = reap(db_sessions, sent, unsent_seconds=0, broker_since=lambda: since)
+    assert done.resent == [] and done.sent == [run_id] and sent == [run_id]
+
+
+def test_concurrent_reapers_resend_each_lost_message_exactly_once(db_sessions):
+    sessions = db_sessions
+    since = utcnow()
+    ids = [store_run(sessions, epochs=5) for _ in range(12)]
+    for run_id in ids:
+        sent_at(sessions, run_id, since - timedelta(seconds=60))
+    sent, results, start = [], [], threading.Barrier(4)
+
+    def one():
+        start.wait()
+        results.append(reap(sessions, sent, broker_since=lambda: since))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    resent = [i for done in results for i in done.resent]
+    assert sorted(resent) == ids and sorted(sent) == ids  # each by exactly one reaper
+
+
+# ---------------------------------------------- the broker marker (service.queue)
+
+
+def test_the_broker_marker_is_set_once_and_set_again_when_redis_loses_its_data(redis_url):
+    """BrokerMarker on a real Redis: the first call sets the key, later calls (from any
+    client, as the workers of a fleet) read the same time; once the database is emptied
+    (a Redis restarted without persistence), the next call sets a later time."""
+    import redis
+
+    from service.queue import BROKER_MARKER, QueueClient
+
+    def marker():
+        return QueueClient(redis_url).marker
+
+    before = utcnow()
+    first = marker().since()
+    assert before <= first <= utcnow()
+    assert marker().since() == first == marker().since()
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    assert client.get(BROKER_MARKER) is None
+    again = marker().since()
+    assert again > first
+    assert client.get(BROKER_MARKER).decode() == again.isoformat()
+    client.close()
+
+
+def test_the_broker_marker_is_none_on_the_filesystem_broker_and_raises_when_down(tmp_path):
+    from kombu.exceptions import OperationalError
+
+    from service.queue import QueueClient
+
+    assert QueueClient(f"filesystem://{tmp_path / 'queue'}").marker.since() is None
+    try:
+        QueueClient("redis://127.0.0.1:1/0").marker.since()
+    except OperationalError:
+        pass
+    else:
+        raise AssertionError("an unreachable broker answered")
+
+
+def test_a_send_sets_the_marker_before_the_message(redis_url):
+    """QueueClient sets the marker before it sends (so a reaper never takes a run sent into
+    this Redis for one sent before it lost its data): after a send the key exists, older
+    than the message's sending."""
+    import redis
+
+    from service.queue import BROKER_MARKER, QueueClient
+
+    client = redis.Redis.from_url(redis_url)
+    assert client.get(BROKER_MARKER) is None
+    QueueClient(redis_url).enqueue_run(1)
+    assert client.llen("celery") == 1
+    marker = client.get(BROKER_MARKER)
+    assert marker is not None
+    assert datetime.fromisoformat(marker.decode()) <= utcnow()
+    client.close()

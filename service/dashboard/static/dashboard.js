@@ -142,5 +142,18 @@
     });
   }
 
+  function start() {
+    // The pages carry no inline script (the Content-Security-Policy forbids them): what to
+    // start is found by element ids and data attributes.
+    var curve = document.getElementById("curve");
+    if (curve) { runCurve(curve); }
+    var curves = document.getElementById("curves");
+    if (curves) { sweepCurves(curves); }
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
+  }
+
   window.Descent = {runCurve: runCurve, sweepCurves: sweepCurves};
+  document.addEventListener("DOMContentLoaded", start);
 })();
