@@ -21,8 +21,8 @@ _ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 def stream(chunks: Iterable, mimetype: str, filename: str | None = None,
            with_context: bool = False) -> Response:
-    """A streamed response of ``chunks``; ``with_context`` keeps the request (and its
-    database session) open while they are written, for chunks read from the database."""
+    """A streamed response of ``chunks``; with ``with_context`` they are written inside the
+    request's context (for chunks read from the database through ``db()``)."""
     headers = {"Content-Disposition": f"attachment; filename={filename}"} if filename else {}
     body = stream_with_context(chunks) if with_context else chunks
     return Response(body, mimetype=mimetype, headers=headers)

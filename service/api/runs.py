@@ -87,12 +87,19 @@ class RunHistory(MethodView):
         user_run(run_id)
         positions = (None if args.get("max_points") is None
                      else store_history.history_spread(db(), run_id, args["max_points"]))
-        pages = store_history.history_pages(db(), run_id, positions)
+        pages = history_pages(run_id, positions)
         if args["format"] == "csv":
             return downloads.stream(downloads.history_csv(pages, HISTORY_COLUMNS), "text/csv",
                                     f"run-{run_id}-history.csv", with_context=True)
         return downloads.stream(downloads.history_json(run_id, pages, HISTORY_COLUMNS),
                                 "application/json", with_context=True)
+
+
+def history_pages(run_id: int, positions):
+    """The run's history pages, read while the body is written: with the session that
+    ``db()`` opens then (the view's own was closed when it returned), which the request's
+    teardown closes once the last page is written."""
+    yield from store_history.history_pages(db(), run_id, positions)
 
 
 @blp.route("/<int:run_id>/params")

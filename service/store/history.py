@@ -15,8 +15,12 @@ PAGE_ROWS = 2_000
 def history_pages(session: Session, run_id: int, positions: Optional[list[int]] = None,
                   page_rows: int = PAGE_ROWS) -> Iterator[list[tuple]]:
     """A run's history in epoch order, as pages of at most ``page_rows`` rows (tuples of
-    HISTORY_COLUMNS' values), one keyset query per page. With ``positions`` (indexes of rows in the
-    history, as ``history_spread`` gives), only those rows."""
+    HISTORY_COLUMNS' values), one keyset query per page. With ``positions`` (indexes of rows
+    in the history, as ``history_spread`` gives), only those rows.
+
+    Each page is read in a transaction of its own (ended before the page is handed on): a
+    client may take its time over a long download, and an open transaction would hold a
+    connection, and on SQLite the write lock, all that time."""
     columns = [getattr(Epoch, name) for name in HISTORY_COLUMNS]
     keep = None if positions is None else set(positions)
     last_epoch, position = None, 0
@@ -25,6 +29,7 @@ def history_pages(session: Session, run_id: int, positions: Optional[list[int]] 
         if last_epoch is not None:
             stmt = stmt.where(Epoch.epoch > last_epoch)
         rows = session.execute(stmt.order_by(Epoch.epoch).limit(page_rows)).all()
+        session.commit()  # nothing was written: this only ends the read
         if not rows:
             return
         last_epoch = rows[-1][0]

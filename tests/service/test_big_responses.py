@@ -7,10 +7,12 @@ import csv
 import hashlib
 import io
 import json
+import sqlite3
 import tracemalloc
 
 import numpy as np
 import pytest
+from sqlalchemy import make_url
 
 import kernels
 from service import runs as domain_runs
@@ -178,6 +180,38 @@ def test_history_is_streamed_by_pages_as_json_and_csv(client, sessions):
         # grew with it; streamed, one page: ten times the epochs, (nearly) the same peak.
         assert peak - small_peak < 0.2 * len(body), (query, small_peak, peak, len(body))
         assert peak < 0.8 * len(body), (query, peak, len(body))
+
+
+@pytest.mark.real_database
+@pytest.mark.parametrize("database_backend", ["sqlite"])
+def test_a_history_download_holds_no_lock(client, sessions, settings):
+    """On SQLite every transaction takes the write lock: a download that kept one open while
+    a slow client reads it would stop the workers' writes. Each page is read in a transaction
+    of its own, and the last one ends with the body."""
+    run_id = store_run(sessions, [2, 3, 1], history=history_rows(12_001))
+    path = make_url(settings.database_url).database
+
+    def can_write() -> bool:
+        other = sqlite3.connect(path, timeout=0.5)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            other.close()
+
+    for query in ("", "?format=csv", "?max_points=100"):
+        response = client.get(f"{API}/runs/{run_id}/history{query}", buffered=False)
+        chunks = response.iter_encoded()
+        next(chunks)
+        next(chunks)
+        assert can_write(), query  # mid-download
+        for _ in chunks:
+            pass
+        response.close()
+        assert can_write(), query  # after it
 
 
 @pytest.mark.parametrize("max_points", [3, 4, 10, 2_345, 12_000, 12_001, 10**9])

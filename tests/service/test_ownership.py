@@ -40,6 +40,7 @@ def test_runs_are_their_owners_only(client, bob, sessions):
     for path in ("", "/history", "/history?format=csv", "/params", "/params?format=npz"):
         mine = client.get(f"{API}/runs/{run_id}{path}")
         assert mine.status_code == 200, (path, mine.get_data(True))
+        mine.close()  # a streamed body: closed as a server closes it
         same_404(bob.get(f"{API}/runs/{run_id}{path}"), bob.get(f"{API}/runs/{missing}{path}"))
     predict = {"inputs": [[0, 1]]}
     assert client.post(f"{API}/runs/{run_id}/predict", json=predict).status_code == 200

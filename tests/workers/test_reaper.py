@@ -418,7 +418,7 @@ def test_the_broker_marker_is_none_on_the_filesystem_broker_and_raises_when_down
         raise AssertionError("an unreachable broker answered")
 
 
-def test_a_send_sets_the_marker_before_the_message(redis_url):
+def test_a_send_sets_the_marker(redis_url):
     """QueueClient sets the marker before it sends (so a reaper never takes a run sent into
     this Redis for one sent before it lost its data): after a send the key exists, older
     than the message's sending."""
