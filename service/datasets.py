@@ -264,3 +264,29 @@ def check_npz_headers(X, y, limits) -> None:
         raise Invalid({"file": f"X and y unpack to {unpacked} bytes (as 8-byte numbers); the "
                                f"limit is {limits.max_upload_bytes} "
                                f"(DESCENT_MAX_UPLOAD_BYTES)"})
+
+
+def delete_dataset(session, ref, owner: str) -> None:
+    """Delete ``owner``'s dataset ``ref`` (id or name), which frees its bytes from their
+    quota; commits. NotFound as for any use of a dataset; Conflict "builtin_dataset" for a
+    built-in (everyone's), "in_use" naming how many runs refer to it (delete them first)."""
+    dataset = resolve_dataset(session, ref, owner, create_builtin=False)
+    if dataset is None and ref not in BUILTIN_NAMES:
+        raise NotFound(f"no dataset {ref!r}")
+    if dataset is None or dataset.owner is None:
+        raise Conflict(f"dataset {ref!r} is built in and shared by every user; it cannot be "
+                       "deleted", code="builtin_dataset")
+    label = f"dataset {dataset.name!r} (id {dataset.id})"
+    used = store_datasets.runs_using(session, dataset.id)
+    if used:
+        raise Conflict(f"{label} is used by {used} run{'s' if used != 1 else ''}; delete "
+                       f"{'them' if used != 1 else 'it'} first",
+                       {"runs": f"{used} run{'s use' if used != 1 else ' uses'} this dataset"},
+                       code="in_use")
+    try:
+        store_datasets.delete_dataset(session, dataset.id)
+        session.commit()
+    except IntegrityError:  # a run of it was stored since the count
+        session.rollback()
+        raise Conflict(f"{label} is used by a run submitted just now; delete it first",
+                       code="in_use") from None

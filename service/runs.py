@@ -13,8 +13,9 @@ from service.queue import QueueUnavailable
 from service.quotas import check_quotas
 from service.runspec import complete_spec, dataset_problems, limit_problems
 from service.settings import redact_urls
-from service.store import Run
+from service.store import FINAL_STATES, Run
 from service.store import runs as store_runs
+from service.store import sweeps as store_sweeps
 from service.store import usage
 from service.store.npzviews import params_views
 
@@ -149,3 +150,21 @@ def predict(session, run: Run, inputs: list, limits) -> list:
         outputs += [[None if not math.isfinite(v) else float(v) for v in values]
                     for values in out.tolist()]
     return outputs
+
+
+def delete_run(session, run: Run) -> None:
+    """Delete a final run with its history and parameters, which frees what it counted
+    against its owner's stored-bytes quota; commits. Conflict "not_finished" for a queued
+    or running run (cancel it first), "sweep_active" for a cell of a sweep that still has
+    queued or running runs (its early stopping compares the cells' results)."""
+    if run.status not in FINAL_STATES:
+        raise Conflict(f"run {run.id} is {run.status}; cancel it first, then delete it",
+                       code="not_finished")
+    if run.sweep_id is not None and store_sweeps.is_active(session, run.sweep_id):
+        raise Conflict(f"run {run.id} belongs to sweep {run.sweep_id}, which has runs queued "
+                       "or running; delete its runs once the sweep has ended",
+                       code="sweep_active")
+    if not store_runs.delete_run(session, run.id):
+        session.rollback()
+        raise NotFound(f"run {run.id} does not exist")
+    session.commit()

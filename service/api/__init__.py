@@ -4,6 +4,8 @@ app that ``service.app.create_app`` builds)."""
 from flask import Flask
 from flask_smorest import Api as SmorestApi
 
+from service.web import authfailures
+
 from . import auth, bodysize, ratelimit
 from .errors import CommonResponses, ErrorSchema, register_error_handlers
 
@@ -27,7 +29,8 @@ def init_api(app: Flask, settings) -> None:
     # Before authentication, so requests with wrong tokens are limited too.
     ratelimit.install(app, settings)
     # First of the before_request hooks: every later one (and every view) sees g.user.
-    auth.install(app, ratelimit.failed_authentications(settings))
+    # Failed authentications: one budget per address with the dashboard's login form.
+    auth.install(app, authfailures.of_app(app))
     bodysize.install(app)
     api = Api(app, spec_kwargs={"info": {"description": "Batch training of fully connected "
                                                        "networks by gradient descent."},

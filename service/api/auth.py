@@ -7,8 +7,9 @@ Routes in OPTIONAL are open too, but check a token when one is sent (the view sh
 a known caller) and never refuse the request.
 
 Failed authentications (no token, an unknown or a revoked one) are counted per client
-address (``service.api.ratelimit.FailedAuthentications``); an address over its budget is
-answered 429 before its token is looked up, so made-up tokens cannot buy database lookups.
+address (``service.web.authfailures``, one budget with the dashboard's login form); an
+address over its budget is answered 429 before its token is looked up, so made-up tokens
+cannot buy database lookups.
 """
 
 import threading
@@ -19,10 +20,10 @@ from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
 
 from service.store import tokens as store_tokens
+from service.web.authfailures import client_address
 from service.web.context import current_user, db
 
 from .errors import ApiError, error_response
-from .ratelimit import client_address
 
 # Open without a token: blueprint names, or endpoint names of routes outside a blueprint.
 #   health     liveness for load balancers and `descent up`
@@ -97,7 +98,7 @@ def too_many_failures(retry_after: int) -> ResponseReturnValue:
 
 def install(app: Flask, failures) -> None:
     """Require a live API token on every non-public route of ``app``, counting failures in
-    ``failures`` (``service.api.ratelimit.failed_authentications``)."""
+    ``failures`` (``service.web.authfailures.of_app``)."""
     touches = _TouchLimiter(TOUCH_INTERVAL)
 
     @app.before_request

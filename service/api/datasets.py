@@ -1,4 +1,4 @@
-"""/api/v1/datasets: upload (CSV, NPZ or JSON), list, inspect and download datasets."""
+"""/api/v1/datasets: upload (CSV, NPZ or JSON), list, inspect, download and delete datasets."""
 
 from flask import Response, request
 from flask.views import MethodView
@@ -194,3 +194,13 @@ class DatasetByRef(MethodView):
                                      f"attachment; filename={dataset.name}.npz"})
         body.update(X=X.tolist(), y=y.tolist())
         return body
+
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def delete(self, ref):
+        """Delete one of your datasets (freeing its bytes from the per-user quota). 409
+        in_use while runs refer to it (``fields.runs`` says how many: delete them first);
+        409 builtin_dataset for a built-in one."""
+        datasets.delete_dataset(db(), ref, require_user())
+        return "", 204

@@ -1,4 +1,4 @@
-"""/api/v1/runs: submit, list, inspect, cancel and use training runs."""
+"""/api/v1/runs: submit, list, inspect, cancel, delete and use training runs."""
 
 from flask.views import MethodView
 
@@ -71,6 +71,16 @@ class RunById(MethodView):
     def get(self, run_id):
         """One run: spec, state, timestamps, progress and summary of results."""
         return runs.describe_run(user_run(run_id))
+
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def delete(self, run_id):
+        """Delete a finished run with its history and parameters (freeing their bytes from
+        the per-user quota). A queued or running run is 409 not_finished (cancel it first);
+        a run of a sweep that still has queued or running runs is 409 sweep_active."""
+        runs.delete_run(db(), user_run(run_id))
+        return "", 204
 
 
 @blp.route("/<int:run_id>/history")

@@ -2,14 +2,15 @@
 
 Running the service (serve.py, up.py, supervisor.py): ``up``, ``api``, ``worker``,
 ``db upgrade``, ``reap``. Using it over HTTP (client.py): ``submit``, ``runs``, ``show``,
-``cancel``, ``health`` (runs.py), ``sweep`` (sweeps.py), ``plot`` (plots.py). API tokens
+``cancel``, ``rm``, ``health`` (runs.py), ``sweep`` (sweeps.py), ``dataset rm``
+(datasets.py), ``plot`` (plots.py). API tokens
 straight in the database: ``token`` (tokens.py). Configuration comes from the environment,
 read once per invocation into a ``Settings`` (context.py).
 """
 
 import click
 
-from service.cli import plots, runs, serve, sweeps, tokens, up
+from service.cli import datasets, plots, runs, serve, sweeps, tokens, up
 from service.cli.context import CONTEXT
 
 
@@ -29,6 +30,7 @@ def cli():
       descent submit SPEC.json --wait
       descent runs --status succeeded
       descent show ID
+      descent rm ID...            delete finished runs (frees your stored-bytes quota)
 
     \b
     Environment: DESCENT_DATABASE_URL (default sqlite:///descent.db in the working
@@ -39,8 +41,8 @@ def cli():
 
 
 for command in (up.up, serve.api, serve.worker, serve.db, serve.reap,
-                runs.submit, runs.runs, runs.show, runs.cancel, runs.health,
-                sweeps.sweep, tokens.token, plots.plot):
+                runs.submit, runs.runs, runs.show, runs.cancel, runs.rm, runs.health,
+                sweeps.sweep, datasets.dataset, tokens.token, plots.plot):
     cli.add_command(command)
 
 

@@ -7,6 +7,7 @@ error: its status, code, message and per-field messages) or ApiUnreachable (no a
 from __future__ import annotations
 
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import requests
 
@@ -121,6 +122,14 @@ class Client:
     def cancel_run(self, run_id: int) -> dict:
         """POST /runs/{id}/cancel."""
         return self.request("POST", f"/runs/{int(run_id)}/cancel")
+
+    def delete_run(self, run_id: int) -> None:
+        """DELETE /runs/{id} (a finished run, with its history and parameters)."""
+        self.request("DELETE", f"/runs/{int(run_id)}")
+
+    def delete_dataset(self, ref: str) -> None:
+        """DELETE /datasets/{ref} (id or name; one no run refers to)."""
+        self.request("DELETE", f"/datasets/{quote(str(ref), safe='')}")
 
     def submit_sweep(self, body: dict) -> dict:
         """POST /sweeps (with ``"preview": true``, the configurations only)."""

@@ -18,7 +18,8 @@ from service.cli.credentials import client_token
 from service.settings import Settings
 
 # Exit codes: 0 done, 1 failed (run not succeeded, API unreachable, other errors),
-# 2 invalid input (a spec the API rejects, bad options), 130 interrupted while following.
+# 2 invalid input (a spec the API rejects, over a quota, bad options), 130 interrupted
+# while following.
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 STATUS_STYLES = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
                  "diverged": "magenta", "cancelled": "bright_black", "stopped_early": "blue"}
@@ -42,7 +43,8 @@ def fail(message: str, code: int = EXIT_FAILED):
 
 
 def report_api_error(exc: ApiError, settings: Settings) -> None:
-    """An API error on stderr; exits 2 for validation errors (422), else 1."""
+    """An API error on stderr, with each field it names; exits 2 when the API rejects the
+    input (422, or 429 over a per-user quota), else 1."""
     err = console(stderr=True)
     if exc.status == 401:
         if client_token(settings.token_file) is None:
@@ -52,13 +54,25 @@ def report_api_error(exc: ApiError, settings: Settings) -> None:
              "database): run `descent token create --user NAME` and set DESCENT_TOKEN")
     if exc.status == 422:
         err.print(f"[bold red]rejected (HTTP 422):[/] {escape(exc.message)}", soft_wrap=True)
-        for field, message in sorted(exc.fields.items()):
-            err.print(f"  [bold]{escape(str(field))}[/]: {escape(str(message))}",
-                      soft_wrap=True)
+        print_fields(err, exc.fields)
+        sys.exit(EXIT_INVALID)
+    if exc.code == "quota_exceeded":  # the same input would be refused again: a rejection
+        err.print(f"[bold red]rejected (HTTP {exc.status}, quota_exceeded):[/] "
+                  f"{escape(exc.message)}", soft_wrap=True)
+        print_fields(err, exc.fields)
         sys.exit(EXIT_INVALID)
     err.print(f"[bold red]error:[/] {escape(exc.message)} (HTTP {exc.status}, {exc.code})",
               soft_wrap=True)
+    print_fields(err, exc.fields)
     sys.exit(EXIT_FAILED)
+
+
+def print_fields(err, fields: dict) -> None:
+    """An error's fields (or quotas), one ``  name: message`` line each, by name."""
+    if not isinstance(fields, dict):  # a server not ours: nothing to name
+        return
+    for field, message in sorted(fields.items(), key=lambda item: str(item[0])):
+        err.print(f"  [bold]{escape(str(field))}[/]: {escape(str(message))}", soft_wrap=True)
 
 
 def redact(url: str) -> str:

@@ -1,5 +1,5 @@
-"""Using the service over HTTP: ``descent submit``, ``runs``, ``show``, ``cancel`` and
-``health``."""
+"""Using the service over HTTP: ``descent submit``, ``runs``, ``show``, ``cancel``, ``rm``
+and ``health``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import sys
 
 import click
+from rich.markup import escape
 
+from service.cli.client import ApiError
 from service.cli.clientcommand import ClientCommand, api_url_option, client_for
 from service.cli.context import CONTEXT, pass_settings
 from service.cli.follow import follow_run
@@ -181,6 +183,38 @@ def cancel(settings, run_id, is_sweep, api_url):
         return
     run = client_for(settings, api_url).cancel_run(run_id)
     console().print(f"cancel requested for run {run['id']} ({run['status']})")
+
+
+@click.command(cls=ClientCommand, context_settings=CONTEXT,
+               short_help="Delete finished runs with their history and parameters.")
+@click.argument("run_ids", type=int, nargs=-1, required=True, metavar="ID...")
+@api_url_option
+@pass_settings
+def rm(settings, run_ids, api_url):
+    """Delete finished runs (succeeded, failed, diverged, cancelled or stopped early) with
+    their history and parameters, freeing their bytes from your DESCENT_MAX_USER_BYTES
+    quota. A queued or running run is refused: `descent cancel ID` first.
+
+    \b
+    Exit codes: 0 every run deleted; 1 some could not be (each is named, the others are
+    still deleted).
+    """
+    client = client_for(settings, api_url)
+    out, err = console(), console(stderr=True)
+    failed = False
+    for run_id in dict.fromkeys(run_ids):  # each once, in the order given
+        try:
+            client.delete_run(run_id)
+        except ApiError as exc:
+            if exc.status == 401:
+                raise  # the same for every run: reported once, as for any command
+            failed = True
+            err.print(f"[bold red]error:[/] run {run_id}: {escape(exc.message)} "
+                      f"(HTTP {exc.status}, {exc.code})", soft_wrap=True)
+        else:
+            out.print(f"deleted run {run_id}")
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 @click.command(cls=ClientCommand, context_settings=CONTEXT,

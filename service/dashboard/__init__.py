@@ -7,6 +7,8 @@ the user and the token's id, re-checked against the store on every request.
 
 from flask import Flask
 
+from service.web import authfailures
+
 from .secret import secret_key
 
 
@@ -22,4 +24,5 @@ def init_dashboard(app: Flask) -> None:
                       SESSION_COOKIE_NAME="descent_session")
     # A CSRF token is good for the whole session, which logging out or in replaces.
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    authfailures.of_app(app)  # made now, not by two first requests at once
     app.register_blueprint(bp)

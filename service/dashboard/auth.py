@@ -1,13 +1,18 @@
-"""Dashboard sessions: log in with an API token, CSRF tokens on every POST."""
+"""Dashboard sessions: log in with an API token, CSRF tokens on every POST.
+
+Failed logins count against the client address's failed-authentication budget, the one the
+API's bearer tokens count into (``service.web.authfailures``): over it, the login form is
+refused before the pasted token is looked up."""
 
 from functools import wraps
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
-from flask import abort, g, redirect, request, session, url_for
+from flask import abort, current_app, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms.validators import ValidationError
 
+from service.web import authfailures
 from service.web.context import db
 from service.store import tokens as store_tokens
 from service.store.models import ApiToken
@@ -17,8 +22,18 @@ _PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 def token_row(token: str) -> Optional[ApiToken]:
-    """The live (unrevoked) stored token matching ``token``, or None."""
-    return store_tokens.live_token(db(), (token or "").strip())
+    """The live (unrevoked) stored token matching ``token``, or None (a failed login,
+    counted against the client's address)."""
+    row = store_tokens.live_token(db(), (token or "").strip())
+    if row is None:
+        authfailures.of_app(current_app).record(authfailures.client_address())
+    return row
+
+
+def login_wait() -> Optional[int]:
+    """Seconds until this client's address may try to log in again, after too many failed
+    authentications (on the API or here); None while it is within its budget."""
+    return authfailures.of_app(current_app).retry_after(authfailures.client_address())
 
 
 def log_in(row: ApiToken) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from service.errors import Conflict, Invalid, field_messages
 from service.runquery import RunListArgsSchema, wrap_cursor
 from service.runs import cancel_run as cancel  # (the view below is named cancel_run)
+from service.runs import delete_run as remove  # (the view below is named delete_run)
 from service.store import runs as store_runs
 from service.store.arrays import params_from_npz
 from service.store.models import FINAL_STATES, RUN_STATES, Params
@@ -106,6 +107,20 @@ def cancel_run(run_id):
     except Conflict:
         flash(f"run {run_id} is already {run.status}", "error")
     return redirect(url_for(".run", run_id=run_id))
+
+
+@bp.route("/runs/<int:run_id>/delete", methods=["POST"])
+@login_required
+def delete_run(run_id):
+    """Delete a finished run, then show the runs list."""
+    run = queries.user_run(run_id)
+    try:
+        remove(db(), run)
+    except Conflict as exc:
+        flash(exc.message, "error")
+        return redirect(url_for(".run", run_id=run_id))
+    flash(f"run {run_id} deleted", "info")
+    return redirect(url_for(".runs"))
 
 
 @bp.route("/ui/runs/<int:run_id>/history.json")

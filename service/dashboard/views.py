@@ -7,7 +7,7 @@ from flask import g, redirect, render_template, request, url_for
 from flask_wtf.csrf import generate_csrf
 from werkzeug.exceptions import HTTPException
 
-from .auth import check_csrf, load_user, log_in, log_out, safe_next, token_row
+from .auth import check_csrf, load_user, log_in, log_out, login_wait, safe_next, token_row
 from .blueprint import bp
 
 bp.before_request(load_user)
@@ -55,6 +55,12 @@ def login():
     """Paste an API token to start a session."""
     target = request.values.get("next")
     if request.method == "POST":
+        wait = login_wait()
+        if wait is not None:  # before the lookup: guessed tokens cost no query
+            message = (f"too many failed logins from this address; "
+                       f"try again in {wait} s")
+            return (render_template("login.html", next=target, error=message), 429,
+                    {"Retry-After": str(wait)})
         row = token_row(request.form.get("token", ""))
         if row is not None:
             log_in(row)

@@ -3,12 +3,12 @@
 from typing import Optional
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .arrays import content_hash, from_npz, to_npz
-from .models import Dataset
+from .models import Dataset, Run
 
 
 def describe_targets(y: np.ndarray) -> tuple[str, int, Optional[int]]:
@@ -102,3 +102,15 @@ def dataset_arrays_from(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 def list_datasets(session: Session, owner: Optional[str] = None) -> list[Dataset]:
     """The stored datasets visible to ``owner`` (see ``visible_to``), oldest first."""
     return list(session.scalars(select(Dataset).where(visible_to(owner)).order_by(Dataset.id)))
+
+
+def runs_using(session: Session, dataset_id: int) -> int:
+    """How many runs (anyone's, sweep cells included) refer to the dataset."""
+    return session.scalar(select(func.count()).select_from(Run)
+                          .where(Run.dataset_id == dataset_id))
+
+
+def delete_dataset(session: Session, dataset_id: int) -> None:
+    """Delete a dataset no run refers to (the caller commits; a run stored meanwhile makes
+    the delete or its commit raise IntegrityError: runs.dataset_id is a foreign key)."""
+    session.execute(delete(Dataset).where(Dataset.id == dataset_id))

@@ -16,9 +16,10 @@ from typing import Callable, Optional, Protocol
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Run, Sweep, SweepCell, utcnow
+from .models import Epoch, Run, Sweep, SweepCell, utcnow
 from .runs import mark_enqueued, worker_lost_message
 from .sweeps import run_ended
+from .usage import HISTORY_ROW_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,16 @@ def take_back(session: Session, run_id: int, attempts: int, stale_seconds: float
     cutoff = now - timedelta(seconds=stale_seconds)
     seen = and_(Run.id == run_id, Run.status == "running", Run.attempts == attempts,
                 or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+    # A run that ends here stored its history so far and no parameters (written when a
+    # worker completes it): its reservation settles to that, nothing if it never started.
+    stored = (select(func.count()).select_from(Epoch).where(Epoch.run_id == Run.id)
+              .scalar_subquery() * HISTORY_ROW_BYTES)
     choices = (
         ("cancelled", Run.cancel_requested.is_(True),
-         dict(status="cancelled", finished_at=now)),
+         dict(status="cancelled", finished_at=now, stored_bytes=stored)),
         ("failed", and_(Run.cancel_requested.is_(False), Run.attempts >= max_attempts),
-         dict(status="failed", finished_at=now, error_message=worker_lost_message())),
+         dict(status="failed", finished_at=now, error_message=worker_lost_message(),
+              stored_bytes=stored)),
         ("queued", and_(Run.cancel_requested.is_(False), Run.attempts < max_attempts),
          # heartbeat_at: when it was requeued, so the unsent scan gives the send its grace.
          dict(status="queued", enqueued_at=None, heartbeat_at=now)),

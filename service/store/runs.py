@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 from sqlalchemy import String, and_, case, cast, delete, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from .models import FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, utcnow
+from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, SweepCell,
+                     SweepRung, utcnow)
 from .history import spread_positions
 from .usage import run_bytes, settled_bytes
 from .where import tag_column, tag_equals
@@ -433,3 +434,19 @@ def history(session: Session, run_id: int) -> list[Epoch]:
 def get_params(session: Session, run_id: int, which: str) -> Optional[Params]:
     """A run's stored initial or final parameters, or None."""
     return session.get(Params, (run_id, which))
+
+
+def delete_run(session: Session, run_id: int) -> bool:
+    """Delete a final run with its history, parameters and sweep cell and rungs; returns
+    whether it was deleted (False: gone, or not final any more). The caller commits.
+
+    The children are deleted by hand, not left to ON DELETE CASCADE: a SQLite connection
+    opened without ``PRAGMA foreign_keys`` would keep them."""
+    final = select(Run.id).where(Run.id == run_id, Run.status.in_(FINAL_STATES))
+    if session.scalar(final) is None:
+        return False
+    for child in (Epoch, Params, SweepRung, SweepCell):
+        session.execute(delete(child).where(child.run_id == run_id))
+    deleted = session.execute(delete(Run).where(Run.id == run_id,
+                                                Run.status.in_(FINAL_STATES)))
+    return bool(deleted.rowcount)

@@ -144,11 +144,19 @@ def counts(session: Session, sweep_id: int) -> dict:
         .group_by(Run.status))}
 
 
+def is_active(session: Session, sweep_id: int) -> bool:
+    """Whether any run of the sweep is queued or running."""
+    return session.scalar(select(Run.id).where(Run.sweep_id == sweep_id,
+                                               Run.status.in_(ACTIVE)).limit(1)) is not None
+
+
 def derive_status(sweep: Sweep, by_state: dict) -> str:
     """queued (no run started), running, or once every run is final: cancelled (the sweep
     was cancelled), failed (some run failed), else succeeded (diverged and stopped_early
     runs are results of a sweep, not failures)."""
     total = sum(by_state.values())
+    if not total:  # every run deleted (only a final sweep's can be): it stays as it ended
+        return sweep.status
     active = by_state.get("queued", 0) + by_state.get("running", 0)
     if total and active == 0:
         if sweep.cancel_requested:
@@ -272,4 +280,5 @@ def early_stopping_of(session: Session, sweep_id: int) -> Optional[tuple[dict, s
 
 
 __all__ = ["FINAL_STATES", "cancel_sweep", "cells", "counts", "create_cell", "create_cells",
-           "create_sweep", "fill_slots", "record_rung", "run_ended", "rungs", "update_status"]
+           "create_sweep", "fill_slots", "is_active", "record_rung", "run_ended", "rungs",
+           "update_status"]

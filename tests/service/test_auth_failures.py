@@ -163,9 +163,10 @@ def test_redis_counts_have_socket_timeouts():
     from flask import Flask
 
     from service.api import ratelimit
+    from service.web import authfailures
 
     settings = Settings(broker_url="redis://127.0.0.1:1/0", rate_limit="5/minute")
-    failures = ratelimit.failed_authentications(settings)
+    failures = authfailures.failed_authentications(settings)
     limiter = ratelimit.install(Flask("bare"), settings)
     for storage in (failures.strategy.storage, limiter.storage):
         options = storage.storage.connection_pool.connection_kwargs
