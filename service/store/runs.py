@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Sequence
 
-from sqlalchemy import String, and_, case, cast, delete, literal, select, tuple_, update
+from sqlalchemy import String, and_, case, cast, delete, func, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, SweepCell,
                      SweepRung, utcnow)
 from .history import spread_positions
-from .usage import run_bytes, settled_bytes
+from .usage import HISTORY_ROW_BYTES, run_bytes, settled_bytes
 from .where import tag_column, tag_equals
 
 # Columns GET /runs may sort by (each way; ties broken by id, NULLs last either way).
@@ -263,8 +263,11 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
             .where(Run.id == run_id, Run.status.in_(("queued", "running")),
                    Run.cancel_requested.is_(True))
             .values(status="cancelled", finished_at=now,
-                    # a queued run never started: it stored nothing
-                    stored_bytes=case((Run.status == "queued", 0), else_=Run.stored_bytes))
+                    # a queued run never started: it stored nothing; a running one stored
+                    # its history so far (parameters are written only when a run completes)
+                    stored_bytes=case((Run.status == "queued", 0), else_=(
+                        select(func.count()).select_from(Epoch)
+                        .where(Epoch.run_id == Run.id).scalar_subquery() * HISTORY_ROW_BYTES)))
         )
         session.commit()
         return None

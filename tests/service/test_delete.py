@@ -231,6 +231,27 @@ def test_a_lost_run_the_reaper_ends_counts_what_it_stored(client, sessions):
     assert stored_bytes(sessions) == 2 * three_rows
 
 
+def test_a_redelivered_cancelled_run_counts_what_it_stored(client, sessions):
+    """A running run whose cancel was requested while its worker was lost ends cancelled
+    when its task is delivered again: it stored its history so far, not its reservation."""
+    from service.store.runs import claim_run
+    queued, running = submit(client), submit(client)
+    with sessions() as session:
+        session.execute(update(Run).where(Run.id.in_([queued, running]))
+                        .values(cancel_requested=True))
+        session.execute(update(Run).where(Run.id == running)
+                        .values(status="running", attempts=1, worker="gone:1"))
+        session.add_all([Epoch(run_id=running, epoch=e, error=0.5, seconds=0.0)
+                         for e in range(4)])
+        session.commit()
+    for run_id in (queued, running):
+        with sessions() as session:
+            assert claim_run(session, run_id, "w2:1") is None
+    assert [run_row(sessions, i).status for i in (queued, running)] == ["cancelled"] * 2
+    assert [run_row(sessions, i).stored_bytes for i in (queued, running)] == \
+        [0, 4 * usage.HISTORY_ROW_BYTES]
+
+
 # ------------------------------------------------------------------------ dashboard
 
 
