@@ -21,6 +21,8 @@ def _number(text: str, kind):
     if kind is int:
         if not re.fullmatch(r"[+-]?\d+", text):
             raise ValueError("a whole number")
+        if len(text.lstrip("+-")) > 20:  # beyond any field's range, and int() has a limit
+            raise ValueError("a whole number of at most 20 digits")
         return int(text)
     try:
         return float(text)

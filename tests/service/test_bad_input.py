@@ -467,4 +467,6 @@ def test_the_dashboards_submit_form_answers_with_messages_not_a_500(alice_browse
             continue
         assert response.status_code == 422, response.text
         assert set(errors_of(response.text)) == {field}
+        if field == "seed":
+            assert "at most 20 digits" in errors_of(response.text)["seed"]
     assert count(sessions, Run) == 1
