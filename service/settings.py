@@ -52,6 +52,9 @@ class ReaperSettings:
     reap_seconds: float = 15.0
     # A queued run not sent within this long after it was stored (or requeued) was never sent.
     unsent_seconds: float = 30.0
+    # A queued run sent this long ago that no worker has claimed since is sent again: its
+    # message may have been lost as Redis handed it to a worker whose connection dropped.
+    resend_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env) -> "ReaperSettings":
@@ -59,7 +62,7 @@ class ReaperSettings:
         values = {}
         for name, kind in (("heartbeat_seconds", float), ("stale_seconds", float),
                            ("max_attempts", int), ("reap_seconds", float),
-                           ("unsent_seconds", float)):
+                           ("unsent_seconds", float), ("resend_seconds", float)):
             key = f"DESCENT_{name.upper()}"
             if key in env:
                 values[name] = kind(env[key])

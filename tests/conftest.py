@@ -36,7 +36,8 @@ TESTS = Path(__file__).resolve().parent
 _WARMUP = pytest.StashKey[subprocess.Popen]()
 # Tests that need many kernel specialisations compiled, in this process or in the `celery
 # worker` processes they start, and their rank: they run after the others (see below).
-LATE_TESTS = {"kernels": 1, "service/test_cli.py": 2, "integration": 2, "browser": 2}
+LATE_TESTS = {"kernels": 1, "service/test_cli.py": 2, "integration": 2, "multihost": 2,
+              "browser": 2}
 
 
 def pytest_sessionstart(session):

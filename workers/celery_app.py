@@ -64,8 +64,8 @@ def _start_reaper(**_):
     from workers import database
     from workers.reaping import start_reaper
 
-    _reaper_stop = start_reaper(database.sessions(settings.database_url), send_run,
-                                settings.reaper, BrokerMarker(app).since)
+    sessions = database.sessions(settings.database_url, settings.reaper.stale_seconds)
+    _reaper_stop = start_reaper(sessions, send_run, settings.reaper, BrokerMarker(app).since)
 
 
 @worker_shutdown.connect

@@ -110,7 +110,7 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
                 return "missing"
             session.refresh(current)
             if (current.status == "running" and not current.cancel_requested
-                    and owner_alive(current, timings.stale_seconds)):
+                    and owner_alive(session, current, timings.stale_seconds)):
                 return "busy"
             # Claim the run as seen: a competing claim since then makes this one fail.
             run = store_runs.claim_run(session, run_id, worker_name(),
@@ -156,7 +156,8 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
                      f"dataset unreadable: {type(exc).__name__}: {exc}", sweep_id, enqueue)
     writer = HistoryWriter(sessions, run_id, attempt, sweep_id,
                            stopping[0] if stopping else None,
-                           stopping[1] if stopping else "error", spec["epochs"])
+                           stopping[1] if stopping else "error", spec["epochs"],
+                           retry_seconds=timings.stale_seconds)
     try:
         X_train, y_train, validation = split_validation(
             X, y, spec.get("validation_split", 0.0), spec["seed"])

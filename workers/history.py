@@ -1,9 +1,12 @@
 """A run's history as it trains: each chunk's epochs collected and written in batches with
 the run's summary, the rungs of successive halving, and the final write."""
 
+import logging
 import math
 import time
 from typing import Optional
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
@@ -11,17 +14,25 @@ from service.store import sweeps as store_sweeps
 # History is written at most this often (and once at the end), not once per epoch.
 FLUSH_SECONDS = 0.5
 
+log = logging.getLogger(__name__)
+
 
 class HistoryWriter:
     """Collects each chunk's new epochs and writes them in batches with the run's summary.
 
     Rows are written at most every FLUSH_SECONDS (and whatever is left, in the same
     transaction as the final state), so a short run costs two transactions in all: its
-    claim and its end. Each write also tells whether a cancel was requested."""
+    claim and its end. Each write also tells whether a cancel was requested.
+
+    A write the database did not take (its connection lost) keeps its rows for the next
+    one, for up to ``retry_seconds`` after the last write it took; past that (the run has
+    been taken back by then: give ``retry_seconds`` the stale interval) it raises. Since a
+    lost connection may have lost only the answer to a COMMIT that took effect, the next
+    write replaces whatever of its rows is stored."""
 
     def __init__(self, sessions, run_id: int, attempt: Optional[int] = None,
                  sweep_id: Optional[int] = None, early_stopping: Optional[dict] = None,
-                 metric: str = "error", epochs: int = 0):
+                 metric: str = "error", epochs: int = 0, retry_seconds: float = 0.0):
         self.sessions = sessions
         self.run_id = run_id
         self.attempt = attempt
@@ -34,6 +45,9 @@ class HistoryWriter:
         self.pending: list[dict] = []
         self.started = time.perf_counter()
         self.last_flush = self.started
+        self.retry_seconds = retry_seconds
+        self.last_written = self.started  # the last write the database took
+        self.unsure = False  # whether the last write failed (some of it may have landed)
         self.best = (math.inf, None)
         self.last = {}
         self.next_epoch = 0  # the first epoch not yet collected
@@ -125,12 +139,25 @@ class HistoryWriter:
 
     def flush(self) -> None:
         """Write the collected rows and the summary (one transaction) and learn whether a
-        cancel was requested."""
-        with self.sessions() as session:
-            self.cancel_requested = store_runs.record_progress(
-                session, self.run_id, self.pending, self.summary(), self.attempt)
+        cancel was requested; a write the database did not take is tried again at the next
+        flush, within ``retry_seconds`` (see the class)."""
+        try:
+            with self.sessions() as session:
+                self.cancel_requested = store_runs.record_progress(
+                    session, self.run_id, self.pending, self.summary(), self.attempt,
+                    rewrite=self.unsure)
+        except (OperationalError, InterfaceError) as exc:
+            now = time.perf_counter()
+            if now - self.last_written >= self.retry_seconds:
+                raise
+            log.warning("run %s: history write failed, its %d rows kept for the next: %s",
+                        self.run_id, len(self.pending), exc)
+            self.unsure = True
+            self.last_flush = now
+            return
         self.pending = []
-        self.last_flush = time.perf_counter()
+        self.unsure = False
+        self.last_flush = self.last_written = time.perf_counter()
 
     def finish(self, status: str, error_message=None, params=None) -> list[int]:
         """Write the last rows, the summary, the final state and ``params`` in one
@@ -144,6 +171,6 @@ class HistoryWriter:
         with self.sessions() as session:
             store_runs.complete_run(session, self.run_id, self.attempt, self.pending,
                                     self.summary(), status, error_message, params,
-                                    before_commit=hook)
+                                    before_commit=hook, rewrite=self.unsure)
         self.pending = []
         return to_send

@@ -5,7 +5,6 @@ import logging
 import os
 import socket
 import threading
-from datetime import datetime, timezone
 
 from service.settings import ReaperSettings
 from service.store import runs as store_runs
@@ -49,10 +48,11 @@ class Heartbeat:
                 log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
 
 
-def owner_alive(run, stale_seconds: float) -> bool:
+def owner_alive(session, run, stale_seconds: float) -> bool:
     """Whether the worker that claimed a running run may still be training it: a process of
     this host that no longer exists (or this very process, which trains one run at a time)
-    is not; elsewhere, one whose last heartbeat is older than ``stale_seconds`` is not."""
+    is not; elsewhere, one whose last heartbeat is older than ``stale_seconds`` is not, by
+    the database's clock (the one that wrote it), never this host's."""
     host, _, pid = (run.worker or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         if int(pid) == os.getpid():
@@ -63,9 +63,4 @@ def owner_alive(run, stale_seconds: float) -> bool:
             return False
         except PermissionError:
             pass
-    heartbeat = run.heartbeat_at
-    if heartbeat is None:
-        return False
-    if heartbeat.tzinfo is None:  # SQLite keeps no zone; the store writes UTC
-        heartbeat = heartbeat.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - heartbeat).total_seconds() < stale_seconds
+    return store_runs.heartbeat_fresh(session, run.id, stale_seconds)

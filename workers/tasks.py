@@ -22,7 +22,7 @@ def train_run(self, run_id: int) -> str:
     longer than the busy timeout) comes back after DATABASE_RETRY_SECONDS; the run, if this
     delivery had claimed it, is then taken over from this process."""
     try:
-        return execute_run(database.sessions(settings.database_url), int(run_id),
-                           enqueue=send_run, timings=settings.reaper)
+        sessions = database.sessions(settings.database_url, settings.reaper.stale_seconds)
+        return execute_run(sessions, int(run_id), enqueue=send_run, timings=settings.reaper)
     except (OperationalError, InterfaceError) as exc:
         raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS)

@@ -72,10 +72,11 @@ class BrokerMarker:
     """When the broker's present data began: a key in the broker's Redis database, set with
     SET NX to the time it was first missed. A Redis that loses its data (restarted without
     persistence, its volume lost, flushed) loses the key with its queue, so the next
-    ``since`` sets it again to that moment: every message sent before it may be gone. Every
-    worker, on any host, reads the same key, so they all agree. The key goes through the
-    app's own broker connections (its URL, TLS and transport options, key prefix). The
-    filesystem broker keeps its messages in files and cannot lose them this way: no marker
+    ``since`` sets it again to that moment (by Redis's clock; the runs' send times are the
+    database's, so the two servers' clocks must agree, the hosts' need not): every message
+    sent before it may be gone. Every worker, on any host, reads the same key, so they all
+    agree. The key goes through the app's own broker connections (its URL, TLS and
+    transport options, key prefix). The filesystem broker keeps its messages in files and cannot lose them this way: no marker
     (``since`` is None)."""
 
     def __init__(self, celery: Celery):
@@ -86,7 +87,7 @@ class BrokerMarker:
     def since(self) -> Optional[datetime]:
         """The time (UTC) the broker's data began, set to now if the marker is missing; None
         when the broker cannot lose its data this way. One round trip on a pooled
-        connection; raises when the broker is unreachable."""
+        connection (three when the marker is missing); raises when the broker is unreachable."""
         if not self.enabled:
             return None
         with self.celery.pool.acquire(block=True) as connection:
@@ -96,12 +97,20 @@ class BrokerMarker:
         """``since`` through ``channel``, an open channel of the broker (a producer's)."""
         if not self.enabled:
             return None
-        now = datetime.now(timezone.utc).isoformat()
-        with channel.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
-            created, value = pipe.set(BROKER_MARKER, now, nx=True).get(BROKER_MARKER).execute()
-        if created:
-            log.warning("the broker's Redis held no %s key (a new Redis, or one that lost "
-                        "its data): runs queued before %s are sent again", BROKER_MARKER, now)
+        with channel.conn_or_acquire() as client:
+            value = client.get(BROKER_MARKER)
+            if value is None:
+                # Redis's own clock, not this host's: a host whose clock is off must not
+                # move the moment every reaper compares the runs' send times with.
+                seconds, micros = client.time()
+                now = datetime.fromtimestamp(seconds + micros / 1e6, timezone.utc).isoformat()
+                with client.pipeline(transaction=True) as pipe:
+                    created, value = (pipe.set(BROKER_MARKER, now, nx=True)
+                                      .get(BROKER_MARKER).execute())
+                if created:
+                    log.warning("the broker's Redis held no %s key (a new Redis, or one that "
+                                "lost its data): runs queued before %s are sent again",
+                                BROKER_MARKER, now)
         return datetime.fromisoformat(value.decode() if isinstance(value, bytes) else value)
 
 

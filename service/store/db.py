@@ -7,9 +7,11 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, idle_in_transaction_seconds: float | None = None) -> Engine:
     """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys, and a
-    new one is created readable by its owner only."""
+    new one is created readable by its owner only. On PostgreSQL, with
+    ``idle_in_transaction_seconds``, the server ends a session of this engine that leaves a
+    transaction open that long (its client's host cut off mid-transaction: see below)."""
     if url.startswith("sqlite"):
         create_private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -35,7 +37,14 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {}
+    if idle_in_transaction_seconds:
+        # A client whose host is cut off between a statement and its COMMIT sends no FIN
+        # and no RST: its transaction, and the row locks it took, would stay until TCP gives
+        # up on the server's side (hours), and every reaper would wait on those rows.
+        milliseconds = max(1, round(idle_in_transaction_seconds * 1000))
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={milliseconds}"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def create_private_sqlite_file(url: str) -> None:

@@ -1,6 +1,7 @@
 """SQLAlchemy models: datasets, runs, their per-epoch history and their parameters."""
 
-from datetime import datetime, timezone
+import os
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from sqlalchemy import (
@@ -35,9 +36,18 @@ RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled
 FINAL_STATES = ("succeeded", "failed", "diverged", "cancelled", "stopped_early")
 
 
+# TEST ONLY: shifts this process's wall clock (``utcnow``) by this many seconds, to show
+# that a host whose clock is off changes nothing the reaper judges, since those times are
+# the database's (service.store.clock; tests/workers/test_clock_skew.py). Never set it in a
+# deployment.
+CLOCK_OFFSET = timedelta(seconds=float(os.environ.get("DESCENT_TEST_CLOCK_OFFSET_SECONDS")
+                                       or 0))
+
+
 def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
+    """This host's current time, timezone-aware in UTC (for record only: what decides
+    whether a worker is alive is written and judged on the database's clock)."""
+    return datetime.now(timezone.utc) + CLOCK_OFFSET
 
 
 class Base(DeclarativeBase):

@@ -6,17 +6,21 @@ Every worker runs ``reap`` periodically (and ``descent reap`` runs it once). Any
 reapers may run at once: each change is a conditional UPDATE that re-checks what the scan
 saw (state, attempt, heartbeat), so exactly one reaper wins each run, and a task sent
 twice is harmless because ``runs.claim_run`` fences attempts.
+
+Ages are judged in SQL on the database's clock, the clock that wrote the heartbeats
+(service.store.clock): a reaper whose host clock is off judges exactly as the others do.
 """
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Optional, Protocol
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Epoch, Run, Sweep, SweepCell, utcnow
+from .clock import db_ago, db_now
+from .models import Epoch, Run, Sweep, SweepCell
 from .runs import mark_enqueued, worker_lost_message
 from .sweeps import run_ended
 from .usage import HISTORY_ROW_BYTES
@@ -31,6 +35,7 @@ class Timings(Protocol):
     stale_seconds: float  # a running run whose heartbeat is older than this is lost
     max_attempts: int  # claims of one run before it is given up ("worker lost")
     unsent_seconds: float  # a queued run not sent within this long was never sent
+    resend_seconds: float  # a queued run sent this long ago and never claimed is sent again
 
 
 # Runs handled per scan (the next reap takes the rest).
@@ -56,7 +61,7 @@ class Reaped:
 
 def stale_runs(session: Session, stale_seconds: float) -> list[tuple]:
     """(id, attempts) of running runs whose heartbeat is older than ``stale_seconds``."""
-    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    cutoff = db_ago(stale_seconds)
     return list(session.execute(
         select(Run.id, Run.attempts).where(
             Run.status == "running", or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
@@ -70,8 +75,7 @@ def take_back(session: Session, run_id: int, attempts: int, stale_seconds: float
     "queued" (to send again); None when another reaper or a worker got there first. A
     sweep's run that ends frees its slot in the same transaction: the second item is the
     runs that dispatched, to send. Commits."""
-    now = utcnow()
-    cutoff = now - timedelta(seconds=stale_seconds)
+    now, cutoff = db_now(), db_ago(stale_seconds)
     seen = and_(Run.id == run_id, Run.status == "running", Run.attempts == attempts,
                 or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
     # A run that ends here stored its history so far and no parameters (written when a
@@ -106,7 +110,7 @@ def unsent_runs(session: Session, unsent_seconds: float) -> list[int]:
     """Ids of queued runs whose task was never sent (``enqueued_at`` NULL) although they
     were stored or requeued more than ``unsent_seconds`` ago, except sweep cells still
     waiting for a slot."""
-    cutoff = utcnow() - timedelta(seconds=unsent_seconds)
+    cutoff = db_ago(unsent_seconds)
     waiting = exists().where(SweepCell.run_id == Run.id, SweepCell.dispatched.is_(False))
     return list(session.scalars(
         select(Run.id).where(
@@ -116,16 +120,17 @@ def unsent_runs(session: Session, unsent_seconds: float) -> list[int]:
         .order_by(Run.id).limit(BATCH)))
 
 
-def lost_messages(session: Session, broker_since: datetime) -> list[int]:
+def lost_messages(session: Session, broker_since) -> list[int]:
     """Ids of queued runs whose message was sent before ``broker_since``, when the broker's
-    present data began: a broker that lost its data lost their messages."""
+    present data began: a broker that lost its data lost their messages. (Also used with
+    ``db_ago(resend_seconds)``: messages sent that long ago that no worker claimed.)"""
     return list(session.scalars(
         select(Run.id).where(Run.status == "queued", Run.enqueued_at < broker_since,
                              Run.cancel_requested.is_(False))
         .order_by(Run.id).limit(BATCH)))
 
 
-def unsend(session: Session, run_ids: list[int], broker_since: datetime) -> list[int]:
+def unsend(session: Session, run_ids: list[int], broker_since) -> list[int]:
     """Mark as unsent those of ``run_ids`` that are still queued with a message older than
     ``broker_since`` (one conditional UPDATE: of concurrent reapers, one wins each run), to
     send again; should the send never happen, the unsent scan sends them after its grace.
@@ -136,7 +141,7 @@ def unsend(session: Session, run_ids: list[int], broker_since: datetime) -> list
         update(Run).where(Run.id.in_(run_ids), Run.status == "queued",
                           Run.enqueued_at < broker_since, Run.cancel_requested.is_(False))
         # heartbeat_at: when it was marked unsent, as take_back does, for the unsent grace.
-        .values(enqueued_at=None, heartbeat_at=utcnow())
+        .values(enqueued_at=None, heartbeat_at=db_now())
         .returning(Run.id)).all()
     session.commit()
     return sorted(won)
@@ -195,8 +200,9 @@ def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timing
     """One pass: take back runs whose worker stopped beating for ``timings.stale_seconds``
     (requeue, or fail past ``timings.max_attempts``), settle sweeps, send again queued runs
     whose message was sent before ``broker_since()`` (when the broker's present data began,
-    e.g. service.queue.BrokerMarker.since; None: the broker cannot lose its data), send runs
-    never sent within ``timings.unsent_seconds``. ``enqueue(run_id)`` sends a run's task
+    e.g. service.queue.BrokerMarker.since; None: the broker cannot lose its data) or more
+    than ``timings.resend_seconds`` ago without a claim since, send runs never sent within
+    ``timings.unsent_seconds``. ``enqueue(run_id)`` sends a run's task
     (raising when the broker is down). Returns what was done."""
     stale_seconds, max_attempts = timings.stale_seconds, timings.max_attempts
     reaped = Reaped()
@@ -219,7 +225,13 @@ def reap(sessions: sessionmaker, enqueue: Callable[[int], None], timings: Timing
                 reaped.sweeps.append(sweep_id)
         if since is not None:
             reaped.resent = unsend(session, lost_messages(session, since), since)
-            to_send += [i for i in reaped.resent if i not in to_send]
+        # A message Redis handed to a worker over a connection that dropped before the
+        # reply arrived is gone (kombu records it as unacknowledged only on arrival): a run
+        # queued that long without a claim is sent again; a duplicate is harmless.
+        sent_before = db_ago(timings.resend_seconds)
+        reaped.resent += [i for i in unsend(session, lost_messages(session, sent_before),
+                                            sent_before) if i not in reaped.resent]
+        to_send += [i for i in reaped.resent if i not in to_send]
         unsent = unsent_runs(session, timings.unsent_seconds)
         to_send += [i for i in unsent if i not in to_send]
         session.commit()

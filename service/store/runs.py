@@ -10,8 +10,9 @@ from typing import Optional, Sequence
 from sqlalchemy import String, and_, case, cast, delete, func, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from .clock import db_ago, db_now
 from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, SweepCell,
-                     SweepRung, utcnow)
+                     SweepRung)
 from .history import spread_positions
 from .usage import HISTORY_ROW_BYTES, run_bytes, settled_bytes
 from .where import tag_column, tag_equals
@@ -234,8 +235,11 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
     ends ``failed`` with "worker lost (N attempts)" (the deliveries before died with it).
     ``before_commit(session, run)``, if given, reads more in the claim's transaction (what
     the worker needs to train), saving a transaction of its own.
+
+    Its times (started_at, heartbeat_at) are the database's clock (service.store.clock), as
+    are every heartbeat and final time below: staleness is judged on that one clock.
     """
-    now = utcnow()
+    now = db_now()
     where = [Run.id == run_id, Run.status.in_(states), Run.cancel_requested.is_(False)]
     if attempts is not None:
         where.append(Run.attempts == attempts)
@@ -287,20 +291,27 @@ def worker_lost_message():
 
 
 def beat(session: Session, run_id: int, attempt: int) -> bool:
-    """Refresh the heartbeat of a run still running under claim ``attempt``; returns False
-    when it no longer is (the caller stops beating). Commits."""
+    """Refresh the heartbeat of a run still running under claim ``attempt`` to the
+    database's now; returns False when it no longer is (the caller stops beating). Commits."""
     beating = session.execute(
-        update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=utcnow()),
+        update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=db_now()),
         execution_options=UNSYNCHRONIZED).rowcount
     session.commit()
     return bool(beating)
+
+
+def heartbeat_fresh(session: Session, run_id: int, stale_seconds: float) -> bool:
+    """Whether run ``run_id``'s heartbeat is younger than ``stale_seconds`` by the
+    database's clock (the clock that wrote it), whatever this host's clock says."""
+    return bool(session.scalar(select(Run.heartbeat_at >= db_ago(stale_seconds))
+                               .where(Run.id == run_id)))
 
 
 def mark_enqueued(session: Session, run_ids: Sequence[int]) -> None:
     """Record that the tasks of ``run_ids`` were handed to the broker. Commits."""
     if run_ids:
         session.execute(update(Run).where(Run.id.in_(list(run_ids)))
-                        .values(enqueued_at=utcnow()), execution_options=UNSYNCHRONIZED)
+                        .values(enqueued_at=db_now()), execution_options=UNSYNCHRONIZED)
         session.commit()
 
 
@@ -314,8 +325,13 @@ def _summary_values(summary: dict) -> dict:
             for key, value in summary.items()}
 
 
-def _insert_history(session: Session, rows: list[dict]) -> None:
-    """Insert history rows, with non-finite metrics as NULL."""
+def _insert_history(session: Session, rows: list[dict],
+                    replacing: Optional[int] = None) -> None:
+    """Insert history rows, with non-finite metrics as NULL; given ``replacing`` (the run's
+    id), its stored rows from the first of ``rows`` on are deleted first."""
+    if rows and replacing is not None:
+        session.execute(delete(Epoch).where(Epoch.run_id == replacing,
+                                            Epoch.epoch >= rows[0]["epoch"]))
     if rows:
         for row in rows:
             for key in ("error", "accuracy", "val_error", "val_accuracy"):
@@ -330,16 +346,18 @@ def _owned(run_id: int, attempt: Optional[int]):
 
 
 def record_progress(session: Session, run_id: int, rows: list[dict], summary: dict,
-                    attempt: Optional[int] = None) -> bool:
+                    attempt: Optional[int] = None, rewrite: bool = False) -> bool:
     """Append history rows and update the run's summary (epochs_done, final/best error...).
     Returns True when a cancel was requested. Raises LostRun (writing nothing) when the run
-    is no longer running under claim ``attempt``. Commits.
+    is no longer running under claim ``attempt``. Commits. ``rewrite``: some of ``rows``
+    may be stored already (a write whose connection was lost before its COMMIT was
+    answered, tried again): they replace what is there.
 
     The run row is updated before the rows are inserted: on PostgreSQL that update takes the
     row lock a competing ``claim_run`` needs, so a claim either sees these rows (and deletes
     them) or this write sees the claim (and raises)."""
     values = _summary_values(summary)
-    values["heartbeat_at"] = utcnow()
+    values["heartbeat_at"] = db_now()
     cancel = session.execute(
         update(Run).where(_owned(run_id, attempt)).values(**values)
         .returning(Run.cancel_requested),
@@ -348,21 +366,23 @@ def record_progress(session: Session, run_id: int, rows: list[dict], summary: di
     if cancel is None:
         session.rollback()
         raise LostRun(f"run {run_id} is no longer running under attempt {attempt}")
-    _insert_history(session, rows)
+    _insert_history(session, rows, run_id if rewrite else None)
     session.commit()
     return bool(cancel)
 
 
 def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: list[dict],
                  summary: dict, status: str, error_message: Optional[str] = None,
-                 params: Optional[dict] = None, before_commit=None) -> None:
+                 params: Optional[dict] = None, before_commit=None,
+                 rewrite: bool = False) -> None:
     """Finish a run in one transaction: its last history rows, summary, final state and
     parameters (``{which: (dtype, npz bytes)}``). Raises LostRun (writing nothing) when the
     run is no longer running under claim ``attempt``. ``before_commit(session)``, if given,
-    writes more in the same transaction (a sweep dispatching its next cell). Commits."""
+    writes more in the same transaction (a sweep dispatching its next cell). ``rewrite`` as
+    for ``record_progress``. Commits."""
     assert status in FINAL_STATES
     values = _summary_values(summary)
-    now = utcnow()
+    now = db_now()
     values.update(status=status, error_message=error_message, finished_at=now,
                   heartbeat_at=now)
     if "epochs_done" in values:  # what it stored replaces what was reserved
@@ -374,7 +394,7 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     if owned is None:
         session.rollback()
         raise LostRun(f"run {run_id} is no longer running under attempt {attempt}")
-    _insert_history(session, rows)
+    _insert_history(session, rows, run_id if rewrite else None)
     if params:
         # A claim clears an earlier attempt's parameters, so these are new rows.
         session.execute(Params.__table__.insert(), [
@@ -398,7 +418,7 @@ def finish_run(session: Session, run_id: int, status: str, error_message=None,
     where = Run.id == run_id if attempt is None else _owned(run_id, attempt)
     return bool(session.execute(
         update(Run).where(where)
-        .values(status=status, finished_at=utcnow(), error_message=error_message)
+        .values(status=status, finished_at=db_now(), error_message=error_message)
     ).rowcount)
 
 
@@ -423,7 +443,7 @@ def cancel_runs(session: Session, which) -> None:
     """Cancel the runs matching ``which``: queued ones end ``cancelled`` now, running ones
     get ``cancel_requested`` and stop at their next chunk (the caller commits)."""
     session.execute(update(Run).where(which, Run.status == "queued")
-                    .values(cancel_requested=True, status="cancelled", finished_at=utcnow(),
+                    .values(cancel_requested=True, status="cancelled", finished_at=db_now(),
                             stored_bytes=0))  # never started: stored nothing
     session.execute(update(Run).where(which, Run.status == "running")
                     .values(cancel_requested=True))

@@ -56,6 +56,16 @@ def descent_variables() -> list[tuple[str, str, str]]:
             for key, value in environment(service).items() if key.startswith("DESCENT_")]
 
 
+# ${NAME:?message}: compose takes the value from the environment or .env, and refuses to
+# start without it.
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")
+
+
+def interpolated(value: str, sample: str = "s3cret-sample-key") -> str:
+    """``value`` as compose would pass it with every required variable set to ``sample``."""
+    return REQUIRED.sub(sample, value)
+
+
 def resolve(args: list[str]):
     """(command, remaining args, name path) for `descent ARGS`."""
     command, path = cli, []
@@ -95,15 +105,19 @@ def test_the_check_itself_catches_a_wrong_command():
 
 
 SETTING_OF = {"DESCENT_DATABASE_URL": "database_url", "DESCENT_BROKER_URL": "broker_url",
-              "DESCENT_API_URL": "api_url"}
+              "DESCENT_API_URL": "api_url", "DESCENT_SECRET_KEY": "secret_key"}
+INT_SETTING_OF = {"DESCENT_TRUSTED_PROXIES": "trusted_proxies"}
 
 
 @pytest.mark.parametrize("service,key,value", descent_variables(),
                          ids=[f"{service}-{key}" for service, key, _ in descent_variables()])
 def test_every_descent_variable_is_read_by_the_settings(service, key, value):
+    value = interpolated(value)
     settings = Settings.from_env({key: value})
     if key in SETTING_OF:
         assert getattr(settings, SETTING_OF[key]) == value
+    elif key in INT_SETTING_OF:
+        assert getattr(settings, INT_SETTING_OF[key]) == int(value)
     else:
         match = re.fullmatch(r"DESCENT_(MAX_\w+)", key)
         assert match, f"{service}: {key} is not a setting service.settings reads"
@@ -122,7 +136,8 @@ def test_the_stack_uses_postgresql_and_redis():
 
 def test_migrations_run_once_before_the_api_and_the_workers():
     for name, service in SERVICES.items():
-        if name in ("redis", "postgres", "migrate", "flower"):  # flower needs the broker only
+        # flower needs the broker only; the proxy waits for a healthy API instead
+        if name in ("redis", "postgres", "migrate", "flower", "proxy"):
             continue
         depends = service.get("depends_on") or {}
         assert depends.get("migrate", {}).get("condition") == \
@@ -134,7 +149,8 @@ def test_migrations_run_once_before_the_api_and_the_workers():
 
 
 def test_servers_and_long_running_services_have_healthchecks():
-    for name in ("redis", "postgres", "api", *[n for n in SERVICES if n.startswith("worker")]):
+    for name in ("redis", "postgres", "api", "proxy",
+                 *[n for n in SERVICES if n.startswith("worker")]):
         test = as_argv(SERVICES[name].get("healthcheck", {}).get("test"))
         assert test, f"{name} has no healthcheck"
     worker_check = as_argv(SERVICES["worker-1"]["healthcheck"]["test"])
@@ -170,3 +186,71 @@ def test_flower_watches_the_workers_on_their_broker():
     assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "5555/healthcheck" in " ".join(as_argv(flower["healthcheck"]["test"]))
     assert flower["image"].startswith("mher/flower:")
+
+
+# ------------------------------------------------------------- several API servers, one key
+
+
+def test_api_replicas_share_a_secret_key_from_the_environment():
+    """Two or more API replicas, all signing cookies with one DESCENT_SECRET_KEY that comes
+    from the environment (.env), never written in the file: compose refuses to start
+    without it, rather than let each replica generate a key of its own."""
+    api = SERVICES["api"]
+    assert api["deploy"]["replicas"] >= 2
+    value = environment(api)["DESCENT_SECRET_KEY"]
+    match = REQUIRED.fullmatch(value)
+    assert match and match.group(1) == "DESCENT_SECRET_KEY", value
+    assert Settings.from_env({"DESCENT_SECRET_KEY": interpolated(value)}).secret_key
+    for name, service in SERVICES.items():  # nothing else carries a key of its own
+        if name != "api":
+            assert "DESCENT_SECRET_KEY" not in environment(service), name
+    assert "ports" not in api  # replicas are reached through the proxy only
+    assert REQUIRED.fullmatch(interpolated(value)) is None
+
+
+def test_the_proxy_fronts_every_replica_and_the_api_trusts_it_once():
+    proxy = SERVICES["proxy"]
+    assert "127.0.0.1:8000:8000" in proxy["ports"]
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    source, target, *_ = proxy["volumes"][0].split(":")
+    config = (ROOT / source).read_text()
+    assert target == "/etc/nginx/conf.d/default.conf"
+    assert re.search(r"server\s+api:8000\b", config)  # every replica behind one name
+    assert "listen 8000;" in config
+    assert "X-Forwarded-For $proxy_add_x_forwarded_for" in config
+    # One proxy appends one X-Forwarded-For entry: the API must trust exactly one.
+    assert Settings.from_env(environment(SERVICES["api"])).trusted_proxies == 1
+    # Bodies: nginx refuses what Descent would refuse, no more, no less.
+    limits = Settings().limits
+    assert f"client_max_body_size {limits.max_json_bytes // 2**20}m;" in config
+    assert f"client_max_body_size {limits.max_upload_bytes // 2**20}m;" in config
+    assert "/api/v1/health" in " ".join(as_argv(proxy["healthcheck"]["test"]))
+
+
+def test_the_api_is_healthy_only_when_it_can_take_runs():
+    """The API's healthcheck runs `descent health`, which exits 1 unless GET /api/v1/health
+    says the database and the broker are reachable (tests/integration/test_health.py), so
+    the proxy starts, and compose routes, only to replicas that can take runs."""
+    test = as_argv(SERVICES["api"]["healthcheck"]["test"])
+    assert test[:2] == ["descent", "health"]
+    assert test[test.index("--api-url") + 1] == "http://127.0.0.1:8000"
+    port = as_argv(SERVICES["api"]["command"])
+    assert port[port.index("--port") + 1] == "8000"
+
+
+def test_workers_start_once_their_servers_are_healthy_and_migrated():
+    workers = [n for n in SERVICES if n.startswith("worker")]
+    assert workers
+    for name in workers:
+        depends = SERVICES[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["postgres"]["condition"] == "service_healthy"
+        # a deploy's SIGTERM lets running runs finish first
+        assert int(str(SERVICES[name]["stop_grace_period"]).rstrip("s")) >= 30
+
+
+def test_redis_keeps_the_queue_on_a_volume():
+    redis = SERVICES["redis"]
+    assert as_argv(redis["command"])[-2:] == ["--appendonly", "yes"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])

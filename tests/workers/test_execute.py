@@ -385,8 +385,10 @@ def test_superseded_attempt_stops_writing(db_sessions):
 
 
 def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
-    """A database that fails mid-run does not fail the run: execute_run raises (the task
-    retries later) and the next delivery, in this same process, takes the run over."""
+    """A database that fails mid-run for longer than the stale interval (0 s here) does not
+    fail the run: execute_run raises (the task retries later) and the next delivery, in
+    this same process, takes the run over. (Within the interval the history writer keeps
+    its rows and tries again: tests/workers/test_history_retry.py.)"""
     from sqlalchemy.exc import OperationalError
 
     from workers import history
@@ -400,7 +402,7 @@ def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
     monkeypatch.setattr(history, "FLUSH_SECONDS", 0.0)
     monkeypatch.setattr(store_runs, "record_progress", down)
     with pytest.raises(OperationalError):
-        execute_run(sessions, run_id)
+        execute_run(sessions, run_id, timings=ReaperSettings(stale_seconds=0.0))
     run, _, _ = load(sessions, run_id)
     assert run.status == "running" and run.attempts == 1
 
