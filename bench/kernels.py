@@ -5,6 +5,8 @@ Run by hand (not a test):
     .venv/bin/python bench/kernels.py                 # full run, ~10-15 min on 2 cores
     .venv/bin/python bench/kernels.py --quick         # ~2 min, shorter measurements
     .venv/bin/python bench/kernels.py --cells a b-32 c-full-f32 --reps 5 --threads 1
+    .venv/bin/python bench/kernels.py --optimizer adam      # the adam cells (batch 1, 32, 256)
+    .venv/bin/python bench/kernels.py --optimizer momentum  # SGD with momentum 0.9
 
 Every implementation does the same training: same architecture, activations, loss, learning
 rate, batch size, number of epochs, no shuffling and (Descent, PyTorch, NumPy) the same initial
@@ -122,6 +124,19 @@ NETS = {
           "784-256-128-10 relu/softmax/ce"),
 }
 BATCHES = ["1", "32", "256", "full"]
+# --optimizer: plain gradient descent (the default, the cells above) or the optimizer cells,
+# at batch 1, 32 and 256. Each peer runs its own implementation of the same optimizer:
+# torch.optim.Adam / SGD(momentum=0.9), scikit-learn's solver="adam" / "sgd" with momentum,
+# and the NumPy peer's. Learning rates per net, smaller than plain GD's (Adam's steps do not
+# scale with the gradient; momentum 0.9 multiplies the step by up to 10).
+OPTIMIZERS = {
+    # name: (kernels.train keywords, learning rate per net, batches)
+    "sgd": ({}, None, BATCHES),
+    "adam": ({"optimizer": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+             {"a": 0.01, "b": 0.001, "c": 0.0001}, ["1", "32", "256"]),
+    "momentum": ({"optimizer": "momentum", "momentum": 0.9},
+                 {"a": 0.05, "b": 0.002, "c": 0.0001}, ["1", "32", "256"]),
+}
 DTYPES = ["f64", "f32"]
 DTYPE_NAME = {"f64": "float64", "f32": "float32"}
 
@@ -135,8 +150,15 @@ def cell_id(net, batch, dt):
     return f"{net}-{batch}-{dt}"
 
 
-def select_cells(patterns):
-    cells = [(n, b, d) for n in NETS for b in BATCHES for d in DTYPES]
+def net_lr(net, optimizer):
+    """Learning rate of a net's cells under an optimizer."""
+    rates = OPTIMIZERS[optimizer][1]
+    return NETS[net][4] if rates is None else rates[net]
+
+
+def select_cells(patterns, optimizer="sgd"):
+    batches = OPTIMIZERS[optimizer][2]
+    cells = [(n, b, d) for n in NETS for b in batches for d in DTYPES]
     if not patterns:
         return cells
     out = []
@@ -239,11 +261,58 @@ def _np_eval(X, Y, labels, Ws, Bs, act, out_act, loss):
     return err, acc
 
 
-def numpy_train(X, labels, params, *, act, out_act, loss, lr, batch, epochs):
-    """Plain NumPy training with the contract's math. Returns the error history."""
+class NumpyOptimizer:
+    """The optimizer step of the NumPy peer, in place, with API.md 1b's formulas written in
+    PyTorch's order (docs/kernels.md): momentum (b = g at t = 1, then b = mu b + g) and Adam."""
+
+    def __init__(self, arrays, lr, optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999,
+                 eps=1e-8):
+        self.kind, self.lr, self.mu = optimizer, lr, momentum
+        self.b1, self.b2, self.eps = beta1, beta2, eps
+        self.t = 0
+        self.m = [np.zeros_like(a) for a in arrays]
+        self.v = [np.zeros_like(a) for a in arrays] if optimizer == "adam" else None
+
+    def next_batch(self):
+        self.t += 1
+        if self.kind == "adam":
+            dt = self.m[0].dtype.type
+            bc1, bc2 = 1.0 - self.b1 ** self.t, 1.0 - self.b2 ** self.t
+            self.step_size = dt(float(self.lr) / bc1)
+            self.bc2_sqrt = dt(math.sqrt(bc2))
+
+    def update(self, i, p, g):
+        """p <- the optimizer's step from gradient g; i numbers the parameter array."""
+        if self.kind == "momentum":
+            b = self.m[i]
+            if self.t == 1:
+                b[...] = g
+            else:
+                b *= self.mu
+                b += g
+            p -= self.lr * b
+        else:
+            m, v = self.m[i], self.v[i]
+            m += (1.0 - self.b1) * (g - m)  # torch's lerp form
+            v *= self.b2
+            v += (1.0 - self.b2) * g * g
+            denom = np.sqrt(v)
+            denom /= self.bc2_sqrt
+            denom += self.eps
+            step = self.step_size * m
+            step /= denom
+            p -= step
+
+
+def numpy_train(X, labels, params, *, act, out_act, loss, lr, batch, epochs, opt=None):
+    """NumPy training with the contract's math (``opt``: kernels.train's optimizer
+    keywords; plain GD without). Returns the error history."""
     dt = X.dtype
     Ws = [np.array(w, dtype=dt, copy=True) for w in params["weights"]]
     Bs = [np.array(b, dtype=dt, copy=True) for b in params["biases"]]
+    optim = None  # plain GD updates inline, as before the optimizer cells existed
+    if opt and opt.get("optimizer", "sgd") != "sgd":
+        optim = NumpyOptimizer([a for pair in zip(Ws, Bs) for a in pair], dt.type(lr), **opt)
     n, M = X.shape[0], Ws[-1].shape[0]
     if out_act == "softmax":
         Y = np.zeros((n, M), dtype=dt)
@@ -260,6 +329,8 @@ def numpy_train(X, labels, params, *, act, out_act, loss, lr, batch, epochs):
                 xb = X[s:s + bs]
                 yb = Y[s:s + bs]
                 b = xb.shape[0]
+                if optim is not None:
+                    optim.next_batch()
                 z, acts = _np_forward(xb, Ws, Bs, act, out_act)
                 if out_act == "softmax":  # softmax + cross-entropy
                     p = np.exp(z - z.max(axis=1, keepdims=True))
@@ -273,8 +344,12 @@ def numpy_train(X, labels, params, *, act, out_act, loss, lr, batch, epochs):
                     gB = delta.sum(axis=0)
                     if l > 0:
                         delta = (delta @ Ws[l]) * _np_dact(act, acts[l])
-                    Ws[l] -= lr * gW
-                    Bs[l] -= lr * gB
+                    if optim is None:
+                        Ws[l] -= lr * gW
+                        Bs[l] -= lr * gB
+                    else:
+                        optim.update(2 * l, Ws[l], gW)
+                        optim.update(2 * l + 1, Bs[l], gB)
             errors.append(_np_eval(X, Y, labels, Ws, Bs, act, out_act, loss)[0])
     return np.array(errors)
 
@@ -290,14 +365,14 @@ def _contract_uniform_init(layers, seed, dtype):
 
 
 def standin_train(X, y, *, layers, activation, output_activation, loss, learning_rate,
-                  batch_mode, batch_size, epochs, seed, shuffle, init, dtype):
+                  batch_mode, batch_size, epochs, seed, shuffle, init, dtype, **opt):
     """Used only when `kernels.train` does not work yet: the NumPy peer behind the API."""
     assert not shuffle and init == "uniform"
     X = np.ascontiguousarray(X, dtype=dtype)
     p0 = _contract_uniform_init(layers, seed, dtype)
     batch = {"sgd": "1", "full": "full"}.get(batch_mode, str(batch_size))
     errors = numpy_train(X, y, p0, act=activation, out_act=output_activation, loss=loss,
-                         lr=learning_rate, batch=batch, epochs=epochs)
+                         lr=learning_rate, batch=batch, epochs=epochs, opt=opt)
     return types.SimpleNamespace(errors=errors, initial_params=p0, epochs_done=epochs,
                                  diverged=False, params=None, accuracy=None)
 
@@ -325,7 +400,20 @@ def _torch_setup(torch, layers, act, out_act, X, labels, dt):
     return model, lins, Xt, Yt
 
 
-def torch_train(torch, setup, params, *, out_act, lr, batch, epochs, threads, rows=None):
+def torch_optimizer(torch, parameters, lr, opt):
+    """torch.optim's counterpart of kernels.train's optimizer keywords (PyTorch's defaults:
+    the single-tensor implementation on CPU)."""
+    kind = opt.get("optimizer", "sgd")
+    if kind == "adam":
+        return torch.optim.Adam(parameters, lr=lr, betas=(opt["beta1"], opt["beta2"]),
+                                eps=opt["eps"])
+    if kind == "momentum":
+        return torch.optim.SGD(parameters, lr=lr, momentum=opt["momentum"], dampening=0.0)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.0)
+
+
+def torch_train(torch, setup, params, *, out_act, lr, batch, epochs, threads, rows=None,
+                opt=None):
     import torch.nn.functional as F
 
     model, lins, Xt, Yt = setup
@@ -345,7 +433,7 @@ def torch_train(torch, setup, params, *, out_act, lr, batch, epochs, threads, ro
     n = Xt.shape[0]
     bs = n if batch == "full" else int(batch)
     batches = [(Xt[s:s + bs], Yt[s:s + bs]) for s in range(0, n, bs)]
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
+    optim = torch_optimizer(torch, model.parameters(), lr, opt or {})
     errors = []
 
     def evaluate():
@@ -361,9 +449,9 @@ def torch_train(torch, setup, params, *, out_act, lr, batch, epochs, threads, ro
     errors.append(evaluate())
     for _ in range(epochs):
         for xb, yb in batches:
-            opt.zero_grad(set_to_none=True)
+            optim.zero_grad(set_to_none=True)
             lossf(model(xb), yb).backward()
-            opt.step()
+            optim.step()
         errors.append(evaluate())
     return np.array(errors)
 
@@ -372,7 +460,7 @@ def torch_train(torch, setup, params, *, out_act, lr, batch, epochs, threads, ro
 # scikit-learn peer
 # --------------------------------------------------------------------------------------------
 
-def sklearn_train(sk, *, layers, act, loss, lr, batch, epochs, X, labels):
+def sklearn_train(sk, *, layers, act, loss, lr, batch, epochs, X, labels, opt=None):
     from sklearn.exceptions import ConvergenceWarning
 
     n = X.shape[0]
@@ -383,6 +471,11 @@ def sklearn_train(sk, *, layers, act, loss, lr, batch, epochs, X, labels):
               learning_rate_init=lr, max_iter=epochs, shuffle=False, momentum=0.0,
               nesterovs_momentum=False, tol=0.0, n_iter_no_change=epochs + 1,
               early_stopping=False, random_state=0)
+    opt = opt or {}
+    if opt.get("optimizer") == "adam":
+        kw.update(solver="adam", beta_1=opt["beta1"], beta_2=opt["beta2"], epsilon=opt["eps"])
+    elif opt.get("optimizer") == "momentum":
+        kw.update(momentum=opt["momentum"])
     if loss == "mse":
         model = sk.MLPRegressor(**kw)
         target = labels.astype(X.dtype)
@@ -531,7 +624,9 @@ def rel_diff(a, b):
 
 def run_cell(cell, ctx):
     net, batch, dt = cell
-    layers, act, out_act, loss, lr, _ = NETS[net]
+    layers, act, out_act, loss, _, _ = NETS[net]
+    lr = net_lr(net, ctx["optimizer"])
+    opt = OPTIMIZERS[ctx["optimizer"]][0]
     X64, labels, _ = ctx["data"][net]
     if net == "c" and batch == "1":
         X64, labels = X64[:ctx["c_sgd_n"]], labels[:ctx["c_sgd_n"]]
@@ -548,7 +643,7 @@ def run_cell(cell, ctx):
         return ctx["train"](X, labels, layers=layers, activation=act, output_activation=out_act,
                             loss=loss, learning_rate=lr, batch_mode=bmode, batch_size=bsize,
                             epochs=epochs, seed=0, shuffle=False, init="uniform",
-                            dtype=DTYPE_NAME[dt])
+                            dtype=DTYPE_NAME[dt], **opt)
 
     # Descent: warm-up (absorbs numba compilation), then pick the epochs for ~target seconds.
     with _blas_threads(d_threads[0]):
@@ -580,18 +675,19 @@ def run_cell(cell, ctx):
         for T in ctx["torch_threads"]:
             impls[f"torch@{T}"] = (lambda k, m, T=T: torch_train(
                 torch, setup, p0, out_act=out_act, lr=lr, batch=batch, epochs=k, threads=T,
-                rows=m))
+                rows=m, opt=opt))
     if ctx["sklearn"] is not None:
         def run_sk(k, m):
             with _blas_threads(ctx["peer_threads"]):
                 return sklearn_train(ctx["sklearn"], layers=layers, act=act, loss=loss, lr=lr,
-                                     batch=batch, epochs=k, X=X[:m], labels=labels[:m])
+                                     batch=batch, epochs=k, X=X[:m], labels=labels[:m],
+                                     opt=opt)
         impls["sklearn"] = run_sk
 
     def run_np(k, m):
         with _blas_threads(ctx["peer_threads"]):
             return numpy_train(X[:m], labels[:m], p0, act=act, out_act=out_act, loss=loss,
-                               lr=lr, batch=batch, epochs=k)
+                               lr=lr, batch=batch, epochs=k, opt=opt)
     impls["numpy"] = run_np
 
     # Peers: a warm-up and a probe of one epoch on a few batches give the seconds per sample;
@@ -809,6 +905,18 @@ def gflop_table(results, ctx):
 # main
 # --------------------------------------------------------------------------------------------
 
+def describe_optimizer(name):
+    """What each implementation runs under --optimizer NAME."""
+    if name == "adam":
+        return ("adam (beta1 0.9, beta2 0.999, eps 1e-8): Descent optimizer='adam', "
+                "torch.optim.Adam, sklearn solver='adam', NumPy peer's Adam")
+    if name == "momentum":
+        return ("momentum 0.9 (no dampening, not Nesterov): Descent optimizer='momentum', "
+                "torch.optim.SGD(momentum=0.9), sklearn solver='sgd' momentum=0.9 "
+                "nesterovs_momentum=False, NumPy peer's momentum")
+    return "plain gradient descent (torch.optim.SGD momentum=0, sklearn solver='sgd' momentum=0)"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -831,6 +939,10 @@ def main(argv=None):
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each cell wait up to S seconds until other processes use "
                          "< 0.15 cores (default 0: no waiting)")
+    ap.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd",
+                    help="sgd: plain gradient descent (default, 24 cells); adam or momentum: "
+                         "those optimizer cells at batch 1, 32 and 256 against torch.optim.Adam "
+                         "/ SGD(momentum=0.9) and scikit-learn's adam / sgd+momentum solvers")
     ap.add_argument("--standin", action="store_true",
                     help="use the NumPy stand-in for Descent even if kernels works")
     args = ap.parse_args(argv)
@@ -843,6 +955,7 @@ def main(argv=None):
         "torch_threads": [1, 2],
         "c_n": 4000 if args.quick else 10000,
         "c_sgd_n": 500 if args.quick else 2000,
+        "optimizer": args.optimizer,
     }
     global SETTLE_SECONDS
     if args.quick:
@@ -893,7 +1006,7 @@ def main(argv=None):
     print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
           + ("   (recent activity: other processes may compete for the cores; the bg column "
              "says how much they took during each cell)" if load0[0] > 0.5 else ""))
-    cells = select_cells(args.cells)
+    cells = select_cells(args.cells, args.optimizer)
     if not cells:
         sys.exit(f"--cells {args.cells}: no cell matches; ids look like a-1-f64, b-32, c-full-f32")
     global_notes = []
@@ -918,9 +1031,10 @@ def main(argv=None):
           "own running loss, has its own init, and for the mse net uses MLPRegressor (identity "
           "output, 1/2 mean squared error) since it has no sigmoid-output regressor; its "
           "classifier uses softmax + cross-entropy like ours.")
+    print(f"optimizer: {describe_optimizer(args.optimizer)}")
     for net in sorted(ctx["data"]):
-        layers, act, out_act, loss, lr, desc = NETS[net]
-        print(f"net {net}: {desc}, lr={lr}; data: {ctx['data'][net][2]}")
+        desc = NETS[net][5]
+        print(f"net {net}: {desc}, lr={net_lr(net, args.optimizer)}; data: {ctx['data'][net][2]}")
     if any(c[0] == "c" and c[1] == "1" for c in cells):
         print(f"batch 1 on 784-256-128-10 uses the first {ctx['c_sgd_n']} samples for every "
               f"implementation (same work).")
@@ -934,8 +1048,8 @@ def main(argv=None):
     gc.collect()
     gc.freeze()  # torch's many objects: keep the collections between cells cheap
     print()
-    print("== Training throughput, samples/s (= epochs * n_samples / median seconds); "
-          "* = capped: less work timed (see notes); ~ = repetitions spread > 1.3x")
+    print(f"== Training throughput ({args.optimizer}), samples/s (= epochs * n_samples / median "
+          "seconds); * = capped: less work timed (see notes); ~ = repetitions spread > 1.3x")
     print(header(ctx))
     sys.stdout.flush()
     results = []
@@ -1008,7 +1122,7 @@ def main(argv=None):
                 r["verdict"] = all(r["checks"])
 
     print()
-    print("== Summary table")
+    print(f"== Summary table ({describe_optimizer(args.optimizer)})")
     print(header(ctx))
     for r in results:
         print(row(r, ctx))

@@ -1,7 +1,8 @@
 """Descent's training core: pure numerics (numpy + numba), no I/O.
 
-``train`` runs gradient descent as API.md section 1 defines; ``predict`` and ``gradients``
-apply given parameters; ``trace_step`` shows one SGD step of one sample layer by layer;
+``train`` runs gradient descent as API.md section 1 defines, with the optimizers, schedules,
+clipping and plateau stopping of section 1b (``learning_rate_at`` gives a schedule's rates);
+``predict`` and ``gradients`` apply given parameters; ``trace_step`` shows one SGD step of one sample layer by layer;
 ``load_dataset`` returns the built-in datasets.
 """
 
@@ -15,9 +16,12 @@ from .names import (
     HIDDEN_ACTIVATIONS,
     INITS,
     LOSSES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
     OUTPUT_ACTIVATIONS,
     default_output_activation,
 )
+from .schedule import learning_rate_at
 from .trace import TraceStep, layer_symbols, trace_step
 from .training import Progress, TrainResult, train
 
@@ -29,6 +33,8 @@ __all__ = [
     "HIDDEN_ACTIVATIONS",
     "INITS",
     "LOSSES",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
     "OUTPUT_ACTIVATIONS",
     "Progress",
     "TraceStep",
@@ -38,6 +44,7 @@ __all__ = [
     "gradients",
     "init_params",
     "layer_symbols",
+    "learning_rate_at",
     "load_dataset",
     "predict",
     "trace_step",

@@ -47,9 +47,26 @@ LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
 MSE, CROSS_ENTROPY = 0, 1
 # Accuracy modes.
 ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
-# Indices into ``consts`` (an array of the network's dtype).
+# Indices into ``consts`` (an array of the network's dtype). After C_SCRATCH: the optimizer's
+# scalars, cast to the dtype once per epoch (C_MU .. C_EPS, C_DECAY) or per batch (the rest).
 C_LR, C_SLOPE, C_ONE, C_ZERO, C_HALF, C_SCRATCH = 0, 1, 2, 3, 4, 5
-N_CONSTS = 6
+C_MU, C_W1, C_W1C, C_BETA2, C_W2, C_EPS, C_DECAY, C_STEP, C_BC2S, C_SHRINK = range(6, 16)
+C_TINY = 16  # the dtype's smallest normal number
+N_CONSTS = 17
+# Optimizer codes.
+OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM, OPT_ADAMW = 0, 1, 2, 3, 4
+# Plateau metrics.
+PLATEAU_OFF, PLATEAU_ERROR, PLATEAU_VAL_ERROR = 0, 1, 2
+# Indices into ``ctl`` (int64: settings, then state that persists across chunks). I_GENERAL:
+# the batch computes its gradients, then clips, decays and steps (else sgd's fused update).
+I_OPT, I_GENERAL, I_METRIC, I_PATIENCE, I_RESTORE = 0, 1, 2, 3, 4
+I_T, I_BEST_EPOCH, I_BAD, I_CHECKED, I_STATUS = 5, 6, 7, 8, 9
+N_CTL = 10
+# Indices into ``hyper`` (float64: settings, then the plateau's best value).
+H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST = range(8)
+N_HYPER = 8
+# ctl[I_STATUS] after train_epochs: why the chunk ended.
+RAN, DIVERGED, PLATEAU = 0, 1, 2
 
 
 # ------------------------------------------------------------------------ activations
@@ -554,18 +571,32 @@ def _forward(P, net, bufs, b, consts, blas_min):
     _activate(abuf, a0, b * M, M, acts[L - 1], consts)
 
 
+# What _layer_backward does with a layer's gradients: store them in G; apply plain gradient
+# descent as it goes (W -= lr * dE/dW); or store them and apply the optimizer's step to the
+# layer's weights, then its biases, once their gradients are complete.
+STORE, APPLY_SGD, APPLY_STEP = 0, 1, 2
+# APPLY_STEP steps a layer's weights row by row when it has at least this many (rows of a
+# large layer are stepped while in cache, instead of reading its gradients back from memory),
+# else all at once after its last row (a call per row would cost more than it saves).
+ROW_STEP_MIN = 32768
+
+
 @njit(**_JIT)
-def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b, blas_min):
+def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b, blas_min,
+                    S, code, decay, consts):
     """Gradients of layer l from its delta D (b rows of n_out).
 
     Writes dE/d(layer input) into dA (when need_dA) with the weights before the update, then
-    applies ``W -= lr * dE/dW`` (apply) or stores the gradients in G (laid out like P).
-    Small products run as fused loops that pass over each weight row once; large ones use BLAS.
+    stores the gradients in G (laid out like P) and, by ``apply``, updates nothing (STORE),
+    applies ``W -= lr * dE/dW`` (APPLY_SGD) or the optimizer's step (APPLY_STEP, with the
+    state S, see _step_range; by row or by layer, see ROW_STEP_MIN). Small products run as fused loops that pass over each weight
+    row once; large ones use BLAS.
     """
     n_in = sizes[l]
     n_out = sizes[l + 1]
     w0 = poff[l]
     b0 = w0 + n_out * n_in
+    n = _U(P.shape[0])
     if b > _U1 and b * n_in * n_out >= blas_min:
         Dv = _matrix(D, _U0, b, n_out)
         if need_dA:
@@ -576,13 +607,17 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
         for s in range(_U1, b):  # row by row, so the column sums read memory in order
             for o in range(n_out):
                 G[b0 + o] += D[s * n_out + o]
-        if apply:
+        if apply == APPLY_SGD:
             for k in range(w0, b0 + n_out):
                 P[k] -= lr * G[k]
+        elif apply == APPLY_STEP:
+            _step_range(P, G, S, n, w0, b0, code, decay, consts)
+            _step_range(P, G, S, n, b0, b0 + n_out, code, False, consts)
         return
     if need_dA:
         for k in range(b * n_in):
             dA[k] = 0
+    row_steps = apply == APPLY_STEP and n_in * n_out >= ROW_STEP_MIN
     for o in range(n_out):
         rw = w0 + o * n_in
         if need_dA:
@@ -594,7 +629,7 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
                 for i in range(n_in):
                     dA[ra + i] += d * P[rw + i]
         d = D[o]
-        if b == _U1 and apply:
+        if b == _U1 and apply == APPLY_SGD:
             if d != 0:  # W - lr * (0 * a) is W again
                 for i in range(n_in):
                     P[rw + i] -= lr * (d * abuf[a0 + i])
@@ -606,22 +641,28 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
                 ra = a0 + s * n_in
                 for i in range(n_in):
                     G[rw + i] += d * abuf[ra + i]
-            if apply:
+            if apply == APPLY_SGD:
                 for i in range(n_in):
                     P[rw + i] -= lr * G[rw + i]
+            elif row_steps:
+                _step_range(P, G, S, n, rw, rw + n_in, code, decay, consts)
         g = D[o]
         for s in range(_U1, b):
             g += D[s * n_out + o]
-        if apply:
+        if apply == APPLY_SGD:
             P[b0 + o] -= lr * g
         else:
             G[b0 + o] = g
+    if apply == APPLY_STEP:
+        if not row_steps:
+            _step_range(P, G, S, n, w0, b0, code, decay, consts)
+        _step_range(P, G, S, n, b0, b0 + n_out, code, False, consts)
 
 
 @njit(**_JIT)
-def _backward(P, net, bufs, b, consts, apply, blas_min):
-    """Backpropagate the output delta in delta1 through every layer, updating P (apply) or
-    filling the gradient buffer."""
+def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay):
+    """Backpropagate the output delta in delta1 through every layer, filling the gradient
+    buffer and updating P as ``apply`` says (see _layer_backward)."""
     sizes, poff, aoff, acts = net
     abuf, D, dA, G = bufs[0], bufs[3], bufs[4], bufs[5]
     L = sizes.shape[0] - 1
@@ -629,10 +670,130 @@ def _backward(P, net, bufs, b, consts, apply, blas_min):
     for l in range(L - 1, -1, -1):
         need_dA = l > 0
         _layer_backward(P, G, sizes, poff, l, abuf, aoff[l], D, dA, need_dA, lr, apply, b,
-                        blas_min)
+                        blas_min, S, code, decay, consts)
         if need_dA:
             _times_derivative(dA, abuf, aoff[l], b * sizes[l], acts[l - 1], consts)
         D, dA = dA, D
+
+
+# ------------------------------------------------------------------------- optimizers
+
+
+@njit(**_JIT)
+def _clip_gradients(G, clip, consts):
+    """Scale G by clip / (norm + 1e-6) when its L2 norm (squares summed in float64, in
+    order) exceeds clip (torch.nn.utils.clip_grad_norm_ with the contract's condition)."""
+    total = 0.0
+    for k in range(_U(G.shape[0])):
+        g = float(G[k])
+        total += g * g
+    norm = math.sqrt(total)
+    if norm > clip:
+        consts[C_SCRATCH] = clip / (norm + 1e-6)
+        scale = consts[C_SCRATCH]
+        for k in range(_U(G.shape[0])):
+            G[k] *= scale
+
+
+@njit(**_JIT)
+def _step_range(P, G, S, n, lo, hi, code, decay, consts):
+    """One optimizer step on P[lo:hi] from the gradients G[lo:hi] (weight decay when
+    ``decay``), in one pass; S holds the momentum buffer or Adam's m at S[k], v at S[n + k].
+    The expressions are PyTorch's (docs/kernels.md), in the dtype's arithmetic, except that
+    state values below the smallest normal number are stored as zero: a buffer that decays
+    geometrically (gradients at zero) would otherwise go subnormal, and arithmetic on
+    subnormals costs x86 about a hundred times more. NaN stays NaN."""
+    lr = consts[C_LR]
+    lam = consts[C_DECAY]
+    tiny, zero = consts[C_TINY], consts[C_ZERO]
+    if code == OPT_SGD:
+        if decay:
+            for k in range(lo, hi):
+                P[k] -= lr * (G[k] + lam * P[k])
+        else:
+            for k in range(lo, hi):
+                P[k] -= lr * G[k]
+    elif code == OPT_MOMENTUM or code == OPT_NESTEROV:
+        mu = consts[C_MU]
+        if code == OPT_MOMENTUM:
+            for k in range(lo, hi):
+                g = G[k] + lam * P[k] if decay else G[k]
+                b = S[k] * mu + g
+                S[k] = zero if abs(b) < tiny else b
+                P[k] -= lr * b
+        else:
+            for k in range(lo, hi):
+                g = G[k] + lam * P[k] if decay else G[k]
+                b = S[k] * mu + g
+                S[k] = zero if abs(b) < tiny else b
+                P[k] -= lr * (g + mu * b)
+    else:
+        w1, w1c = consts[C_W1], consts[C_W1C]
+        beta2, w2, eps = consts[C_BETA2], consts[C_W2], consts[C_EPS]
+        step, bc2s, shrink = consts[C_STEP], consts[C_BC2S], consts[C_SHRINK]
+        small = w1 < consts[C_HALF]  # torch.lerp's choice of form
+        decoupled = decay and code == OPT_ADAMW
+        coupled = decay and code == OPT_ADAM
+        for k in range(lo, hi):
+            p = P[k] * shrink if decoupled else P[k]
+            g = G[k] + lam * p if coupled else G[k]
+            m = S[k]
+            m = m + w1 * (g - m) if small else g - (g - m) * w1c
+            v = S[n + k] * beta2 + w2 * g * g
+            S[k] = zero if abs(m) < tiny else m
+            S[n + k] = zero if v < tiny else v
+            P[k] = p - step * m / (np.sqrt(v) / bc2s + eps)
+
+
+@njit(**_JIT)
+def _begin_step(ctl, hyper, lr, consts):
+    """Count the batch's step (t) and set its scalars: Adam's step size and sqrt(bc2)."""
+    ctl[I_T] += 1
+    code = ctl[I_OPT]
+    if code == OPT_ADAM or code == OPT_ADAMW:
+        t = float(ctl[I_T])
+        consts[C_STEP] = lr / (1.0 - math.pow(hyper[H_BETA1], t))
+        consts[C_BC2S] = math.sqrt(1.0 - math.pow(hyper[H_BETA2], t))
+
+
+@njit(**_JIT)
+def _clipped_step(P, G, S, net, code, decay, clip, consts):
+    """The update of a batch whose gradients are all in G: clip them, then step every
+    layer (weights with weight decay, then biases)."""
+    sizes, poff = net[0], net[1]
+    _clip_gradients(G, clip, consts)
+    n = _U(P.shape[0])
+    for l in range(sizes.shape[0] - 1):
+        w0 = poff[l]
+        b0 = w0 + sizes[l + 1] * sizes[l]
+        _step_range(P, G, S, n, w0, b0, code, decay, consts)
+        _step_range(P, G, S, n, b0, b0 + sizes[l + 1], code, False, consts)
+
+
+@njit(**_JIT)
+def _plateau_update(value, epoch, ctl, hyper, P, best):
+    """The plateau rule for ``epoch``'s metric ``value`` (each epoch counted once, in order):
+    an improvement (value < best - min_delta; never NaN) resets the count and, with
+    restore_best, copies P into ``best``; returns True when the count reaches patience."""
+    if ctl[I_METRIC] == PLATEAU_OFF or epoch <= ctl[I_CHECKED]:
+        return False
+    ctl[I_CHECKED] = epoch
+    if value < hyper[H_BEST] - hyper[H_MIN_DELTA]:
+        hyper[H_BEST] = value
+        ctl[I_BEST_EPOCH] = epoch
+        ctl[I_BAD] = 0
+        if ctl[I_RESTORE] != 0:
+            for k in range(_U(P.shape[0])):
+                best[k] = P[k]
+        return False
+    ctl[I_BAD] += 1
+    return ctl[I_BAD] >= ctl[I_PATIENCE]
+
+
+@njit(**_JIT)
+def plateau_update(value, epoch, ctl, hyper, P, best):
+    """_plateau_update for an epoch whose metric was recorded outside train_epochs."""
+    return _plateau_update(value, epoch, ctl, hyper, P, best)
 
 
 # ------------------------------------------------------------------------ epoch loops
@@ -705,7 +866,8 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
 @njit(**_JIT)
 def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch, shuffle,
                  seed, first_epoch, n_epochs, pending, order, errors, accuracy,
-                 Xv, Yv, labels_v, vnet, vbufs, vrows, val_errors, val_accuracy, blas_min):
+                 Xv, Yv, labels_v, vnet, vbufs, vrows, val_errors, val_accuracy, blas_min,
+                 lrs, S, ctl, hyper, best):
     """Run up to n_epochs epochs, numbered from first_epoch, in place on the parameters P.
 
     With validation rows (Xv non-empty, evaluated through their own workspace vnet/vbufs),
@@ -715,13 +877,30 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     error is recorded, except in full-batch mode without shuffling, where the forward pass of
     the next step is exactly that evaluation and is reused: there the last epoch's error stays
     pending (recorded by the next call, given ``pending``, or by ``evaluate``).
-    Returns the number of epochs trained; it stops early once a recorded error is not finite.
+
+    lrs[epoch] is the epoch's float64 learning rate. Plain sgd (ctl[I_GENERAL] == 0) updates
+    P inside the backward pass; otherwise each batch counts a step (t in ctl) and the
+    optimizer, with its state S, steps each weight row inside the backward pass as soon as
+    its gradients are known, or, with clipping, after all of them (_clipped_step). With a plateau metric in ctl, each recorded metric goes through _plateau_update.
+    Returns the number of epochs trained, with ctl[I_STATUS] saying why it stopped: RAN (all
+    of them), DIVERGED (a recorded error was not finite) or PLATEAU (its last epoch met the
+    plateau rule; with full batches in order and metric val_error its error is pending).
     """
     n = X.shape[0]
     M = Y.shape[1]
     reuse = batch >= n and not shuffle
+    general = ctl[I_GENERAL] != 0
+    metric = ctl[I_METRIC]
+    code = ctl[I_OPT]
+    decay = hyper[H_DECAY] != 0.0
+    clip = hyper[H_CLIP]
+    G = bufs[5]
+    ctl[I_STATUS] = RAN
     for e in range(n_epochs):
         epoch = first_epoch + e
+        lr = lrs[epoch]
+        consts[C_LR] = lr
+        consts[C_SHRINK] = 1.0 - lr * hyper[H_DECAY]
         if shuffle:
             _shuffle_order(order, seed, epoch)
         for start in range(0, n, batch):
@@ -736,19 +915,41 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
                 accuracy[epoch - 1] = c / n
                 pending = False
                 if not math.isfinite(E):
+                    ctl[I_STATUS] = DIVERGED
+                    return e
+                # Decided before this step's update, so P is still epoch - 1's.
+                if metric == PLATEAU_ERROR and _plateau_update(E, epoch - 1, ctl, hyper, P, best):
+                    ctl[I_STATUS] = PLATEAU
                     return e
             _output_delta(net, bufs, b, loss, consts)
-            _backward(P, net, bufs, b, consts, True, blas_min)
+            if not general:
+                _backward(P, net, bufs, b, consts, APPLY_SGD, blas_min, S, code, decay)
+                continue
+            _begin_step(ctl, hyper, lr, consts)
+            if clip > 0.0:  # the norm needs every gradient of the batch first
+                _backward(P, net, bufs, b, consts, STORE, blas_min, S, code, decay)
+                _clipped_step(P, G, S, net, code, decay, clip, consts)
+            else:  # each weight row steps as soon as its gradients are known
+                _backward(P, net, bufs, b, consts, APPLY_STEP, blas_min, S, code, decay)
         if Xv.shape[0] > 0:
             val_errors[epoch], val_accuracy[epoch] = _evaluate(
                 Xv, Yv, labels_v, acc_mode, P, vnet, loss, consts, vbufs, vrows, blas_min)
         if reuse:
             pending = True
+            if metric == PLATEAU_VAL_ERROR and _plateau_update(val_errors[epoch], epoch, ctl,
+                                                                hyper, P, best):
+                ctl[I_STATUS] = PLATEAU
+                return e + 1
             continue
         E, acc = _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min)
         errors[epoch] = E
         accuracy[epoch] = acc
         if not math.isfinite(E):
+            ctl[I_STATUS] = DIVERGED
+            return e + 1
+        value = val_errors[epoch] if metric == PLATEAU_VAL_ERROR else E
+        if _plateau_update(value, epoch, ctl, hyper, P, best):
+            ctl[I_STATUS] = PLATEAU
             return e + 1
     return n_epochs
 
@@ -769,7 +970,7 @@ def gradients(X, Y, P, net, loss, consts, bufs, blas_min):
     _forward(P, net, bufs, n, consts, blas_min)
     t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), 0, loss, ACC_NONE)
     _output_delta(net, bufs, n, loss, consts)
-    _backward(P, net, bufs, n, consts, False, blas_min)
+    _backward(P, net, bufs, n, consts, STORE, blas_min, np.empty(0, P.dtype), OPT_SGD, False)
     return _mean_error(t, X.shape[0], Y.shape[1], loss)
 
 

@@ -16,6 +16,20 @@ CROSS_ENTROPY_OUTPUTS = ("softmax", "sigmoid")
 BATCH_MODES = ("sgd", "minibatch", "full")
 INITS = ("uniform", "normal", "xavier", "he")
 DTYPES = ("float64", "float32")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZER_CODES = dict(zip(OPTIMIZERS, (E.OPT_SGD, E.OPT_MOMENTUM, E.OPT_NESTEROV, E.OPT_ADAM,
+                                        E.OPT_ADAMW)))
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine")
+# The keys of each schedule: (required, {optional: default}).
+SCHEDULE_KEYS = {
+    "constant": ((), {}),
+    "step": (("step_size",), {"gamma": 0.1}),
+    "exponential": (("gamma",), {}),
+    "cosine": ((), {"lr_min": 0.0}),
+}
+PLATEAU_METRICS = {"val_error": E.PLATEAU_VAL_ERROR, "error": E.PLATEAU_ERROR}
+PLATEAU_DEFAULTS = {"metric": "val_error", "patience": 10, "min_delta": 0.0,
+                    "restore_best": True}
 
 DEFAULTS = {
     "activation": "sigmoid",

@@ -30,6 +30,7 @@ class Network:
         c[E.C_SLOPE] = knobs.LEAKY_RELU_SLOPE
         c[E.C_ONE] = 1.0
         c[E.C_HALF] = 0.5
+        c[E.C_TINY] = np.finfo(self.dtype).tiny
         return c
 
     def offsets(self) -> np.ndarray:

@@ -9,14 +9,18 @@ import numpy as np
 from . import _engine as E
 from . import knobs
 from .init import init_params
-from .names import DEFAULTS
+from .names import DEFAULTS, OPTIMIZER_CODES, PLATEAU_METRICS
 from .network import Network, pack, unpack
+from .schedule import learning_rates
 from .validation import (
     check_callback,
     check_checkpoints,
     check_inputs,
     check_network,
+    check_optimizer,
     check_params,
+    check_plateau,
+    check_schedule,
     check_targets,
     check_training,
     check_validation_set,
@@ -53,6 +57,8 @@ class TrainResult:
     epochs_done: int
     val_errors: Optional[np.ndarray] = None
     val_accuracy: Optional[np.ndarray] = None
+    stop_reason: Optional[str] = None  # "plateau" when stop_on_plateau ended the run
+    best_epoch: Optional[int] = None  # with stop_on_plateau: the epoch of the best metric
 
 
 def batch_rows(batch_mode: str, batch_size: int, n: int) -> int:
@@ -84,6 +90,15 @@ def train(
     callback: Optional[Callable[[Progress], Optional[bool]]] = None,
     validation=None,
     checkpoints=None,
+    optimizer="sgd",
+    momentum=0.9,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    clip_norm=None,
+    lr_schedule=None,
+    stop_on_plateau=None,
 ) -> TrainResult:
     """Train a fully connected network by gradient descent, as API.md section 1 defines.
 
@@ -94,6 +109,9 @@ def train(
     epoch as ``val_errors`` (``val_accuracy``); they take no part in training.
     ``checkpoints``: epochs at which a chunk must end, so the callback sees exactly that
     epoch last (and can stop there), e.g. the rungs of successive halving.
+    ``optimizer`` (with ``momentum``, or ``beta1``, ``beta2``, ``eps``; the parameters of
+    other optimizers are ignored), ``weight_decay``, ``clip_norm``, ``lr_schedule`` and
+    ``stop_on_plateau`` are API.md section 1b's; docs/kernels.md fixes the details.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -109,12 +127,19 @@ def train(
     check_callback(callback)
     checkpoints = check_checkpoints(checkpoints)
     val_rows = check_validation_set(validation, network, acc_mode)
+    opt = check_optimizer(optimizer, momentum, beta1, beta2, eps, weight_decay, clip_norm)
+    lrs = learning_rates(lr, check_schedule(lr_schedule, lr), epochs)
+    plateau = check_plateau(stop_on_plateau, validation is not None)
 
     run = _Run(network, (X, Y, labels), val_rows, validated=validation is not None,
                acc_mode=acc_mode, flat=pack(initial, network), lr=lr,
                batch=batch_rows(batch_mode, batch_size, X.shape[0]), shuffle=shuffle, seed=seed,
                epochs=epochs)
+    run.configure(opt, lrs, plateau)
     done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
+    plateaued = run.plateaued and not diverged
+    if plateau is not None and plateau["restore_best"] and not diverged:
+        run.flat[:] = run.best
     return TrainResult(
         **run.history(0, done),
         initial_params=initial,
@@ -122,6 +147,8 @@ def train(
         diverged=bool(diverged),
         stopped=stopped,
         epochs_done=done,
+        stop_reason="plateau" if plateaued else None,
+        best_epoch=int(run.ctl[E.I_BEST_EPOCH]) if plateau is not None else None,
     )
 
 
@@ -133,18 +160,19 @@ def _train_in_chunks(run: "_Run", epochs: int, callback, checkpoints: list[int])
     done, recorded = 0, -1  # the first Progress reports epoch 0 too
     diverged, stopped = not np.isfinite(run.errors[0]), False
     chunk = 1
-    while done < epochs and not diverged and not stopped:
+    while done < epochs and not diverged and not stopped and not run.plateaued:
         k, at_checkpoint = _next_chunk(chunk, done, epochs, checkpoints)
         started = time.perf_counter()
         ran = run.train_epochs(done, k)
         seconds = time.perf_counter() - started
         done += ran
-        known = run.record_chunk_end(done, ran == k, at_checkpoint, epochs)
+        known = run.record_chunk_end(done, at_checkpoint, epochs)
         diverged = not np.isfinite(run.errors[known])
         if callback is not None:
             progress = Progress(first_epoch=recorded + 1, epochs_done=done, diverged=diverged,
                                 seconds=seconds, **run.history(recorded + 1, known))
-            stopped = bool(callback(progress)) and done < epochs and not diverged
+            stopped = (bool(callback(progress)) and done < epochs and not diverged
+                       and not run.plateaued)
             if stopped and known < done:
                 run.evaluate(done)
                 diverged = not np.isfinite(run.errors[done])
@@ -190,45 +218,98 @@ class _Run:
         # Full batches in dataset order leave each epoch's error to the next step's forward pass.
         self.lagging = batch >= n and not shuffle
 
+    def configure(self, opt: dict, lrs: np.ndarray, plateau: Optional[dict]) -> None:
+        """Set the optimizer (its state at zero), the per-epoch learning rates and the
+        plateau rule (None: none), as ``check_optimizer`` and ``check_plateau`` return them."""
+        n, dtype = self.flat.shape[0], self.flat.dtype
+        code = OPTIMIZER_CODES[opt["optimizer"]]
+        self.lrs = lrs
+        self.ctl = np.zeros(E.N_CTL, dtype=np.int64)
+        self.hyper = np.zeros(E.N_HYPER, dtype=np.float64)
+        self.ctl[E.I_OPT] = code
+        # Plain sgd keeps its update fused into the backward pass.
+        self.ctl[E.I_GENERAL] = (code != E.OPT_SGD or opt["weight_decay"] != 0.0
+                                 or opt["clip_norm"] is not None)
+        for index, name in ((E.H_MOMENTUM, "momentum"), (E.H_BETA1, "beta1"),
+                            (E.H_BETA2, "beta2"), (E.H_EPS, "eps"), (E.H_DECAY, "weight_decay")):
+            self.hyper[index] = opt[name]
+        self.hyper[E.H_CLIP] = opt["clip_norm"] or 0.0
+        c = self.consts  # the scalars as the dtype's arithmetic sees them
+        c[E.C_MU] = opt["momentum"]
+        c[E.C_W1] = 1.0 - opt["beta1"]
+        c[E.C_W1C] = dtype.type(1.0) - c[E.C_W1]
+        c[E.C_BETA2] = opt["beta2"]
+        c[E.C_W2] = 1.0 - opt["beta2"]
+        c[E.C_EPS] = opt["eps"]
+        c[E.C_DECAY] = opt["weight_decay"]
+        moments = {E.OPT_SGD: 0, E.OPT_MOMENTUM: 1, E.OPT_NESTEROV: 1}.get(code, 2)
+        self.S = np.zeros(moments * n, dtype=dtype)
+        self.metric = E.PLATEAU_OFF if plateau is None else PLATEAU_METRICS[plateau["metric"]]
+        self.ctl[E.I_METRIC] = self.metric
+        restore = plateau is not None and plateau["restore_best"]
+        if plateau is not None:
+            self.ctl[E.I_PATIENCE] = plateau["patience"]
+            self.ctl[E.I_RESTORE] = restore
+            self.hyper[E.H_MIN_DELTA] = plateau["min_delta"]
+        self.best = np.empty(n if restore else 0, dtype=dtype)  # parameters of best_epoch
+
+    @property
+    def plateaued(self) -> bool:
+        """Whether the plateau rule ended training."""
+        return self.ctl[E.I_STATUS] == E.PLATEAU
+
     def evaluate(self, epoch: int) -> None:
-        """Record the training-set error (and accuracy) of the current parameters as ``epoch``'s."""
+        """Record the training-set error (and accuracy) of the current parameters as
+        ``epoch``'s; on the plateau metric ``error``, apply the plateau rule to it."""
         self.errors[epoch], self.accuracy[epoch] = E.evaluate(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net,
             self.network.loss, self.consts, self.ws.bufs, self.rows, self.blas_min,
         )
+        value = self.errors[epoch]
+        if epoch > 0 and self.metric == E.PLATEAU_ERROR and np.isfinite(value):
+            if E.plateau_update(value, epoch, self.ctl, self.hyper, self.flat, self.best):
+                self.ctl[E.I_STATUS] = E.PLATEAU
 
     def evaluate_initial(self) -> None:
-        """Record epoch 0: the initial parameters on the training and validation rows."""
+        """Record epoch 0: the initial parameters on the training and validation rows; the
+        plateau rule's best starts there."""
         self.evaluate(0)
         if self.validated:
             self.val_errors[0], self.val_accuracy[0] = E.evaluate(
                 self.Xv, self.Yv, self.labels_v, self.acc_mode, self.flat, self.vws.net,
                 self.network.loss, self.consts, self.vws.bufs, self.vrows, self.blas_min,
             )
+        if self.metric != E.PLATEAU_OFF:
+            metric = self.val_errors if self.metric == E.PLATEAU_VAL_ERROR else self.errors
+            self.hyper[E.H_BEST] = metric[0]
+            self.best[:] = self.flat[:self.best.shape[0]]
 
     def train_epochs(self, done: int, k: int) -> int:
         """Train up to ``k`` epochs after the first ``done`` in one jitted call; returns how
-        many ran (fewer when an error was not finite)."""
+        many ran (fewer when an error was not finite or the plateau rule stopped training)."""
         return E.train_epochs(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net, self.network.loss,
             self.consts, self.ws.bufs, self.rows, self.batch, self.shuffle, self.seed, done + 1,
             k, self.lagging and done > 0, self.order, self.errors, self.accuracy,
             self.Xv, self.Yv, self.labels_v, self.vws.net, self.vws.bufs, self.vrows,
             self.val_errors, self.val_accuracy, self.blas_min,
+            self.lrs, self.S, self.ctl, self.hyper, self.best,
         )
 
-    def record_chunk_end(self, done: int, full: bool, at_checkpoint: bool, epochs: int) -> int:
-        """After a chunk that ended at epoch ``done`` (``full``: it ran every epoch asked),
-        evaluate what must be known now; returns the last epoch whose error is recorded."""
-        # Lagging, a full chunk leaves errors[done] pending; a short one stopped on a
-        # non-finite errors[done]. Record the pending one when training ends here.
-        if self.lagging and full and done == epochs:
+    def record_chunk_end(self, done: int, at_checkpoint: bool, epochs: int) -> int:
+        """After a chunk that ended at epoch ``done``, evaluate what must be known now;
+        returns the last epoch whose error is recorded."""
+        status = self.ctl[E.I_STATUS]
+        # Lagging, the last epoch's error is still pending after a chunk that ran all its
+        # epochs or stopped on a plateau of val_error (a divergence or a plateau of error
+        # was seen in a recorded error). Record it when training ends here, or at a
+        # checkpoint (the callback sees the checkpoint).
+        pending = self.lagging and (status == E.RAN or (
+            status == E.PLATEAU and self.metric == E.PLATEAU_VAL_ERROR))
+        if pending and (done == epochs or status == E.PLATEAU or at_checkpoint):
             self.evaluate(done)
-        known = done - 1 if self.lagging and full and done < epochs else done
-        if at_checkpoint and full and known < done:  # the callback sees the checkpoint
-            self.evaluate(done)
-            known = done
-        return known
+            return done
+        return done - 1 if pending else done
 
     def history(self, first: int, last: int) -> dict:
         """Copies of errors, accuracy, val_errors and val_accuracy of epochs first..last, None

@@ -14,7 +14,12 @@ from .names import (
     HIDDEN_ACTIVATIONS,
     INITS,
     LOSSES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
     OUTPUT_ACTIVATIONS,
+    PLATEAU_DEFAULTS,
+    PLATEAU_METRICS,
+    SCHEDULE_KEYS,
     default_output_activation,
 )
 from .network import Network
@@ -240,3 +245,86 @@ def check_validation_set(validation, network: Network, acc_mode: int):
     if acc_mode_v != acc_mode:
         raise ValueError("validation: y_val must be the same kind of target as y")
     return Xv, Yv, labels_v
+
+
+def _real(name, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number within [low, high] (an open end where asked)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    value = float(value)
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+# weight_decay's upper bound: far beyond any useful value, it keeps lr * weight_decay finite.
+MAX_WEIGHT_DECAY = 1e3
+
+
+def check_optimizer(optimizer, momentum, beta1, beta2, eps, weight_decay, clip_norm) -> dict:
+    """The optimizer and its parameters, normalised; only the chosen optimizer's own
+    parameters are checked (the others are ignored)."""
+    optimizer = _choice("optimizer", optimizer, OPTIMIZERS)
+    out = {"optimizer": optimizer, "momentum": 0.0, "beta1": 0.0, "beta2": 0.0, "eps": 0.0}
+    if optimizer in ("momentum", "nesterov"):
+        out["momentum"] = _real("momentum", momentum, 0.0, 1.0, high_open=True)
+    elif optimizer in ("adam", "adamw"):
+        out["beta1"] = _real("beta1", beta1, 0.0, 1.0, high_open=True)
+        out["beta2"] = _real("beta2", beta2, 0.0, 1.0, high_open=True)
+        out["eps"] = _real("eps", eps, 0.0, low_open=True)
+    out["weight_decay"] = _real("weight_decay", weight_decay, 0.0, MAX_WEIGHT_DECAY)
+    out["clip_norm"] = None if clip_norm is None else _real("clip_norm", clip_norm, 0.0,
+                                                           low_open=True)
+    return out
+
+
+def check_schedule(lr_schedule, learning_rate: float) -> dict:
+    """A learning-rate schedule (None: constant) with its kind's defaults filled in."""
+    if lr_schedule is None:
+        return {"kind": "constant"}
+    if not isinstance(lr_schedule, dict):
+        raise ValueError(f"lr_schedule: expected an object with a kind, got {lr_schedule!r}")
+    kind = _choice("lr_schedule.kind", lr_schedule.get("kind", "constant"), LR_SCHEDULES)
+    required, optional = SCHEDULE_KEYS[kind]
+    for key in lr_schedule:
+        if key != "kind" and key not in required and key not in optional:
+            raise ValueError(f"lr_schedule.{key}: not a parameter of the {kind} schedule")
+    for key in required:
+        if key not in lr_schedule:
+            raise ValueError(f"lr_schedule.{key}: required by the {kind} schedule")
+    out = {"kind": kind, **optional, **{k: v for k, v in lr_schedule.items() if k != "kind"}}
+    if "step_size" in out:
+        out["step_size"] = _integer("lr_schedule.step_size", out["step_size"], 1)
+    if "gamma" in out:
+        out["gamma"] = _real("lr_schedule.gamma", out["gamma"], 0.0, 1.0, low_open=True)
+    if "lr_min" in out:
+        out["lr_min"] = _real("lr_schedule.lr_min", out["lr_min"], 0.0, learning_rate,
+                              high_open=True)
+    return out
+
+
+def check_plateau(stop_on_plateau, validated: bool):
+    """The plateau rule (None: none) with its defaults filled in; metric val_error needs
+    validation rows."""
+    if stop_on_plateau is None:
+        return None
+    if not isinstance(stop_on_plateau, dict):
+        raise ValueError(f"stop_on_plateau: expected an object or null, got {stop_on_plateau!r}")
+    for key in stop_on_plateau:
+        if key not in PLATEAU_DEFAULTS:
+            raise ValueError(f"stop_on_plateau.{key}: unknown; expected one of "
+                             f"{', '.join(PLATEAU_DEFAULTS)}")
+    out = {**PLATEAU_DEFAULTS, **stop_on_plateau}
+    _choice("stop_on_plateau.metric", out["metric"], tuple(PLATEAU_METRICS))
+    if out["metric"] == "val_error" and not validated:
+        raise ValueError("stop_on_plateau.metric: val_error needs validation rows "
+                         "(a validation split > 0)")
+    out["patience"] = _integer("stop_on_plateau.patience", out["patience"], 1)
+    out["min_delta"] = _real("stop_on_plateau.min_delta", out["min_delta"], 0.0)
+    if not isinstance(out["restore_best"], (bool, np.bool_)):
+        raise ValueError(f"stop_on_plateau.restore_best: expected true or false, "
+                         f"got {out['restore_best']!r}")
+    out["restore_best"] = bool(out["restore_best"])
+    return out

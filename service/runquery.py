@@ -13,6 +13,7 @@ from service.datasets import resolve_dataset
 from service.errors import Invalid
 from service.runs import MAX_RUN_ID
 from service.store import runs as store_runs
+from service.store.models import OPTIMIZERS, STOP_REASONS
 from service.store.runs import ORDERABLE, RUN_STATES, is_orderable
 from service.store.where import WhereError, compile_where
 
@@ -39,12 +40,18 @@ class _RunListArgs(ma.Schema):
 
     status = fields.String(metadata={"description": "one state or several, comma-separated: "
                                                     + ", ".join(RUN_STATES)})
+    optimizer = fields.String(metadata={"description": "one optimizer or several, "
+                                                       "comma-separated: " + ", ".join(OPTIMIZERS)})
+    stop_reason = fields.String(metadata={"description": "runs that stopped for this reason: "
+                                                         + ", ".join(STOP_REASONS) + ", or none "
+                                                         "(comma-separated)"})
     dataset = fields.String(metadata={"description": "dataset name or id"})
     sweep_id = fields.Integer()
     where = fields.String(metadata={"description": (
         "a filter expression, ANDed with the other filters: comparisons (= != < <= > >=), "
         "`in (...)`, `not in (...)`, `not`, `and`, `or` and parentheses over status, "
-        "dataset, sweep_id, name, batch_mode, tag.KEY, id, learning_rate, batch_size, "
+        "dataset, sweep_id, name, batch_mode, optimizer, stop_reason, tag.KEY, id, "
+        "learning_rate, batch_size, "
         "epochs, seed, epochs_done, final_error, best_error, best_epoch, final_accuracy, "
         "final_val_error, created_at, started_at, finished_at; times quoted (ISO 8601), "
         "strings quoted or bare words, `= null` for a missing value, "
@@ -135,6 +142,16 @@ def parse_run_query(session, args: dict, owner: str) -> store_runs.RunQuery:
         if unknown:
             problems["status"] = f"unknown state(s) {', '.join(unknown)}"
         query.statuses = statuses
+    for name, known_values, attribute in (("optimizer", OPTIMIZERS, "optimizers"),
+                                          ("stop_reason", STOP_REASONS + ("none",),
+                                           "stop_reasons")):
+        if args.get(name):
+            values = [v.strip() for v in args[name].split(",") if v.strip()]
+            unknown = [v for v in values if v not in known_values]
+            if unknown:
+                problems[name] = (f"unknown {', '.join(unknown)}; expected one of "
+                                  f"{', '.join(known_values)}")
+            setattr(query, attribute, values)
     if args.get("dataset"):
         dataset = resolve_dataset(session, args["dataset"], owner, create_builtin=False)
         query.dataset_id = dataset.id if dataset is not None else -1

@@ -11,7 +11,8 @@ from service.datasets import resolve_dataset
 from service.errors import Conflict, Invalid, NotFound, NotReady, QueueDown
 from service.queue import QueueUnavailable
 from service.quotas import check_quotas
-from service.runspec import complete_spec, dataset_problems, limit_problems
+from service.runspec import (complete_spec, dataset_problems, limit_problems, validation_problems,
+                             with_defaults)
 from service.settings import redact_urls
 from service.store import FINAL_STATES, Run
 from service.store import runs as store_runs
@@ -33,7 +34,7 @@ def describe_run(run: Run) -> dict:
         "id": run.id,
         "name": run.name,
         "status": run.status,
-        "spec": run.spec,
+        "spec": with_defaults(run.spec),
         "tags": run.tags,
         "dataset": {"id": run.dataset.id, "name": run.dataset.name},
         "sweep_id": run.sweep_id,
@@ -45,6 +46,7 @@ def describe_run(run: Run) -> dict:
         "final_error": run.final_error,
         "best_error": run.best_error,
         "best_epoch": run.best_epoch,
+        "stop_reason": run.stop_reason,
         "final_accuracy": run.final_accuracy,
         "final_val_error": run.final_val_error,
         "worker": run.worker,
@@ -73,6 +75,7 @@ def submit_run(session, queue, limits, owner: str, fields: dict) -> Run:
         raise Invalid({"dataset": f"no dataset named {spec['dataset']!r}"})
     problems = dataset_problems(spec, dataset.n_features, dataset.target_kind,
                                 dataset.n_targets, dataset.n_classes, dataset.max_abs)
+    problems.update(validation_problems(spec, dataset.n_samples))
     for field, message in limit_problems(spec, dataset.n_samples, limits).items():
         problems[field] = f"{problems[field]}; {message}" if field in problems else message
     if problems:

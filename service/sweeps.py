@@ -4,22 +4,38 @@ with a leaderboard."""
 
 import json
 
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields
 
 from service import sweepspace
 from service.datasets import resolve_dataset
 from service.errors import Invalid, NotFound, field_messages
 from service.quotas import check_quotas
 from service.runs import describe_run, enqueue_or_undo
-from service.runspec import INT32, RunSpecSchema, complete_spec, dataset_problems, limit_problems
+from service.runspec import (INT32, RunSpecSchema, complete_spec, dataset_problems, limit_problems,
+                             validation_problems)
 from service.store import sweeps as store_sweeps
 from service.store import usage
 from service.store.models import Sweep
 
 # What a leaderboard can rank by.
 METRICS = ("final_error", "best_error", "final_val_error", "final_accuracy")
-# What a sweep may vary: a run spec's fields but its name and tags.
+# What a sweep may vary: a run spec's fields but its name and tags, and one key of an object
+# field by its dotted name (``lr_schedule.gamma``, ``stop_on_plateau.patience``).
 RUN_FIELDS = [name for name in RunSpecSchema().fields if name not in ("name", "tags")]
+NESTED_FIELDS = {name: list(field.schema.fields)
+                 for name, field in RunSpecSchema().fields.items()
+                 if isinstance(field, fields.Nested)}
+VARIABLE_FIELDS = RUN_FIELDS + [f"{name}.{key}" for name, keys in NESTED_FIELDS.items()
+                                for key in keys]
+
+
+def varied_field(name: str, config: dict):
+    """The varied field (a key of ``config``) an error about spec field ``name`` comes
+    from (``lr_schedule.gamma`` for an error about it or about ``lr_schedule`` given whole
+    and then varied in part, the longest match first), or None for the base."""
+    matches = [key for key in config
+               if name == key or name.startswith((key + ".", key + "["))]
+    return max(matches, key=len) if matches else None
 
 
 def expand(session, body: dict, owner: str, limits) -> list[dict]:
@@ -31,8 +47,12 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
     base = body["base"]
     problems = {}
     for name in (body[kind] or {}):
-        if name not in RUN_FIELDS:
-            problems[f"{kind}.{name}"] = "not a field of a run spec that a sweep can vary"
+        if name not in VARIABLE_FIELDS:
+            parent = name.partition(".")[0]
+            problems[f"{kind}.{name}"] = (
+                f"not a key of {parent}: one of {', '.join(NESTED_FIELDS[parent])}"
+                if parent in NESTED_FIELDS else
+                "not a field of a run spec that a sweep can vary")
     if problems:
         raise Invalid(problems)
     try:
@@ -45,19 +65,21 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
     datasets = {}
     out = []
     schema = RunSpecSchema()
+    base_problems = {}  # base.FIELD: [message, first position, cells with it]
     for position, config in enumerate(configs):
-        merged = {**base, **config}
+        merged = sweepspace.apply_config(base, config)
         try:
             fields_ = schema.load(merged)
         except ValidationError as exc:
             for name, message in field_messages(exc.messages).items():
-                top = name.split(".")[0].split("[")[0]
-                if top in config:
-                    path = sweepspace.field_path(kind, top, position, body[kind], config)
-                    where = "" if kind == "grid" else f" (trial {position}: {config[top]!r})"
-                    problems.setdefault(path + name[len(top):], message + where)
-                else:
-                    problems.setdefault(f"base.{name}", message)
+                varied = varied_field(name, config)
+                if varied is not None:
+                    path = sweepspace.field_path(kind, varied, position, body[kind], config)
+                    where = ("" if kind == "grid"
+                             else f" (trial {position}: {config[varied]!r})")
+                    problems.setdefault(path + name[len(varied):], message + where)
+                    continue
+                base_problems.setdefault(f"base.{name}", [message, position, 0])[2] += 1
             continue
         spec = complete_spec(fields_)
         key = str(spec["dataset"])
@@ -70,13 +92,20 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
             continue
         found = dataset_problems(spec, dataset.n_features, dataset.target_kind,
                                  dataset.n_targets, dataset.n_classes, dataset.max_abs)
+        found.update(validation_problems(spec, dataset.n_samples))
         found.update(limit_problems(spec, dataset.n_samples, limits))
         for name, message in found.items():
-            path = (sweepspace.field_path(kind, name, position, body[kind], config)
-                    if name in config else f"base.{name}")
+            varied = varied_field(name, config)
+            path = (sweepspace.field_path(kind, varied, position, body[kind], config)
+                    + name[len(varied):] if varied is not None else f"base.{name}")
             problems.setdefault(path, f"{message} ({_cell(position, config)})")
         out.append({"position": position, "config": config, "spec": spec,
                     "dataset": dataset})
+    for path, (message, position, cells) in base_problems.items():
+        # Not in every cell: a rule across fields that some configurations break (a plateau
+        # on val_error where a varied validation_split is 0): name the first of them.
+        problems.setdefault(path, message if cells == len(configs)
+                            else f"{message} ({_cell(position, configs[position])})")
     if body.get("metric") == "val_error":
         without = [cell["position"] for cell in out if not cell["spec"].get("validation_split")]
         if without:
@@ -162,7 +191,8 @@ def describe_sweep(session, sweep: Sweep, metric: str = "final_error", order=Non
         {"rank": i + 1, "run_id": run.id, "status": run.status, "config": cell.config,
          "epochs_done": run.epochs_done, "final_error": run.final_error,
          "best_error": run.best_error, "final_val_error": run.final_val_error,
-         "final_accuracy": run.final_accuracy}
+         "final_accuracy": run.final_accuracy, "best_epoch": run.best_epoch,
+         "stop_reason": run.stop_reason}
         for i, (cell, run) in enumerate(ranked)]
     out["best"] = out["leaderboard"][0] if out["leaderboard"] else None
     return out

@@ -126,6 +126,22 @@ def configurations(kind: str, space: dict, trials=None, seed=0) -> list[dict]:
     return random_configurations(space, trials, seed)
 
 
+def apply_config(base: dict, config: dict) -> dict:
+    """The run spec of one configuration: ``base`` with the varied fields set. A dotted
+    name (``lr_schedule.gamma``) sets one key of an object field, after any whole object
+    the configuration gives that field; an object field missing from the base (or null)
+    starts empty."""
+    merged = dict(base)
+    for name in sorted(config, key=lambda n: ("." in n, n)):
+        parent, dot, key = name.partition(".")
+        if not dot:
+            merged[name] = config[name]
+        elif isinstance(merged.get(parent), dict) or merged.get(parent) is None:
+            merged[parent] = {**(merged.get(parent) or {}), key: config[name]}
+        # else: the base's value is not an object, which validating the spec reports
+    return merged
+
+
 def field_path(kind: str, name: str, config_index: int, space: dict, config: dict) -> str:
     """Where a bad value of a varied field came from: ``grid.learning_rate[2]`` (its index
     in the grid's list) or ``random.learning_rate`` (with the trial in the message)."""

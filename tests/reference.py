@@ -15,6 +15,9 @@ Conventions (from docs/kernels.md):
 * ``cross_entropy`` + ``softmax``: ``E = -1/b sum y log_softmax(z)``.
 * ``cross_entropy`` + ``sigmoid``: ``E = 1/b sum [y softplus(-z) + (1 - y) softplus(z)]``
   (which is ``-1/b sum [y log yhat + (1-y) log(1-yhat)]`` written with the logits).
+
+Optimizers, schedules, clipping and stopping on a plateau follow API.md section 1b (PyTorch's
+definitions) and the choices issue 13 fixed where it leaves room (see ``train``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ LOSSES = ("mse", "cross_entropy")
 BATCH_MODES = ("sgd", "minibatch", "full")
 INITS = ("uniform", "normal", "xavier", "he")
 DTYPES = ("float64", "float32")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine")
+PLATEAU_METRICS = ("val_error", "error")
+PLATEAU_DEFAULTS = {"metric": "val_error", "patience": 10, "min_delta": 0.0, "restore_best": True}
+#: torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing
+CLIP_EPS = 1e-6
 
 #: every valid (output activation, loss) pair
 VALID_OUTPUT_LOSS = tuple(
@@ -404,6 +413,10 @@ class Result:
     diverged: bool
     stopped: bool
     epochs_done: int
+    val_errors: np.ndarray | None = None
+    val_accuracy: np.ndarray | None = None
+    stop_reason: str | None = None
+    best_epoch: int | None = None
 
 
 def batch_size_for(batch_mode: str, batch_size: int, n: int) -> int:
@@ -414,6 +427,173 @@ def batch_size_for(batch_mode: str, batch_size: int, n: int) -> int:
     if batch_mode == "full":
         return n
     raise ValueError(f"batch_mode: unknown {batch_mode!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Learning-rate schedules (API.md 1b)
+# ---------------------------------------------------------------------------------------
+
+
+def resolve_schedule(schedule: dict | None) -> dict:
+    """The schedule with its defaults filled in (None is the constant schedule)."""
+    if schedule is None:
+        return {"kind": "constant"}
+    kind = schedule.get("kind", "constant")
+    if kind == "constant":
+        return {"kind": "constant"}
+    if kind == "step":
+        return {"kind": "step", "step_size": int(schedule["step_size"]),
+                "gamma": float(schedule.get("gamma", 0.1))}
+    if kind == "exponential":
+        return {"kind": "exponential", "gamma": float(schedule["gamma"])}
+    if kind == "cosine":
+        return {"kind": "cosine", "lr_min": float(schedule.get("lr_min", 0.0))}
+    raise ValueError(f"lr_schedule: unknown kind {kind!r}")
+
+
+def learning_rate_at(lr: float, schedule: dict | None, epoch: int, epochs: int) -> float:
+    """Learning rate of 1-based ``epoch`` out of ``epochs``, in float64, by the formulas of API.md 1b."""
+    sched = resolve_schedule(schedule)
+    kind = sched["kind"]
+    if kind == "constant":
+        return float(lr)
+    if kind == "step":
+        return float(lr) * sched["gamma"] ** ((epoch - 1) // sched["step_size"])
+    if kind == "exponential":
+        return float(lr) * sched["gamma"] ** (epoch - 1)
+    lr_min = sched["lr_min"]
+    return lr_min + (float(lr) - lr_min) * (1.0 + math.cos(math.pi * (epoch - 1) / epochs)) / 2.0
+
+
+# ---------------------------------------------------------------------------------------
+# Gradient clipping and optimizers (API.md 1b)
+# ---------------------------------------------------------------------------------------
+
+
+def gradient_norm(grads: dict) -> float:
+    """L2 norm of all gradients of a batch together: the squares summed one after the other
+    in float64, over the arrays in the order W1, B1, W2, B2, ... (each row-major)."""
+    squares = [np.ravel(np.asarray(g, dtype=np.float64)) ** 2
+               for gW, gB in zip(grads["weights"], grads["biases"]) for g in (gW, gB)]
+    total = np.cumsum(np.concatenate(squares))[-1]  # cumsum adds in order, unlike np.sum
+    return math.sqrt(float(total))
+
+
+def clip_gradients(grads: dict, clip_norm: float) -> dict:
+    """Scale every gradient by ``c / (norm + 1e-6)`` (cast to the dtype) when ``norm > c``."""
+    norm = gradient_norm(grads)
+    if not norm > clip_norm:
+        return grads
+    dtype = grads["weights"][0].dtype
+    scale = dtype.type(clip_norm / (norm + CLIP_EPS))
+    return {key: [g * scale for g in grads[key]] for key in ("weights", "biases")}
+
+
+def lerp(start: np.ndarray, end: np.ndarray, weight) -> np.ndarray:
+    """torch.lerp with a scalar weight: ``start + w (end - start)`` for ``|w| < 0.5``, else
+    ``end - (end - start)(1 - w)`` (PyTorch's two forms, chosen for rounding)."""
+    one = start.dtype.type(1)
+    if abs(float(weight)) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (one - weight)
+
+
+class Optimizer:
+    """The state and step of one optimizer over the parameter arrays of a network.
+
+    State (momentum buffers, Adam moments) starts at zero; ``t`` counts the batches of the
+    run from 1. Scalars are float64 Python numbers, cast to the network dtype where they
+    meet an array (as PyTorch casts a Python scalar to the tensor's dtype).
+    """
+
+    def __init__(self, params: dict, optimizer: str = "sgd", momentum: float = 0.9, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown {optimizer!r}")
+        self.kind = optimizer
+        self.momentum, self.beta1, self.beta2, self.eps = momentum, beta1, beta2, eps
+        self.weight_decay = weight_decay
+        self.dtype = params["weights"][0].dtype
+        self.t = 0
+        zeros = {key: [np.zeros_like(P) for P in params[key]] for key in ("weights", "biases")}
+        self.buf = zeros  # momentum buffer b, or Adam's first moment m
+        self.sq = {key: [np.zeros_like(P) for P in params[key]] for key in ("weights", "biases")}  # Adam's v
+
+    def step(self, params: dict, grads: dict, lr: float) -> dict:
+        """One update with the float64 learning rate ``lr`` of the current epoch; returns new params."""
+        self.t += 1
+        out = {"weights": [], "biases": []}
+        for key in ("weights", "biases"):
+            decay = self.weight_decay if key == "weights" else 0.0  # never on biases
+            for l, (P, G) in enumerate(zip(params[key], grads[key])):
+                out[key].append(self._update(key, l, P, G, lr, decay))
+        return out
+
+    def _update(self, key: str, l: int, P: np.ndarray, G: np.ndarray, lr: float, decay: float) -> np.ndarray:
+        dt = self.dtype.type
+        lr_t = dt(lr)
+        if self.kind == "adamw":
+            if decay != 0.0:
+                P = P * dt(1.0 - lr * decay)  # decoupled: W <- W (1 - lr lambda), g unchanged
+        elif decay != 0.0:
+            G = G + dt(decay) * P  # coupled: g <- g + lambda W
+        if self.kind == "sgd":
+            return P - lr_t * G
+        if self.kind in ("momentum", "nesterov"):
+            mu = dt(self.momentum)
+            b = G.copy() if self.t == 1 else mu * self.buf[key][l] + G
+            self.buf[key][l] = b
+            if self.kind == "momentum":
+                return P - lr_t * b
+            return P - lr_t * (G + mu * b)
+        # adam / adamw, in torch's order (single-tensor, non-capturable)
+        m = lerp(self.buf[key][l], G, dt(1.0 - self.beta1))
+        v = dt(self.beta2) * self.sq[key][l] + dt(1.0 - self.beta2) * G * G
+        self.buf[key][l], self.sq[key][l] = m, v
+        bias_correction1 = 1.0 - self.beta1 ** self.t
+        bias_correction2 = 1.0 - self.beta2 ** self.t
+        step_size = dt(lr / bias_correction1)  # float64, as torch's Python-float lr
+        denom = np.sqrt(v) / dt(math.sqrt(bias_correction2)) + dt(self.eps)
+        return P - step_size * m / denom
+
+
+# ---------------------------------------------------------------------------------------
+# Stopping on a plateau (API.md 1b)
+# ---------------------------------------------------------------------------------------
+
+
+def resolve_plateau(stop_on_plateau: dict | None) -> dict | None:
+    """The stop_on_plateau dict with its defaults filled in (None: no plateau stopping)."""
+    if stop_on_plateau is None:
+        return None
+    out = dict(PLATEAU_DEFAULTS)
+    out.update(stop_on_plateau)
+    return out
+
+
+class Plateau:
+    """Best value and the count of epochs without improvement of the plateau metric.
+
+    ``best`` starts at epoch 0's value; epoch ``e`` improves when ``value < best - min_delta``
+    (NaN never does), which resets the count; the run stops when the count reaches patience.
+    """
+
+    def __init__(self, spec: dict, value0: float):
+        self.patience, self.min_delta = int(spec["patience"]), float(spec["min_delta"])
+        self.best, self.best_epoch, self.bad = value0, 0, 0
+
+    def update(self, epoch: int, value: float) -> tuple[bool, bool]:
+        """(improved, stop) after ``epoch`` with metric ``value``."""
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad = value, epoch, 0
+            return True, False
+        self.bad += 1
+        return False, self.bad >= self.patience
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
 
 
 def train(
@@ -434,16 +614,39 @@ def train(
     dtype="float64",
     params=None,
     callback: Callable | None = None,
+    validation=None,
+    checkpoints=None,
+    optimizer="sgd",
+    momentum=0.9,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    clip_norm=None,
+    lr_schedule=None,
+    stop_on_plateau=None,
 ) -> Result:
-    """Reference training loop with the keywords of ``kernels.train`` (callback ignored)."""
+    """Reference training loop with the keywords of ``kernels.train`` (callback and
+    checkpoints ignored: they never change the numbers).
+
+    Per batch: gradient -> clip -> weight decay -> optimizer step (see ``Optimizer``), with
+    the learning rate of the epoch from ``learning_rate_at``. With ``stop_on_plateau`` the
+    metric is checked after every epoch (``Plateau``); ``restore_best`` makes the final
+    parameters those of the best epoch whenever the run ends without diverging.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
         return _train(X, y, layers=layers, activation=activation, output_activation=output_activation,
                       loss=loss, learning_rate=learning_rate, batch_mode=batch_mode, batch_size=batch_size,
-                      epochs=epochs, seed=seed, shuffle=shuffle, init=init, dtype=dtype, params=params)
+                      epochs=epochs, seed=seed, shuffle=shuffle, init=init, dtype=dtype, params=params,
+                      validation=validation,
+                      opt=dict(optimizer=optimizer, momentum=momentum, beta1=beta1, beta2=beta2, eps=eps,
+                               weight_decay=weight_decay),
+                      clip_norm=clip_norm, lr_schedule=lr_schedule, stop_on_plateau=stop_on_plateau)
 
 
 def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, batch_mode, batch_size,
-           epochs, seed, shuffle, init, dtype, params) -> Result:
+           epochs, seed, shuffle, init, dtype, params, validation, opt, clip_norm, lr_schedule,
+           stop_on_plateau) -> Result:
     layers = [int(v) for v in layers]
     X = np.asarray(X, dtype=dtype)
     n = X.shape[0]
@@ -455,44 +658,78 @@ def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, 
     else:
         current = as_params(params, dtype)
     initial = copy_params(current)
-    lr = np.dtype(dtype).type(learning_rate)
     bs = batch_size_for(batch_mode, batch_size, n)
+    optim = Optimizer(current, **opt)
+    plateau_spec = resolve_plateau(stop_on_plateau)
+    if plateau_spec is not None and plateau_spec["metric"] == "val_error" and validation is None:
+        raise ValueError("stop_on_plateau.metric: val_error needs validation rows")
+    if validation is not None:
+        Xv = np.asarray(validation[0], dtype=dtype)
+        Yv, labels_v = encode_targets(validation[1], layers[-1], dtype)
 
-    def record(p):
-        zs, outs = forward(p, X, acts)
-        err = batch_error(Y, zs[-1], outs[-1], out_act, loss)
-        acc = accuracy_of(outs[-1], labels) if labels is not None else None
+    def record_on(p, Xs, Ys, labs):
+        zs, outs = forward(p, Xs, acts)
+        err = batch_error(Ys, zs[-1], outs[-1], out_act, loss)
+        acc = accuracy_of(outs[-1], labs) if labs is not None else None
         return err, acc
 
-    errors, accs = [], []
-    err, acc = record(current)
-    errors.append(err)
-    accs.append(acc)
+    errors, accs, val_errors, val_accs = [], [], [], []
+
+    def record(p):
+        err, acc = record_on(p, X, Y, labels)
+        errors.append(err)
+        accs.append(acc)
+        if validation is not None:
+            verr, vacc = record_on(p, Xv, Yv, labels_v)
+            val_errors.append(verr)
+            val_accs.append(vacc)
+        return err
+
+    err = record(current)
     diverged = not math.isfinite(err)  # a non-finite error ends the run, epoch 0 included
+    plateau = best_params = None
+    stop_reason = None
+    if plateau_spec is not None:
+        metric = val_errors if plateau_spec["metric"] == "val_error" else errors
+        plateau = Plateau(plateau_spec, metric[0])
+        best_params = copy_params(current)
     epochs_done = 0
     for epoch in range(1, 0 if diverged else epochs + 1):
+        lr = learning_rate_at(learning_rate, lr_schedule, epoch, epochs)
         order = epoch_order(n, seed, epoch, shuffle)
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             _, grads = backward(current, X[idx], Y[idx], acts, loss)
-            for key in ("weights", "biases"):
-                for l in range(len(current[key])):
-                    current[key][l] = current[key][l] - lr * grads[key][l]
+            if clip_norm is not None:
+                grads = clip_gradients(grads, clip_norm)
+            current = optim.step(current, grads, lr)
         epochs_done = epoch
-        err, acc = record(current)
-        errors.append(err)
-        accs.append(acc)
+        err = record(current)
         if not math.isfinite(err):
             diverged = True
             break
+        if plateau is not None:
+            improved, stop = plateau.update(epoch, metric[epoch])
+            if improved:
+                best_params = copy_params(current)
+            if stop:
+                stop_reason = "plateau"
+                break
+    if plateau is not None and plateau_spec["restore_best"] and not diverged:
+        current = best_params
+    labelled = labels is not None
     return Result(
         errors=np.array(errors, dtype=np.float64),
-        accuracy=np.array(accs, dtype=np.float64) if labels is not None else None,
+        accuracy=np.array(accs, dtype=np.float64) if labelled else None,
         initial_params=initial,
         params=current,
         diverged=diverged,
         stopped=False,
         epochs_done=epochs_done,
+        val_errors=np.array(val_errors, dtype=np.float64) if validation is not None else None,
+        val_accuracy=np.array(val_accs, dtype=np.float64) if validation is not None and labelled else None,
+        stop_reason=stop_reason,
+        best_epoch=plateau.best_epoch if plateau is not None else None,
     )
 
 

@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 # The numeric fields of a run spec, which kernels.train takes as they are.
 KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_rate",
                  "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype")
+# Those of optimizers, schedules, clipping and plateaus (service.runspec.OPTIMIZER_FIELDS):
+# passed when the spec has them; a spec stored before they existed has none and trains
+# with kernels.train's defaults, plain gradient descent as it did then.
+OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay",
+                    "clip_norm", "lr_schedule", "stop_on_plateau")
+
+
+def train_arguments(spec: dict) -> dict:
+    """The keyword arguments of kernels.train for a stored spec."""
+    return {**{name: spec[name] for name in KERNEL_FIELDS},
+            **{name: spec[name] for name in OPTIMIZER_FIELDS if name in spec}}
+
 
 # Datasets recently trained on by this process, by (id, content hash): a stored dataset
 # never changes, so a worker decompresses each one once, not once per run.
@@ -157,14 +169,15 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
     writer = HistoryWriter(sessions, run_id, attempt, sweep_id,
                            stopping[0] if stopping else None,
                            stopping[1] if stopping else "error", spec["epochs"],
-                           retry_seconds=timings.stale_seconds)
+                           retry_seconds=timings.stale_seconds,
+                           plateau=spec.get("stop_on_plateau"))
     try:
         X_train, y_train, validation = split_validation(
             X, y, spec.get("validation_split", 0.0), spec["seed"])
         with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds):
             result = kernels.train(X_train, y_train, callback=writer, validation=validation,
                                    checkpoints=writer.rungs or None,
-                                   **{name: spec[name] for name in KERNEL_FIELDS})
+                                   **train_arguments(spec))
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"
@@ -175,13 +188,18 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
         return _fail(sessions, run_id, attempt, f"{type(exc).__name__}: {exc}", sweep_id,
                      enqueue)
     writer.catch_up(result)
+    stop_reason = result.stop_reason
     if result.diverged:
         status = "diverged"
+    elif stop_reason == "plateau":  # it ended by its own rule (whatever else asked it to)
+        status = "succeeded"
     elif result.stopped:
         status = "stopped_early" if writer.stopped_early else "cancelled"
     else:
         status = "succeeded"
+    writer.ended(stop_reason if status == "succeeded" else None, result.best_epoch)
     # Compressed before the transaction: on SQLite it holds the database's write lock.
+    # (With restore_best, kernels.train's final parameters are those of the best epoch.)
     params = {"initial": (spec["dtype"], params_to_npz(result.initial_params)),
               "final": (spec["dtype"], params_to_npz(result.params))}
     try:

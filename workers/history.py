@@ -32,7 +32,8 @@ class HistoryWriter:
 
     def __init__(self, sessions, run_id: int, attempt: Optional[int] = None,
                  sweep_id: Optional[int] = None, early_stopping: Optional[dict] = None,
-                 metric: str = "error", epochs: int = 0, retry_seconds: float = 0.0):
+                 metric: str = "error", epochs: int = 0, retry_seconds: float = 0.0,
+                 plateau: Optional[dict] = None):
         self.sessions = sessions
         self.run_id = run_id
         self.attempt = attempt
@@ -49,6 +50,10 @@ class HistoryWriter:
         self.last_written = self.started  # the last write the database took
         self.unsure = False  # whether the last write failed (some of it may have landed)
         self.best = (math.inf, None)
+        # stop_on_plateau's best epoch as its rule finds it (kernels.train's own, once known)
+        self.plateau = plateau
+        self.plateau_best = (math.nan, None)
+        self.stop_reason = None
         self.last = {}
         self.next_epoch = 0  # the first epoch not yet collected
         self.epochs_done = 0
@@ -67,9 +72,20 @@ class HistoryWriter:
             row["val_accuracy"] = float(val_accuracy)
         if math.isfinite(row["error"]) and row["error"] < self.best[0]:
             self.best = (row["error"], epoch)
+        if self.plateau is not None:
+            self.track_plateau(epoch, row.get(self.plateau.get("metric", "val_error")))
         self.last = row
         self.pending.append(row)
         self.next_epoch = epoch + 1
+
+    def track_plateau(self, epoch: int, value) -> None:
+        """Follow stop_on_plateau's best epoch (API.md 1b): epoch 0's value starts it; a
+        later one is better if below the best by more than min_delta; NaN never is."""
+        best, best_epoch = self.plateau_best
+        if best_epoch is None:
+            self.plateau_best = (math.nan if value is None else value, epoch)
+        elif value is not None and value < best - self.plateau.get("min_delta", 0.0):
+            self.plateau_best = (value, epoch)
 
     def __call__(self, progress) -> bool:
         """The kernels.train callback: returns True to stop (a cancel was requested).
@@ -126,15 +142,24 @@ class HistoryWriter:
                      None if result.val_accuracy is None else result.val_accuracy[epoch])
         self.epochs_done = result.epochs_done
 
+    def ended(self, stop_reason: Optional[str], best_epoch: Optional[int]) -> None:
+        """What kernels.train said when it returned: why it stopped, and stop_on_plateau's
+        best epoch (None without one)."""
+        self.stop_reason = stop_reason
+        if self.plateau is not None and best_epoch is not None:
+            self.plateau_best = (math.nan, int(best_epoch))
+
     def summary(self) -> dict:
-        """The run's columns that follow its history: epochs done, final and best error."""
-        summary = {"epochs_done": self.epochs_done}
+        """The run's columns that follow its history: epochs done, final and best error,
+        and with stop_on_plateau its best epoch and why it stopped."""
+        summary = {"epochs_done": self.epochs_done, "stop_reason": self.stop_reason}
         if self.last:
             summary.update(final_error=self.last["error"],
                            final_accuracy=self.last.get("accuracy"),
                            final_val_error=self.last.get("val_error"),
                            best_error=self.best[0] if self.best[1] is not None else None,
-                           best_epoch=self.best[1])
+                           best_epoch=(self.plateau_best[1] if self.plateau is not None
+                                       else self.best[1]))
         return summary
 
     def flush(self) -> None:

@@ -42,7 +42,12 @@ class RunSchema(ma.Schema):
     epochs_done = fields.Integer()
     final_error = fields.Float(allow_none=True)
     best_error = fields.Float(allow_none=True)
-    best_epoch = fields.Integer(allow_none=True)
+    best_epoch = fields.Integer(allow_none=True, metadata={"description": (
+        "the epoch of best_error; with stop_on_plateau, the epoch whose plateau metric was "
+        "best (restore_best keeps its parameters)")})
+    stop_reason = fields.String(allow_none=True, metadata={
+        "enum": ["plateau", None], "description": "plateau: stop_on_plateau ended the run "
+                                                  "(succeeded) before its last epoch"})
     final_accuracy = fields.Float(allow_none=True)
     final_val_error = fields.Float(allow_none=True)
     worker = fields.String(allow_none=True)

@@ -86,6 +86,8 @@ class LeaderboardEntrySchema(ma.Schema):
     best_error = fields.Float(allow_none=True)
     final_val_error = fields.Float(allow_none=True)
     final_accuracy = fields.Float(allow_none=True)
+    best_epoch = fields.Integer(allow_none=True)
+    stop_reason = fields.String(allow_none=True, metadata={"enum": ["plateau", None]})
 
 
 class SweepRunSchema(RunSchema):

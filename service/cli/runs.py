@@ -24,8 +24,12 @@ from service.cli.specfile import load_spec, parse_pairs
 @click.option("--wait", "-w", is_flag=True,
               help="Follow the run with a progress bar until it ends; exit 1 unless it succeeds.")
 @click.option("--set", "-s", "overrides", multiple=True, metavar="FIELD=VALUE",
-              help="Override a spec field (VALUE read as JSON if it parses, e.g. "
-                   "-s learning_rate=0.1 -s 'layers=[2,16,1]'); repeatable.")
+              help="Override a spec field; repeatable, applied in order. VALUE is JSON if "
+                   "it parses (numbers, true/false/null, objects, lists), else a string: "
+                   "-s learning_rate=0.1 -s 'layers=[2,16,1]' -s optimizer=adam "
+                   "-s 'lr_schedule={\"kind\": \"cosine\"}'. A dotted FIELD sets one "
+                   "field of an object: -s lr_schedule.kind=step -s lr_schedule.step_size=10 "
+                   "-s stop_on_plateau.patience=5.")
 @api_url_option
 @pass_settings
 def submit(settings, spec_file, wait, overrides, api_url):
@@ -34,6 +38,10 @@ def submit(settings, spec_file, wait, overrides, api_url):
     \b
     A spec needs `dataset` and `layers`; everything else has a default, e.g.
       {"dataset": "xor", "layers": [2, 8, 1], "learning_rate": 0.5, "epochs": 2000}
+    Optimizers and their fields (API.md section 1b), e.g.
+      descent submit examples/xor.json -s optimizer=adam -s learning_rate=0.01 \\
+        -s lr_schedule='{"kind": "cosine"}' -s validation_split=0.25 \\
+        -s stop_on_plateau='{"metric": "val_error", "patience": 20}'
     Prints the run id. With --wait, polls the run about five times a second and ends with
     its final status, errors and accuracy.
 
@@ -68,6 +76,10 @@ def submit(settings, spec_file, wait, overrides, api_url):
                    "repeatable or comma-separated.")
 @click.option("--dataset", metavar="NAME|ID", help="Runs on this dataset.")
 @click.option("--sweep", "sweep_id", type=int, metavar="ID", help="Runs of this sweep.")
+@click.option("--optimizer", "optimizers", multiple=True, metavar="NAME",
+              help="sgd, momentum, nesterov, adam or adamw; repeatable or comma-separated.")
+@click.option("--stop-reason", metavar="REASON",
+              help="plateau (runs stop_on_plateau ended early) or none.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
               help="Runs with this tag; repeatable (all must match).")
 @click.option("--filter", "filters", multiple=True, metavar="PARAM=VALUE",
@@ -77,13 +89,16 @@ def submit(settings, spec_file, wait, overrides, api_url):
 @click.option("--where", metavar="EXPR",
               help="A filter expression, ANDed with the other filters: comparisons "
                    "(= != < <= > >=), in (...), not, and, or and parentheses over status, "
-                   "dataset, sweep_id, name, batch_mode, tag.KEY and the numeric and time "
-                   "fields, e.g. 'status in (succeeded, diverged) and (learning_rate >= 0.1 "
+                   "dataset, sweep_id, name, batch_mode, optimizer, stop_reason, tag.KEY and "
+                   "the numeric "
+                   "and time fields, e.g. 'status in (succeeded, diverged) and "
+                   "optimizer in (adam, adamw) and (learning_rate >= 0.1 "
                    "or tag.team = \"vision\") and created_at >= \"2026-11-01\"'.")
 @click.option("--order-by", default="-id", show_default=True, metavar="FIELD",
               help="id, created_at, started_at, finished_at, learning_rate, batch_size, "
                    "epochs, seed, epochs_done, final_error, best_error, best_epoch, "
-                   "final_accuracy, final_val_error, sweep_id or batch_mode; '-' first for "
+                   "final_accuracy, final_val_error, sweep_id, batch_mode, optimizer or "
+                   "stop_reason; '-' first for "
                    "descending; runs without a value come last.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1),
               help="Show at most this many runs.")
@@ -91,8 +106,8 @@ def submit(settings, spec_file, wait, overrides, api_url):
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON lines.")
 @api_url_option
 @pass_settings
-def runs(settings, statuses, dataset, sweep_id, tags, filters, where, order_by, limit,
-         everything, as_json, api_url):
+def runs(settings, statuses, dataset, sweep_id, optimizers, stop_reason, tags, filters, where,
+         order_by, limit, everything, as_json, api_url):
     """Query the run history as a table, newest first.
 
     \b
@@ -101,8 +116,13 @@ def runs(settings, statuses, dataset, sweep_id, tags, filters, where, order_by, 
       descent runs --dataset moons --order-by final_error --limit 5
       descent runs --tag experiment=lr-scan --filter final_error_max=0.05 --all
       descent runs --where 'final_error < 0.05 and (batch_mode = sgd or epochs >= 1000)'
+      descent runs --optimizer adam,adamw --stop-reason plateau --order-by best_epoch
     """
     params = query_params(statuses, dataset, sweep_id, tags, filters, where, order_by)
+    if optimizers:
+        params["optimizer"] = _joined(optimizers)
+    if stop_reason:
+        params["stop_reason"] = stop_reason
     found, cursor = fetch_runs(client_for(settings, api_url), params, limit, everything)
     out = console()
     if as_json:
@@ -123,8 +143,7 @@ def query_params(statuses, dataset, sweep_id, tags, filters, where, order_by) ->
     params = {**parse_pairs(filters, "--filter"),
               **{f"tag.{k}": v for k, v in parse_pairs(tags, "--tag").items()}}
     if statuses:
-        params["status"] = ",".join(s.strip() for group in statuses for s in group.split(",")
-                                    if s.strip())
+        params["status"] = _joined(statuses)
     if dataset:
         params["dataset"] = dataset
     if sweep_id is not None:
@@ -133,6 +152,11 @@ def query_params(statuses, dataset, sweep_id, tags, filters, where, order_by) ->
         params["where"] = where
     params["order_by"] = order_by
     return params
+
+
+def _joined(groups) -> str:
+    """Repeated and comma-separated option values as one comma-separated list."""
+    return ",".join(s.strip() for group in groups for s in group.split(",") if s.strip())
 
 
 def fetch_runs(client, params: dict, limit: int, everything: bool) -> tuple[list, object]:

@@ -7,6 +7,7 @@ from rich.markup import escape
 
 from service.cli.output import (batch_text, compact_json, duration, fmt_number, fmt_time,
                                 layers_text, styled_status)
+from service.trainingview import outcome_rows, plateau, training_rows
 
 
 def summary_line(run: dict) -> str:
@@ -16,8 +17,10 @@ def summary_line(run: dict) -> str:
     if run.get("final_error") is not None:
         parts.append(f"final error {fmt_number(run['final_error'], '.6g')}")
     if run.get("best_error") is not None:
-        parts.append(f"best {fmt_number(run['best_error'], '.6g')} "
-                     f"at epoch {run.get('best_epoch')}")
+        parts.append(f"best {fmt_number(run['best_error'], '.6g')}"
+                     + _at_epoch(run))
+    if run.get("stop_reason") == "plateau":
+        parts.append(f"stopped on a plateau (best epoch {run.get('best_epoch')})")
     if run.get("final_accuracy") is not None:
         parts.append(f"accuracy {run['final_accuracy']:.3f}")
     if run.get("final_val_error") is not None:
@@ -26,6 +29,15 @@ def summary_line(run: dict) -> str:
     if seconds is not None:
         parts.append(f"{seconds:.2f} s")
     return ", ".join(parts)
+
+
+def _at_epoch(run: dict) -> str:
+    """`` at epoch N`` for the best error, when ``best_epoch`` is that error's epoch: with
+    stop_on_plateau it is the plateau rule's best epoch instead (by its metric and
+    min_delta), shown on a line of its own."""
+    if run.get("best_epoch") is None or plateau(run.get("spec") or {}):
+        return ""
+    return f" at epoch {run['best_epoch']}"
 
 
 def print_outcome(out, run: dict) -> None:
@@ -104,10 +116,14 @@ def print_run(out, run: dict, history: list[dict] | None, everything: bool = Fal
                     f"{spec.get('output_activation')}, {spec.get('loss')}"),
         ("training", f"lr {spec.get('learning_rate')}, {batch_text(spec)}, "
                      f"seed {spec.get('seed')}, {spec.get('dtype')}"),
+        *[(label, escape(text)) for label, text in training_rows(spec)],
         ("epochs", f"{run.get('epochs_done', 0)}/{run.get('epochs', 0)}"),
+        *[(label, escape(text)) for label, text in outcome_rows(
+            spec, run["status"], run.get("epochs_done", 0), run.get("epochs", 0),
+            run.get("stop_reason"), run.get("best_epoch"))],
         ("final error", fmt_number(run.get("final_error"), ".6g")),
-        ("best error", (f"{fmt_number(run.get('best_error'), '.6g')} at epoch "
-                        f"{run.get('best_epoch')}") if run.get("best_error") is not None else ""),
+        ("best error", (fmt_number(run.get("best_error"), ".6g") + _at_epoch(run))
+         if run.get("best_error") is not None else ""),
         ("accuracy", fmt_number(run.get("final_accuracy"), ".4f")),
         ("val error", fmt_number(run.get("final_val_error"), ".6g")),
         ("sweep", run.get("sweep_id")),
@@ -145,15 +161,17 @@ def runs_table(found: list[dict]):
 
     table = Table(show_edge=False, pad_edge=False)
     for name, justify in (("id", "right"), ("name", "left"), ("status", "left"),
-                          ("dataset", "left"), ("layers", "left"), ("lr", "right"),
-                          ("batch", "left"), ("epochs", "right"), ("final error", "right"),
-                          ("best error", "right"), ("created", "left")):
+                          ("dataset", "left"), ("layers", "left"), ("optimizer", "left"),
+                          ("lr", "right"), ("batch", "left"), ("epochs", "right"),
+                          ("final error", "right"), ("best error", "right"),
+                          ("created", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for run in found:
         spec = run.get("spec") or {}
         table.add_row(
             str(run["id"]), escape(run.get("name") or ""), styled_status(run["status"]),
             escape(str((run.get("dataset") or {}).get("name") or "")), layers_text(spec),
+            escape(str(spec.get("optimizer") or "sgd")),
             fmt_number(spec.get("learning_rate"), "g"), batch_text(spec),
             f"{run.get('epochs_done', 0)}/{run.get('epochs', 0)}",
             fmt_number(run.get("final_error")), fmt_number(run.get("best_error")),

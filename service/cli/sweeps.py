@@ -39,24 +39,35 @@ def configurations_table(preview: dict) -> Table:
 
 
 def leaderboard_table(sweep: dict, metric: str) -> Table:
-    """A sweep's runs ranked by ``metric``, with their configurations and results."""
+    """A sweep's runs ranked by ``metric``, with their configurations and results; the
+    validation error, and how runs stopped on a plateau, when any run has them."""
     names = sorted({name for run in sweep["runs"] for name in run["config"]})
+    runs = sweep["runs"]
+    with_val = any(run.get("final_val_error") is not None for run in runs)
+    with_plateau = any((run.get("spec") or {}).get("stop_on_plateau") or run.get("stop_reason")
+                       for run in runs)
     table = Table(show_edge=False, title=f"sweep {sweep['id']} leaderboard by {metric}")
     table.add_column("rank", justify="right")
     table.add_column("run", justify="right")
     for name in names:
         table.add_column(name)
-    for column in ("status", "epochs", "final error", "best error", "accuracy"):
-        table.add_column(column, justify="left" if column == "status" else "right")
+    columns = ["status", "epochs", "final error", "best error"]
+    columns += ["val error"] * with_val + ["accuracy"] + ["best epoch", "stop"] * with_plateau
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("status", "stop") else "right")
     ranked = {entry["run_id"]: entry["rank"] for entry in sweep["leaderboard"]}
-    runs = sorted(sweep["runs"], key=lambda r: (ranked.get(r["id"], 10**9), r["id"]))
-    for run in runs:
+    for run in sorted(runs, key=lambda r: (ranked.get(r["id"], 10**9), r["id"])):
+        cells = [styled_status(run["status"]), str(run.get("epochs_done") or 0),
+                 fmt_number(run.get("final_error")) or "-",
+                 fmt_number(run.get("best_error")) or "-"]
+        if with_val:
+            cells.append(fmt_number(run.get("final_val_error")) or "-")
+        cells.append(fmt_number(run.get("final_accuracy")) or "-")
+        if with_plateau:
+            best = run.get("best_epoch")
+            cells += ["-" if best is None else str(best), escape(run.get("stop_reason") or "-")]
         table.add_row(str(ranked.get(run["id"], "-")), str(run["id"]),
-                      *[_value(run["config"].get(n, "")) for n in names],
-                      styled_status(run["status"]), str(run.get("epochs_done") or 0),
-                      fmt_number(run.get("final_error")) or "-",
-                      fmt_number(run.get("best_error")) or "-",
-                      fmt_number(run.get("final_accuracy")) or "-")
+                      *[_value(run["config"].get(n, "")) for n in names], *cells)
     return table
 
 
@@ -84,6 +95,11 @@ def sweep(settings, sweep_file, wait, preview, metric, api_url):
        "batch_size": {"choice": [8, 32]}}, "trials": 20, "seed": 0}
     Optional: "name", "max_concurrency", "early_stopping": {"min_epochs": 10,
     "reduction_factor": 3}, "metric": "error" | "val_error".
+    Any run field can vary, objects and nested fields included, e.g.
+      "grid": {"optimizer": ["sgd", "adam"], "learning_rate": [0.01, 0.1],
+               "lr_schedule": [{"kind": "constant"}, {"kind": "cosine"}]}
+      "random": {"lr_schedule.gamma": {"uniform": [0.5, 0.99]}}
+    (see examples/sweep-optimizers.json).
 
     \b
     Exit codes: 0 submitted (with --wait: the sweep succeeded); 1 it failed or was

@@ -2,18 +2,39 @@
 
 import re
 
-from service.runspec import RUN_DEFAULTS
+from service.runspec import OPTIMIZER_PARAMS, PLATEAU_DEFAULTS, RUN_DEFAULTS
+from service.trainingview import SCHEDULE_PARAMS
 
 FIELDS = ("dataset", "layers", "activation", "loss", "learning_rate", "batch_mode",
-          "batch_size", "epochs", "seed", "name")
+          "batch_size", "epochs", "seed", "validation_split", "name",
+          # the optimizer (API.md section 1b) and the parameters of each one
+          "optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay", "clip_norm",
+          # the learning-rate schedule: its kind, then the fields of the kinds
+          "lr_schedule", "step_size", "gamma", "lr_min",
+          # stopping on a plateau: off or its metric, then its settings
+          "stop_on_plateau", "patience", "min_delta", "restore_best")
+OPTIMIZERS = tuple(OPTIMIZER_PARAMS)
+SCHEDULES = tuple(SCHEDULE_PARAMS)
+PLATEAU_CHOICES = (("off", "off"), ("val_error", "on val_error"), ("error", "on error"))
+# The form fields of nested spec fields: lr_schedule.gamma is shown under "gamma".
+NESTED = {"lr_schedule": {"step_size": "step_size", "gamma": "gamma", "lr_min": "lr_min"},
+          "stop_on_plateau": {"patience": "patience", "min_delta": "min_delta",
+                              "restore_best": "restore_best"}}
+INTEGER_FIELDS = ("step_size", "patience")
 
 
 def defaults() -> dict:
-    """The form's initial values: examples/xor.json, which trains in a few seconds."""
+    """The form's initial values: examples/xor.json, which trains in a few seconds, with
+    plain gradient descent; the other optimizers' fields hold the spec's defaults."""
     return {"dataset": "xor", "layers": "2, 8, 1", "activation": "sigmoid", "loss": "mse",
             "learning_rate": "2.0", "batch_mode": "full",
             "batch_size": str(RUN_DEFAULTS["batch_size"]), "epochs": "3000",
-            "seed": str(RUN_DEFAULTS["seed"]), "name": ""}
+            "seed": str(RUN_DEFAULTS["seed"]), "validation_split": "0", "name": "",
+            "optimizer": "sgd", "momentum": "0.9", "beta1": "0.9", "beta2": "0.999",
+            "eps": "1e-08", "weight_decay": "0", "clip_norm": "",
+            "lr_schedule": "constant", "step_size": "1000", "gamma": "0.1", "lr_min": "0",
+            "stop_on_plateau": "off", "patience": str(PLATEAU_DEFAULTS["patience"]),
+            "min_delta": "0", "restore_best": "on"}
 
 
 def _number(text: str, kind):
@@ -25,15 +46,32 @@ def _number(text: str, kind):
             raise ValueError("a whole number of at most 20 digits")
         return int(text)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError("a number, like 0.5 or 1e-3") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("a finite number")
+    return value
+
+
+def _optional_numbers(form: dict, names, fields: dict, problems: dict) -> None:
+    """Each of ``names`` typed into the form as a number into ``fields``; a blank one is
+    left out (the spec's default applies)."""
+    for name in names:
+        text = form.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            fields[name] = _number(text, int if name in INTEGER_FIELDS else float)
+        except ValueError as exc:
+            problems[name] = f"must be {exc}"
 
 
 def spec_from_form(form: dict) -> tuple[dict, dict]:
     """(fields of a run spec, {field: message}) from the submitted form's text. Only the
     text's shape is checked here; the values go through the run spec's own validation, as
-    POST /api/v1/runs does."""
+    POST /api/v1/runs does. The fields of optimizers, schedules and plateau settings not
+    chosen are ignored (the page hides them; without script they are still there)."""
     fields, problems = {}, {}
     for name in ("dataset", "activation", "loss", "batch_mode"):
         fields[name] = form.get(name, "").strip()
@@ -54,9 +92,27 @@ def spec_from_form(form: dict) -> tuple[dict, dict]:
     name = form.get("name", "").strip()
     if name:
         fields["name"] = name
+    _optional_numbers(form, ("validation_split", "weight_decay", "clip_norm"), fields,
+                      problems)
+    optimizer = form.get("optimizer", "").strip() or "sgd"
+    fields["optimizer"] = optimizer
+    _optional_numbers(form, OPTIMIZER_PARAMS.get(optimizer, ()), fields, problems)
+    kind = form.get("lr_schedule", "").strip() or "constant"
+    schedule = {"kind": kind}
+    _optional_numbers(form, SCHEDULE_PARAMS.get(kind, ()), schedule, problems)
+    fields["lr_schedule"] = schedule
+    metric = form.get("stop_on_plateau", "").strip()
+    if metric and metric != "off":
+        plateau = {"metric": metric, "restore_best": bool(form.get("restore_best"))}
+        _optional_numbers(form, ("patience", "min_delta"), plateau, problems)
+        fields["stop_on_plateau"] = plateau
     return fields, problems
 
 
 def field_of(path: str) -> str:
-    """The form field an error path belongs to: ``layers[0]`` -> ``layers``."""
-    return re.split(r"[.\[]", path, maxsplit=1)[0]
+    """The form field an error path belongs to: ``layers[0]`` -> ``layers``,
+    ``lr_schedule.gamma`` -> ``gamma``, ``stop_on_plateau.metric`` -> ``stop_on_plateau``."""
+    top, _, rest = path.partition(".")
+    top = re.split(r"\[", top, maxsplit=1)[0]
+    inner = re.split(r"[.\[]", rest, maxsplit=1)[0]
+    return NESTED.get(top, {}).get(inner, top)

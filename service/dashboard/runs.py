@@ -8,6 +8,7 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from marshmallow import ValidationError
 from sqlalchemy import select
 
+from service import trainingview
 from service.errors import Conflict, Invalid, field_messages
 from service.runquery import RunListArgsSchema, wrap_cursor
 from service.runs import cancel_run as cancel  # (the view below is named cancel_run)
@@ -86,14 +87,32 @@ def _params_available(run_id: int) -> set:
     return set(db().scalars(select(Params.which).where(Params.run_id == run_id)))
 
 
+# How the run page names trainingview's rows (the others are capitalised).
+_LABELS = {"lr schedule": "Learning-rate schedule", "plateau": "Stop on a plateau"}
+
+
+def _facts(rows) -> list[tuple[str, str, str]]:
+    """(element id suffix, label, text) of trainingview's (label, text) rows."""
+    return [(label.replace(" ", "-"), _LABELS.get(label, label.capitalize()), text)
+            for label, text in rows]
+
+
 @bp.route("/runs/<int:run_id>")
 @login_required
 def run(run_id):
     """One run: state, spec, live error curve, network drawing, downloads."""
     run = queries.user_run(run_id)
-    return render_template("run.html", run=run, final=run.status in FINAL_STATES,
-                           params=_params_available(run_id),
-                           spec_json=pretty_json(run.spec))
+    final = run.status in FINAL_STATES
+    plateau = trainingview.plateau(run.spec)
+    outcome = trainingview.outcome_rows(run.spec, run.status, run.epochs_done, run.epochs,
+                                        run.stop_reason, run.best_epoch) if final else []
+    return render_template(
+        "run.html", run=run, final=final, params=_params_available(run_id),
+        spec_json=pretty_json(run.spec),
+        training=_facts(trainingview.training_rows(run.spec)), outcome=_facts(outcome),
+        # best_epoch is the best error's epoch unless a plateau rule chose it (its metric,
+        # its min_delta): then it is shown as the outcome's best epoch
+        best_error_epoch=None if plateau else run.best_epoch)
 
 
 @bp.route("/runs/<int:run_id>/cancel", methods=["POST"])

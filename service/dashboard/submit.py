@@ -54,4 +54,6 @@ def submit():
                 message += " " + "; ".join(f"{k}: {v}" for k, v in hidden.items())
     return render_template("submit.html", values=values, errors=errors, message=message,
                            datasets=_dataset_names(), activations=ACTIVATION_NAMES,
-                           losses=LOSS_NAMES, batch_modes=BATCH_MODES), status
+                           losses=LOSS_NAMES, batch_modes=BATCH_MODES,
+                           optimizers=forms.OPTIMIZERS, schedules=forms.SCHEDULES,
+                           plateau_choices=forms.PLATEAU_CHOICES), status

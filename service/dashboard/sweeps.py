@@ -36,9 +36,13 @@ def sweep(sweep_id):
     order = request.args.get("order") if request.args.get("order") in ("asc", "desc") else None
     data = describe_sweep(db(), queries.user_sweep(sweep_id), metric, order)
     varied = sorted(data["space"] or {})
+    runs = {run["id"]: run for run in data["runs"]}
+    # How runs stopped on a plateau, when any run of the sweep has a plateau rule.
+    plateau = any(run["spec"].get("stop_on_plateau") or run.get("stop_reason")
+                  for run in data["runs"])
     return render_template("sweep.html", sweep=data, varied=varied, metric=metric,
                            metrics=METRICS, final=data["status"] in FINAL_STATES,
-                           spec_json=pretty_json(data["base"]))
+                           spec_json=pretty_json(data["base"]), runs=runs, plateau=plateau)
 
 
 @bp.route("/sweeps/<int:sweep_id>/cancel", methods=["POST"])

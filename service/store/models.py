@@ -89,7 +89,11 @@ class Dataset(Base):
 
 # Run columns with an (column, id) index for sorting and range filters (GET /runs).
 RUN_QUERY_INDEXES = ("created_at", "finished_at", "learning_rate", "batch_size", "epochs",
-                     "final_error", "best_error", "final_accuracy")
+                     "final_error", "best_error", "final_accuracy", "best_epoch")
+# The optimizers a run may name (kernels.OPTIMIZERS; the store imports nothing of kernels).
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+# Why a run ended before its last epoch although nothing went wrong (Run.stop_reason).
+STOP_REASONS = ("plateau",)
 
 
 class Run(Base):
@@ -126,6 +130,8 @@ class Run(Base):
     # Spec fields people filter and sort on, copied out of the JSON.
     learning_rate: Mapped[float] = mapped_column(Float)
     batch_mode: Mapped[str] = mapped_column(String(16))
+    # "sgd" for runs stored before optimizers existed (migration 0006).
+    optimizer: Mapped[str] = mapped_column(String(16), default="sgd", server_default="sgd")
     batch_size: Mapped[int] = mapped_column(Integer)
     epochs: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(BigInteger)
@@ -143,7 +149,11 @@ class Run(Base):
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     final_error: Mapped[Optional[float]] = mapped_column(Float)
     best_error: Mapped[Optional[float]] = mapped_column(Float)
+    # The epoch of best_error; with stop_on_plateau, the epoch whose plateau metric was best
+    # (the one restore_best keeps the parameters of).
     best_epoch: Mapped[Optional[int]] = mapped_column(Integer)
+    # "plateau" when stop_on_plateau ended the run before its last epoch, else NULL.
+    stop_reason: Mapped[Optional[str]] = mapped_column(String(16))
     final_accuracy: Mapped[Optional[float]] = mapped_column(Float)
     final_val_error: Mapped[Optional[float]] = mapped_column(Float)
     # The bytes of parameters and history the run may store (service.store.usage), reserved

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Sequence
 
-from sqlalchemy import String, and_, case, cast, delete, func, literal, select, tuple_, update
+from sqlalchemy import (String, and_, case, cast, delete, func, literal, or_, select, tuple_,
+                        update)
 from sqlalchemy.orm import Session
 
 from .clock import db_ago, db_now
-from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, SweepCell,
+from .models import (FINAL_STATES, Dataset, Epoch, Params, Run, SweepCell,
                      SweepRung)
 from .history import spread_positions
 from .usage import HISTORY_ROW_BYTES, run_bytes, settled_bytes
@@ -20,11 +21,11 @@ from .where import tag_column, tag_equals
 # Columns GET /runs may sort by (each way; ties broken by id, NULLs last either way).
 ORDERABLE = ("id", "created_at", "started_at", "finished_at", "learning_rate", "batch_size",
              "epochs", "seed", "epochs_done", "final_error", "best_error", "best_epoch",
-             "final_accuracy", "final_val_error", "sweep_id", "batch_mode", "name", "status",
-             "dataset")
+             "final_accuracy", "final_val_error", "sweep_id", "batch_mode", "optimizer",
+             "stop_reason", "name", "status", "dataset")
 TIME_ORDERABLE = ("created_at", "started_at", "finished_at")
 # Sorted as text in the database's collation; so is ``tag.KEY`` (any key).
-TEXT_ORDERABLE = ("batch_mode", "name", "status", "dataset")
+TEXT_ORDERABLE = ("batch_mode", "optimizer", "stop_reason", "name", "status", "dataset")
 TAG_ORDER_PREFIX = "tag."
 
 
@@ -69,6 +70,7 @@ def new_run(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
         status="queued",
         learning_rate=spec["learning_rate"],
         batch_mode=spec["batch_mode"],
+        optimizer=spec.get("optimizer", "sgd"),
         batch_size=spec["batch_size"],
         epochs=spec["epochs"],
         seed=spec["seed"],
@@ -89,6 +91,8 @@ class RunQuery:
     """Filters, order and page of GET /runs."""
 
     statuses: Sequence[str] = ()
+    optimizers: Sequence[str] = ()
+    stop_reasons: Sequence[str] = ()  # "plateau", or "none" for runs without one
     dataset_id: Optional[int] = None
     sweep_id: Optional[int] = None
     tags: dict = field(default_factory=dict)
@@ -150,6 +154,12 @@ def list_runs(session: Session, query: RunQuery) -> tuple[list[Run], Optional[st
         stmt = stmt.where(Run.owner == query.owner)
     if query.statuses:
         stmt = stmt.where(Run.status.in_(query.statuses))
+    if query.optimizers:
+        stmt = stmt.where(Run.optimizer.in_(query.optimizers))
+    if query.stop_reasons:
+        reasons = [r for r in query.stop_reasons if r != "none"]
+        stmt = stmt.where(or_(Run.stop_reason.in_(reasons), Run.stop_reason.is_(None))
+                          if "none" in query.stop_reasons else Run.stop_reason.in_(reasons))
     if query.dataset_id is not None:
         stmt = stmt.where(Run.dataset_id == query.dataset_id)
     if query.sweep_id is not None:
@@ -255,7 +265,7 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
         .values(status="running", worker=worker, attempts=Run.attempts + 1,
                 started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0,
                 final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
-                final_val_error=None, error_message=None)
+                final_val_error=None, stop_reason=None, error_message=None)
         .returning(Run),
         execution_options={**UNSYNCHRONIZED, "populate_existing": True},
     ).scalar()

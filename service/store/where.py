@@ -8,7 +8,8 @@ expression is ever pasted into SQL text. Grammar (keywords are case-insensitive)
     not_expr   := "not" not_expr | "(" expr ")" | comparison
     comparison := field op value | field ["not"] "in" "(" value ("," value)* ")"
     op         := "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
-    field      := status | dataset | sweep_id | name | batch_mode | tag.KEY | tag."KEY"
+    field      := status | dataset | sweep_id | name | batch_mode | optimizer | stop_reason
+                | tag.KEY | tag."KEY"
                 | learning_rate | batch_size | epochs | seed | epochs_done | final_error
                 | best_error | best_epoch | final_accuracy | final_val_error
                 | created_at | started_at | finished_at | id
@@ -31,7 +32,7 @@ from typing import Optional
 from sqlalchemy import Boolean, and_, bindparam, false, func, not_, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 
-from .models import RUN_STATES, Dataset, Run
+from .models import OPTIMIZERS, RUN_STATES, STOP_REASONS, Dataset, Run
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 50
@@ -41,7 +42,9 @@ NUMERIC_FIELDS = ("id", "learning_rate", "batch_size", "epochs", "seed", "epochs
                   "final_error", "best_error", "best_epoch", "final_accuracy",
                   "final_val_error", "sweep_id")
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
-STRING_FIELDS = ("status", "name", "batch_mode", "dataset")
+STRING_FIELDS = ("status", "name", "batch_mode", "optimizer", "stop_reason", "dataset")
+# String fields whose values are names from a list: anything else is a typo, told at once.
+NAMED_VALUES = {"status": RUN_STATES, "optimizer": OPTIMIZERS, "stop_reason": STOP_REASONS}
 FIELDS = NUMERIC_FIELDS + TIME_FIELDS + STRING_FIELDS
 
 OPERATORS = {"=": "=", "==": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">",
@@ -261,9 +264,10 @@ class _Parser:
             value = token.text
         else:
             self.fail(f"a value for {name} (a word or a quoted string)")
-        if name == "status" and value not in RUN_STATES:
-            raise WhereError(token.offset, f"unknown state {value!r}; expected one of "
-                                           f"{', '.join(RUN_STATES)}")
+        if name in NAMED_VALUES and value not in NAMED_VALUES[name]:
+            raise WhereError(token.offset, f"unknown {'state' if name == 'status' else name} "
+                                           f"{value!r}; expected one of "
+                                           f"{', '.join(NAMED_VALUES[name])}")
         self.advance()
         return value
 

@@ -53,3 +53,21 @@ def test_gradients_and_predict_match_reference_on_each_path(path, dtype):
     outputs = kernels.predict(params, X, dtype=dtype, **kw)
     np.testing.assert_allclose(outputs, ref.predict(params, X, activation="tanh",
                                                     output_activation="softmax"), **tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_mode,batch_size", [("sgd", 1), ("minibatch", 8), ("full", 1)])
+@pytest.mark.parametrize("optimizer", ["momentum", "adamw"])
+@pytest.mark.parametrize("clip_norm", [None, 0.2], ids=["row_steps", "clipped"])
+def test_optimizer_steps_match_reference_on_each_path(path, optimizer, clip_norm, batch_mode,
+                                                      batch_size, dtype):
+    """The optimizer's step runs inside the backward pass (row by row on the loop path, per
+    layer after BLAS) or, with clipping, after every gradient of the batch is known."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(37, 6))
+    y = rng.integers(0, 4, 37)
+    kw = dict(layers=[6, 12, 9, 4], activation="relu", output_activation="softmax",
+              loss="cross_entropy", learning_rate=0.02, batch_mode=batch_mode,
+              batch_size=batch_size, epochs=3, seed=2, shuffle=True, dtype=dtype,
+              optimizer=optimizer, weight_decay=0.05, clip_norm=clip_norm)
+    assert_matches_reference(kernels.train(X, y, **kw), ref.train(X, y, **kw), dtype)

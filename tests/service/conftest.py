@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import pytest
 
 import kernels
+from service.runspec import OPTIMIZER_FIELDS
 from service.store import Epoch, Run
 from service.store import runs as store_runs
 from service.store.arrays import params_to_npz
@@ -111,7 +112,8 @@ def train_run(sessions, run_id: int, status: str = "succeeded"):
         assert run is not None
         spec = dict(run.spec)
         X, y = dataset_arrays(run.dataset)
-    result = kernels.train(X, y, **{name: spec[name] for name in KERNEL_FIELDS})
+    result = kernels.train(X, y, **{name: spec[name] for name in KERNEL_FIELDS},
+                           **{name: spec[name] for name in OPTIMIZER_FIELDS if name in spec})
     with sessions() as session:
         for epoch, error in enumerate(result.errors):
             session.add(Epoch(run_id=run_id, epoch=epoch, error=float(error),
@@ -123,7 +125,9 @@ def train_run(sessions, run_id: int, status: str = "succeeded"):
         run.epochs_done = result.epochs_done
         run.final_error = errors[-1]
         run.best_error = min(errors)
-        run.best_epoch = errors.index(min(errors))
+        run.best_epoch = (errors.index(min(errors)) if result.best_epoch is None
+                          else result.best_epoch)
+        run.stop_reason = result.stop_reason
         if result.accuracy is not None:
             run.final_accuracy = float(result.accuracy[-1])
         store_runs.store_params(session, run_id, "initial", spec["dtype"],

@@ -24,11 +24,12 @@ from .conftest import API, all_runs, error_of, queued_run_ids, submit, train_run
 
 SPEC_FIELDS = {"dataset", "layers", "activation", "output_activation", "loss", "learning_rate",
                "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype",
-               "validation_split", "name", "tags"}
+               "validation_split", "name", "tags", "optimizer", "weight_decay", "clip_norm",
+               "lr_schedule", "stop_on_plateau"}
 RUN_FIELDS = {"id", "name", "status", "spec", "tags", "dataset", "sweep_id", "created_at",
               "started_at", "finished_at", "epochs", "epochs_done", "final_error", "best_error",
-              "best_epoch", "final_accuracy", "final_val_error", "worker", "attempts",
-              "cancel_requested", "error_message"}
+              "best_epoch", "stop_reason", "final_accuracy", "final_val_error", "worker",
+              "attempts", "cancel_requested", "error_message"}
 DROP = object()  # a field to leave out of the base spec
 
 
@@ -68,7 +69,9 @@ def test_submit_keeps_every_given_field(client, queue_dir):
             "shuffle": False, "init": "xavier", "dtype": "float32", "validation_split": 0.25,
             "name": "my run", "tags": {"team": "a", "dotted.key": "x y"}}
     run = submit(client, **spec)
-    assert run["spec"] == spec
+    # (and plain gradient descent's resolved optimizer fields: see test_optimizer_spec.py)
+    assert run["spec"] == {**spec, "optimizer": "sgd", "weight_decay": 0.0, "clip_norm": None,
+                           "lr_schedule": {"kind": "constant"}, "stop_on_plateau": None}
     assert run["name"] == "my run" and run["tags"] == spec["tags"]
     assert run["epochs"] == 0
     # cross_entropy with several outputs defaults to softmax; an int learning rate is a number

@@ -3,6 +3,7 @@ API server (`descent api` in a subprocess), and `descent up` end to end with its
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -416,9 +417,11 @@ def test_show_a_run_and_a_missing_one(live_api):
     run_id = submit_ok(live_api, str(XOR_SPEC))
     result = invoke(["show", str(run_id)], env={"DESCENT_API_URL": live_api})
     assert result.exit_code == 0, result.output
-    for text in (f"run       {run_id}", "queued", "xor", "2-8-1", '"learning_rate": 2.0',
+    for text in ("queued", "xor", "2-8-1", '"learning_rate": 2.0',
                  '"layers": [2, 8, 1]', "No history yet."):
         assert text in result.output
+    assert result.output.split()[:2] == ["run", str(run_id)]
+    assert re.search(r"^optimizer +sgd *$", result.output, re.MULTILINE), result.output
     as_json = json.loads(invoke(["show", str(run_id), "--json"],
                                 env={"DESCENT_API_URL": live_api}).output)
     assert as_json["id"] == run_id and as_json["history"] == []

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 import migrations
 
@@ -114,5 +115,40 @@ def test_0005_fills_in_what_datasets_and_runs_occupy(empty_url):
                 "SELECT stored_bytes FROM runs ORDER BY id")).scalars().all()
         assert tuple(dataset) == (len(data), 5e38)
         assert runs == [30 + 3 * usage.HISTORY_ROW_BYTES, usage.run_bytes(spec)]
+    finally:
+        engine.dispose()
+
+
+def test_0006_gives_existing_runs_the_sgd_optimizer(empty_url):
+    """Runs stored before optimizers existed trained with plain gradient descent: they get
+    optimizer 'sgd' and no stop_reason; the models and the database then agree."""
+    migrations.upgrade(empty_url, "0005")
+    engine = sa.create_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0003:
+                connection.execute(sa.text(statement))
+        migrations.upgrade(empty_url, "0006_optimizers")
+        migrations.check(empty_url)
+        with engine.begin() as connection:
+            runs = connection.execute(sa.text(
+                "SELECT id, optimizer, stop_reason FROM runs ORDER BY id")).all()
+            # A new row without an optimizer gets the column's default too.
+            connection.execute(sa.text(
+                "INSERT INTO runs (id, spec, tags, dataset_id, status, learning_rate, "
+                "batch_mode, batch_size, epochs, seed, created_at, attempts, "
+                "cancel_requested, epochs_done, stored_bytes) VALUES (4, '{}', '{}', 1, "
+                "'queued', 0.1, 'full', 4, 1, 0, '2026-01-04', 0, false, 0, 0)"))
+            fourth = connection.execute(sa.text(
+                "SELECT optimizer FROM runs WHERE id = 4")).scalar()
+        assert [tuple(r) for r in runs] == [(1, "sgd", None), (2, "sgd", None),
+                                            (3, "sgd", None)]
+        assert fourth == "sgd"
+        command.downgrade(migrations.alembic_config(empty_url), "0005")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("runs")}
+        assert "optimizer" not in columns and "stop_reason" not in columns
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
     finally:
         engine.dispose()

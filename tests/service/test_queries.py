@@ -73,6 +73,8 @@ def _row(i: int, rng: random.Random, datasets: list[int]) -> dict:
         "status": status,
         "learning_rate": [0.01, 0.05, 0.1, 0.2, 0.5, 1.0][i % 6],
         "batch_mode": ["sgd", "minibatch", "full"][i % 3],
+        "optimizer": ["sgd", "momentum", "nesterov", "adam", "adamw"][i % 5],
+        "stop_reason": "plateau" if i % 4 == 1 and finished else None,
         "batch_size": [1, 8, 32][i % 3],
         "epochs": [10, 100, 1000][i % 3],
         "seed": (i * 7) % 5,

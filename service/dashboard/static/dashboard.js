@@ -142,6 +142,22 @@
     });
   }
 
+  function dependentFields(form) {
+    // A field marked data-show-for="SELECT:a,b" applies only when that select holds a or b
+    // (momentum for the momentum optimizers, beta1 for adam, ...): the others are hidden.
+    // They still submit; the server ignores the ones that do not apply.
+    var dependents = form.querySelectorAll("[data-show-for]");
+    function update() {
+      dependents.forEach(function (field) {
+        var rule = field.dataset.showFor.split(":");
+        var select = document.getElementById(rule[0]);
+        field.hidden = !!select && rule[1].split(",").indexOf(select.value) < 0;
+      });
+    }
+    form.addEventListener("change", update);
+    update();
+  }
+
   function start() {
     // The pages carry no inline script (the Content-Security-Policy forbids them): what to
     // start is found by element ids and data attributes.
@@ -149,6 +165,7 @@
     if (curve) { runCurve(curve); }
     var curves = document.getElementById("curves");
     if (curves) { sweepCurves(curves); }
+    document.querySelectorAll("form.submit").forEach(dependentFields);
     document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
     });
