@@ -12,7 +12,7 @@ from sqlalchemy import (String, and_, case, cast, delete, func, literal, or_, se
 from sqlalchemy.orm import Session
 
 from .clock import db_ago, db_now
-from .models import (FINAL_STATES, Dataset, Epoch, Params, Run, SweepCell,
+from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, SweepCell,
                      SweepRung)
 from .history import spread_positions
 from .usage import HISTORY_ROW_BYTES, run_bytes, settled_bytes
