@@ -38,10 +38,19 @@ def configurations_table(preview: dict) -> Table:
     return table
 
 
+def describe_kind(sweep: dict) -> str:
+    """A sweep's search kind as the CLI prints it: ``grid``, ``random``, or a model-based
+    search with its runs so far and budget (``tpe, 12 of 50 runs``)."""
+    if sweep.get("kind") in ("tpe", "cmaes"):
+        return f"{sweep['kind']}, {sweep['total']} of {sweep['trials']} runs"
+    return str(sweep.get("kind"))
+
+
 def leaderboard_table(sweep: dict, metric: str) -> Table:
     """A sweep's runs ranked by ``metric``, with their configurations and results."""
     names = sorted({name for run in sweep["runs"] for name in run["config"]})
-    table = Table(show_edge=False, title=f"sweep {sweep['id']} leaderboard by {metric}")
+    table = Table(show_edge=False, title=f"sweep {sweep['id']} ({describe_kind(sweep)}) "
+                                         f"leaderboard by {metric}")
     table.add_column("rank", justify="right")
     table.add_column("run", justify="right")
     for name in names:
@@ -58,6 +67,12 @@ def leaderboard_table(sweep: dict, metric: str) -> Table:
                       fmt_number(run.get("best_error")) or "-",
                       fmt_number(run.get("final_accuracy")) or "-")
     return table
+
+
+def _runs_text(sweep: dict) -> str:
+    if sweep.get("kind") in ("tpe", "cmaes"):
+        return describe_kind(sweep)
+    return f"{sweep['total']} runs"
 
 
 @click.command(cls=ClientCommand, context_settings=CONTEXT,
@@ -77,13 +92,17 @@ def sweep(settings, sweep_file, wait, preview, metric, api_url):
     """Submit a hyperparameter sweep described by SWEEP.json (`-` reads stdin).
 
     \b
-    A sweep is a base run spec and a grid (every combination) or random draws:
+    A sweep is a base run spec and a grid (every combination), random draws, or a
+    model-based search (Optuna's TPE or CMA-ES asks each run as a slot opens):
       {"base": {"dataset": "xor", "layers": [2, 8, 1], "epochs": 500},
        "grid": {"learning_rate": [0.01, 0.1, 1, 10]}, "max_concurrency": 2}
       {"base": {...}, "random": {"learning_rate": {"loguniform": [0.001, 1]},
        "batch_size": {"choice": [8, 32]}}, "trials": 20, "seed": 0}
-    Optional: "name", "max_concurrency", "early_stopping": {"min_epochs": 10,
-    "reduction_factor": 3}, "metric": "error" | "val_error".
+      {"base": {...}, "search": "tpe", "space": {<as random>}, "trials": 50,
+       "seed": 0, "objective": "final" | "best"}
+    Optional: "name", "max_concurrency" (tpe/cmaes: 4 unless given), "early_stopping":
+    {"min_epochs": 10, "reduction_factor": 3}, "metric": "error" | "val_error" (what
+    early stopping compares and tpe/cmaes minimise).
 
     \b
     Exit codes: 0 submitted (with --wait: the sweep succeeded); 1 it failed or was
@@ -98,10 +117,10 @@ def sweep(settings, sweep_file, wait, preview, metric, api_url):
         return
     created = client.submit_sweep(body)
     if not wait:
-        out.print(f"submitted sweep {created['id']} ({created['total']} runs, "
+        out.print(f"submitted sweep {created['id']} ({_runs_text(created)}, "
                   f"{created['status']})")
         return
-    out.print(f"submitted sweep {created['id']} ({created['total']} runs); following it "
+    out.print(f"submitted sweep {created['id']} ({_runs_text(created)}); following it "
               "(Ctrl-C stops following, not the sweep)")
     try:
         final = follow_sweep(client, created, out)
