@@ -3,6 +3,7 @@ parameters and predict with them."""
 
 import logging
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from service.quotas import check_quotas
 from service.runspec import (complete_spec, dataset_problems, limit_problems, validation_problems,
                              with_defaults)
 from service.settings import redact_urls
-from service.store import FINAL_STATES, Run
+from service.store import FINAL_STATES, Dataset, Run
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
 from service.store import usage
@@ -28,9 +29,10 @@ MAX_RUN_ID = 2**63 - 1
 PREDICT_CHUNK_VALUES = 1 << 20
 
 
-def describe_run(run: Run) -> dict:
-    """A run as the API shows it."""
-    return {
+def describe_run(run: Run, environment: bool = False) -> dict:
+    """A run as the API shows it; with ``environment``, where it trained too (a column read
+    on its own, left out of lists of runs)."""
+    described = {
         "id": run.id,
         "name": run.name,
         "status": run.status,
@@ -53,7 +55,11 @@ def describe_run(run: Run) -> dict:
         "attempts": run.attempts,
         "cancel_requested": bool(run.cancel_requested),
         "error_message": run.error_message,
+        "rerun_of": run.rerun_of,
     }
+    if environment:
+        described["environment"] = run.environment
+    return described
 
 
 def owned_run(session, run_id: int, owner: str) -> Run:
@@ -65,12 +71,15 @@ def owned_run(session, run_id: int, owner: str) -> Run:
     return run
 
 
-def submit_run(session, queue, limits, owner: str, fields: dict) -> Run:
+def submit_run(session, queue, limits, owner: str, fields: dict, dataset=None,
+               rerun_of: Optional[int] = None) -> Run:
     """Validate a spec (fields loaded by RunSpecSchema) against its dataset and ``limits``,
     store it as ``owner``'s and enqueue it. Invalid, QuotaExceeded, or QueueDown (then nothing
-    is kept)."""
+    is kept). ``dataset``: the stored dataset to train on instead of the one the spec names
+    (a rerun's), ``rerun_of``: the run it repeats."""
     spec = complete_spec(fields)
-    dataset = resolve_dataset(session, spec["dataset"], owner)
+    if dataset is None:
+        dataset = resolve_dataset(session, spec["dataset"], owner)
     if dataset is None:
         raise Invalid({"dataset": f"no dataset named {spec['dataset']!r}"})
     problems = dataset_problems(spec, dataset.n_features, dataset.target_kind,
@@ -83,10 +92,23 @@ def submit_run(session, queue, limits, owner: str, fields: dict) -> Run:
     # Counted and stored in one transaction (the quota lock is held until its commit).
     check_quotas(session, owner, limits, runs=1, stored_bytes=usage.run_bytes(spec))
     run = store_runs.create_run(session, spec, dataset.id, name=spec.get("name"),
-                                tags=spec.get("tags"), owner=owner)
+                                tags=spec.get("tags"), owner=owner, rerun_of=rerun_of)
     # Keep no orphan: a run nobody will ever train must not sit in "queued".
     enqueue_or_undo(session, queue, [run.id], lambda: session.delete(run), f"run {run.id}")
     return run
+
+
+def rerun_run(session, queue, limits, owner: str, origin: Run) -> Run:
+    """Queue ``origin``'s spec (seed included) again on the very dataset it trained on, as a
+    new run of ``owner`` linked to it (``rerun_of``), through the checks and quotas of a
+    submit. Conflict "dataset_gone" when that dataset is no longer there for ``owner``."""
+    dataset = session.get(Dataset, origin.dataset_id)
+    if dataset is None or dataset.owner not in (None, owner):
+        raise Conflict(f"the dataset run {origin.id} trained on (id {origin.dataset_id}) was "
+                       "deleted; it cannot be rerun", {"dataset": "deleted"},
+                       code="dataset_gone")
+    return submit_run(session, queue, limits, owner, dict(origin.spec), dataset=dataset,
+                      rerun_of=origin.id)
 
 
 def enqueue_or_undo(session, queue, run_ids, undo, label: str) -> None:

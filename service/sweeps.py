@@ -1,6 +1,9 @@
 """Sweeps: a base spec and a grid or random space expanded into runs, each validated like a
 run; stored with all their cells, the first ones enqueued (or everything undone), and shown
-with a leaderboard."""
+with a leaderboard. A model-based sweep (``search``: tpe or cmaes) stores no cells up front:
+its space is validated through probes (every choice and bound, see
+sweepspace.probes) and a sampler proposes each cell when a slot opens
+(service.store.search)."""
 
 import json
 
@@ -38,30 +41,57 @@ def varied_field(name: str, config: dict):
     return max(matches, key=len) if matches else None
 
 
+# What a sweep's "search" may be; grid and random are also told by their own keys.
+SEARCHES = ("grid", "random", *sweepspace.MODEL_BASED)
+# A model-based sweep without max_concurrency runs this many at a time: a sampler learns
+# only from runs that have ended. More than MAX_MODEL_CONCURRENCY at once would be random
+# search with extra steps (and the API asks the first ones in the request).
+DEFAULT_MODEL_CONCURRENCY = 4
+MAX_MODEL_CONCURRENCY = 64
+
+
+def search_kind(body: dict) -> str:
+    """grid, random, tpe or cmaes: the body's ``search``, else told by its space's key."""
+    if body.get("search"):
+        return body["search"]
+    return "grid" if "grid" in body else "random"
+
+
+def space_key(kind: str) -> str:
+    """The body's key that holds a ``kind`` sweep's space."""
+    return "space" if kind in sweepspace.MODEL_BASED else kind
+
+
 def expand(session, body: dict, owner: str, limits) -> list[dict]:
     """[{position, config, spec, dataset}] of a sweep body (loaded by the API's
     SweepRequestSchema), every configuration validated like a run of ``owner``; Invalid
     naming the field (``base.layers``, ``grid.learning_rate[2]``, ``random.epochs``)
     otherwise."""
-    kind = "grid" if "grid" in body else "random"
+    kind = search_kind(body)
+    key = space_key(kind)
     base = body["base"]
     problems = {}
-    for name in (body[kind] or {}):
+    for name in (body[key] or {}):
         if name not in VARIABLE_FIELDS:
             parent = name.partition(".")[0]
-            problems[f"{kind}.{name}"] = (
+            problems[f"{key}.{name}"] = (
                 f"not a key of {parent}: one of {', '.join(NESTED_FIELDS[parent])}"
                 if parent in NESTED_FIELDS else
                 "not a field of a run spec that a sweep can vary")
+        elif name == "dataset" and key == "space":
+            problems[f"{key}.{name}"] = "a model-based search trains on one dataset (base.dataset)"
+    if key == "space" and (body.get("max_concurrency") or 0) > MAX_MODEL_CONCURRENCY:
+        problems["max_concurrency"] = (f"at most {MAX_MODEL_CONCURRENCY} with search {kind} "
+                                       "(a sampler learns from runs that have ended)")
     if problems:
         raise Invalid(problems)
     try:
-        configs = sweepspace.configurations(kind, body[kind], body.get("trials"),
+        configs = sweepspace.configurations(kind, body[key], body.get("trials"),
                                             body.get("seed", 0))
     except sweepspace.SpaceError as exc:
         raise Invalid(exc.fields) from None
     if not configs:
-        raise Invalid({kind: "no configurations"})
+        raise Invalid({key: "no configurations"})
     datasets = {}
     out = []
     schema = RunSpecSchema()
@@ -74,7 +104,7 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
             for name, message in field_messages(exc.messages).items():
                 varied = varied_field(name, config)
                 if varied is not None:
-                    path = sweepspace.field_path(kind, varied, position, body[kind], config)
+                    path = sweepspace.field_path(kind, varied, position, body[key], config)
                     where = ("" if kind == "grid"
                              else f" (trial {position}: {config[varied]!r})")
                     problems.setdefault(path + name[len(varied):], message + where)
@@ -82,10 +112,10 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
                 base_problems.setdefault(f"base.{name}", [message, position, 0])[2] += 1
             continue
         spec = complete_spec(fields_)
-        key = str(spec["dataset"])
-        if key not in datasets:
-            datasets[key] = resolve_dataset(session, spec["dataset"], owner)
-        dataset = datasets[key]
+        ref = str(spec["dataset"])
+        if ref not in datasets:
+            datasets[ref] = resolve_dataset(session, spec["dataset"], owner)
+        dataset = datasets[ref]
         if dataset is None:
             where = "dataset" if "dataset" in config else "base.dataset"
             problems.setdefault(where, f"no dataset named {spec['dataset']!r}")
@@ -96,7 +126,7 @@ def expand(session, body: dict, owner: str, limits) -> list[dict]:
         found.update(limit_problems(spec, dataset.n_samples, limits))
         for name, message in found.items():
             varied = varied_field(name, config)
-            path = (sweepspace.field_path(kind, varied, position, body[kind], config)
+            path = (sweepspace.field_path(kind, varied, position, body[key], config)
                     + name[len(varied):] if varied is not None else f"base.{name}")
             problems.setdefault(path, f"{message} ({_cell(position, config)})")
         out.append({"position": position, "config": config, "spec": spec,
@@ -134,11 +164,13 @@ def create_sweep(session, queue, limits, owner: str, body: dict) -> Sweep:
     Invalid (see ``expand``), QuotaExceeded (its cells count as active runs, their bytes as
     reserved), or QueueDown (then nothing is kept)."""
     expanded = expand(session, body, owner, limits)
+    kind = search_kind(body)
+    if kind in sweepspace.MODEL_BASED:
+        return _create_model_sweep(session, queue, limits, owner, body, kind, expanded)
     # Every cell is an active run at once, each with its bytes reserved; counted and stored
     # in one transaction (the quota lock is held until its commit).
     check_quotas(session, owner, limits, runs=len(expanded),
                  stored_bytes=sum(usage.run_bytes(cell["spec"]) for cell in expanded))
-    kind = "grid" if "grid" in body else "random"
     sweep = store_sweeps.create_sweep(
         session, owner=owner, name=body.get("name"), base=body["base"], space=body[kind],
         kind=kind,
@@ -161,6 +193,41 @@ def create_sweep(session, queue, limits, owner: str, body: dict) -> Sweep:
     return sweep
 
 
+def _create_model_sweep(session, queue, limits, owner: str, body: dict, kind: str,
+                        probes: list[dict]) -> Sweep:
+    """Store a model-based sweep and its first cells (asked of its sampler), enqueue them.
+    Its search settings live in its space column (store_sweeps.search_settings): the
+    fields, the objective, the base completed (the template each asked configuration is
+    set into), its dataset, and the output activation of each loss a space may choose."""
+    concurrency = body.get("max_concurrency") or DEFAULT_MODEL_CONCURRENCY
+    # At most max_concurrency runs are active at once, each at most the largest probe's
+    # bytes: checked for the whole budget, since later runs are created by the workers.
+    check_quotas(session, owner, limits, runs=min(concurrency, body["trials"]),
+                 stored_bytes=body["trials"] * max(usage.run_bytes(cell["spec"])
+                                                   for cell in probes))
+    space = body["space"]
+    template = probes[0]["spec"]
+    output_activations = []
+    if "loss" in space and body["base"].get("output_activation") is None:
+        seen = {}
+        for cell in probes:
+            seen.setdefault(repr(cell["config"].get("loss")),
+                            [cell["config"].get("loss"), cell["spec"]["output_activation"]])
+        output_activations = list(seen.values())
+    stored = {"fields": space, "objective": body["objective"], "template": template,
+              "dataset_id": probes[0]["dataset"].id, "output_activations": output_activations}
+    sweep = store_sweeps.create_sweep(
+        session, owner=owner, name=body.get("name"), base=body["base"], space=stored,
+        kind=kind, trials=body["trials"], seed=body.get("seed", 0),
+        max_concurrency=concurrency, early_stopping=body.get("early_stopping"),
+        metric=body["metric"])
+    session.commit()
+    to_send = store_sweeps.fill_slots(session, sweep.id)
+    enqueue_or_undo(session, queue, to_send,
+                    lambda: store_sweeps.delete_sweep(session, sweep.id), f"sweep {sweep.id}")
+    return sweep
+
+
 def describe_sweep(session, sweep: Sweep, metric: str = "final_error", order=None,
                    with_runs: bool = True) -> dict:
     """A sweep as the API shows it: its state and counts by run state and, ``with_runs``,
@@ -173,8 +240,8 @@ def describe_sweep(session, sweep: Sweep, metric: str = "final_error", order=Non
     out = {
         "id": sweep.id, "name": sweep.name,
         "status": store_sweeps.derive_status(sweep, by_state),
-        "kind": sweep.kind, "base": sweep.base, "space": sweep.space, "trials": sweep.trials,
-        "seed": sweep.seed, "max_concurrency": sweep.max_concurrency,
+        "kind": sweep.kind, "base": sweep.base, "space": space_of(sweep),
+        "trials": sweep.trials, "objective": objective_of(sweep), "seed": sweep.seed, "max_concurrency": sweep.max_concurrency,
         "early_stopping": sweep.early_stopping, "metric": sweep.metric,
         "created_at": sweep.created_at, "finished_at": sweep.finished_at,
         "total": len(rows), "counts": by_state,
@@ -196,6 +263,20 @@ def describe_sweep(session, sweep: Sweep, metric: str = "final_error", order=Non
         for i, (cell, run) in enumerate(ranked)]
     out["best"] = out["leaderboard"][0] if out["leaderboard"] else None
     return out
+
+
+def space_of(sweep: Sweep) -> dict:
+    """The space a sweep was given (a model-based sweep stores it with its settings)."""
+    if sweep.kind in sweepspace.MODEL_BASED:
+        return store_sweeps.search_settings(sweep)["fields"]
+    return sweep.space
+
+
+def objective_of(sweep: Sweep):
+    """A model-based sweep's objective (final or best), else None."""
+    if sweep.kind in sweepspace.MODEL_BASED:
+        return store_sweeps.search_settings(sweep)["objective"]
+    return None
 
 
 def owned_sweep(session, sweep_id: int, owner: str) -> Sweep:

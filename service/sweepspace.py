@@ -1,15 +1,17 @@
-"""Search spaces of sweeps: a grid (every combination) or seeded random draws.
+"""Search spaces of sweeps: a grid (every combination), seeded random draws, or a space a
+sampler searches (``tpe``, ``cmaes``: see service.store.search).
 
 Pure functions, no Flask and no database: ``configurations`` turns a sweep body into the
-list of varied fields of each configuration; ``config_hash`` is the key that makes a
+list of varied fields of each configuration; ``probes`` gives the configurations that
+check a model-based space's every bound and choice; ``config_hash`` is the key that makes a
 configuration unique within its sweep."""
 
-import hashlib
 import itertools
-import json
 import math
 
 import numpy as np
+
+from service.store.sweeps import MODEL_BASED, config_hash
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 # A sweep expands to at most this many configurations.
@@ -25,12 +27,6 @@ class SpaceError(ValueError):
     def __init__(self, fields: dict):
         super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
         self.fields = fields
-
-
-def config_hash(config: dict) -> str:
-    """The sha256 of a configuration's canonical JSON."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _is_number(value) -> bool:
@@ -88,22 +84,77 @@ def _draw(rng: np.random.Generator, dist: dict):
     return int(rng.integers(args[0], args[1], endpoint=True))
 
 
-def random_configurations(space: dict, trials, seed) -> list[dict]:
-    """``trials`` draws from the space with numpy's default_rng(seed), fields drawn in name
-    order. A draw equal to an earlier one is drawn again (up to REDRAWS times), so a
-    small discrete space may give fewer configurations than trials."""
-    problems = {}
+def _space_problems(key: str, space, trials, seed) -> dict:
+    """{path: message} of a space in random's syntax with its trials and seed."""
     if not isinstance(space, dict) or not space:
-        raise SpaceError({"random": "expected an object of field: distribution"})
+        return {key: "expected an object of field: distribution"}
+    problems = {}
     for name, dist in space.items():
-        message = _check_distribution(f"random.{name}", dist)
+        message = _check_distribution(f"{key}.{name}", dist)
         if message:
-            problems[f"random.{name}"] = message
+            problems[f"{key}.{name}"] = message
     if isinstance(trials, bool) or not isinstance(trials, int) or not \
             1 <= trials <= MAX_CONFIGURATIONS:
         problems["trials"] = f"expected an integer from 1 to {MAX_CONFIGURATIONS}"
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         problems["seed"] = "expected a non-negative integer"
+    return problems
+
+
+def check_space(key: str, space: dict, trials, seed) -> None:
+    """SpaceError naming ``key.field``, ``trials`` or ``seed`` unless ``space`` is a
+    non-empty object of distributions, trials within bounds and seed a non-negative
+    integer; or naming ``key`` when every field has a single value (nothing to search)."""
+    problems = _space_problems(key, space, trials, seed)
+    if "seed" not in problems and seed >= 2**32:
+        # Optuna's samplers seed numpy's RandomState, which takes 32 bits.
+        problems["seed"] = f"expected an integer from 0 to {2**32 - 1} for a model-based search"
+    if problems:
+        raise SpaceError(problems)
+    if all(_fixed(dist) for dist in space.values()):
+        raise SpaceError({key: "nothing to search: every field has a single value"})
+
+
+def _fixed(dist: dict) -> bool:
+    """Whether a (valid) distribution has one value only."""
+    kind, args = next(iter(dist.items()))
+    return len(args) == 1 if kind == "choice" else args[0] == args[1]
+
+
+def _values(dist: dict) -> list:
+    """What probes try of a distribution: each choice, or its low and high."""
+    kind, args = next(iter(dist.items()))
+    if kind == "choice":
+        return list(args)
+    if kind == "int":
+        return sorted({args[0], args[1]})
+    return sorted({float(args[0]), float(args[1])})
+
+
+def probes(space: dict) -> list[dict]:
+    """Configurations that try every choice and both bounds of each field, the other fields
+    at their first such value: what a model-based sweep validates like runs before it is
+    stored (its real configurations are asked one slot at a time)."""
+    total = 1 + sum(len(_values(dist)) - 1 for dist in space.values())
+    if total > MAX_CONFIGURATIONS:
+        raise SpaceError({"space": f"{total} choices and bounds to validate; at most "
+                                   f"{MAX_CONFIGURATIONS}"})
+    first = {name: _values(space[name])[0] for name in sorted(space)}
+    out, seen = [first], {config_hash(first)}
+    for name in sorted(space):
+        for value in _values(space[name])[1:]:
+            config = {**first, name: value}
+            if config_hash(config) not in seen:
+                seen.add(config_hash(config))
+                out.append(config)
+    return out
+
+
+def random_configurations(space: dict, trials, seed) -> list[dict]:
+    """``trials`` draws from the space with numpy's default_rng(seed), fields drawn in name
+    order. A draw equal to an earlier one is drawn again (up to REDRAWS times), so a
+    small discrete space may give fewer configurations than trials."""
+    problems = _space_problems("random", space, trials, seed)
     if problems:
         raise SpaceError(problems)
     rng = np.random.default_rng(seed)
@@ -120,9 +171,13 @@ def random_configurations(space: dict, trials, seed) -> list[dict]:
 
 
 def configurations(kind: str, space: dict, trials=None, seed=0) -> list[dict]:
-    """The configurations (varied fields only) of a grid or random space."""
+    """The configurations (varied fields only) of a grid or random space; of a model-based
+    space, its probes."""
     if kind == "grid":
         return grid_configurations(space)
+    if kind in MODEL_BASED:
+        check_space("space", space, trials, seed)
+        return probes(space)
     return random_configurations(space, trials, seed)
 
 
@@ -151,4 +206,4 @@ def field_path(kind: str, name: str, config_index: int, space: dict, config: dic
             if value == config[name] and type(value) is type(config[name]):
                 return f"grid.{name}[{i}]"
         return f"grid.{name}"
-    return f"random.{name}"
+    return f"{'space' if kind in MODEL_BASED else 'random'}.{name}"

@@ -13,9 +13,10 @@ import kernels
 from service.settings import ReaperSettings
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
-from service.store.arrays import params_to_npz
+from service.store.arrays import content_hash, params_to_npz
 from service.store.datasets import dataset_arrays_from
 from workers.dispatch import Enqueue, send_runs, sweep_run_ended
+from workers.environment import run_environment
 from workers.history import HistoryWriter
 from workers.liveness import Heartbeat, owner_alive, worker_name
 
@@ -53,11 +54,14 @@ def dataset_source(dataset):
 
 def load_dataset(key, data) -> tuple:
     """(X, y) of a stored dataset from this process's cache or its ``data``; callers must
-    not modify them."""
+    not modify them. Data whose arrays do not have the dataset's content hash (the one
+    each run records in its environment) is refused with ValueError."""
     if data is None and key in _DATASETS:
         _DATASETS.move_to_end(key)
         return _DATASETS[key]
     X, y = dataset_arrays_from(data)
+    if content_hash(X, y) != key[1]:  # once per decompression: about 1 s per GB
+        raise ValueError("its arrays do not match its content hash")
     if X.nbytes + y.nbytes <= CACHED_BYTES:
         _DATASETS[key] = (X, y)
         while len(_DATASETS) > CACHED_DATASETS:
@@ -108,6 +112,9 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
 
     def read_needs(session, run):  # in the claim's transaction
         needs["source"] = dataset_source(run.dataset)
+        # Where it trains, fenced by this claim like every other write of the worker.
+        store_runs.record_environment(session, run.id, run.attempts, run_environment(
+            run.spec.get("dtype"), run.dataset.id, run.dataset.name, run.dataset.content_hash))
         needs["stopping"] = (store_sweeps.early_stopping_of(session, run.sweep_id)
                              if run.sweep_id else None)
 

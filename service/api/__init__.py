@@ -36,8 +36,8 @@ def init_api(app: Flask, settings) -> None:
                                                        "networks by gradient descent."},
                                 "extra_plugins": [CommonResponses(ratelimit.UNLIMITED_PATHS)]})
     auth.document(api)
-    from . import datasets, health, plots, runs, sweeps, trace
+    from . import compare, datasets, health, plots, runs, sweeps, trace
 
-    for module in (runs, datasets, health, sweeps, plots, trace):
+    for module in (runs, compare, datasets, health, sweeps, plots, trace):
         api.register_blueprint(module.blp)
     register_error_handlers(app)

@@ -5,11 +5,12 @@ from flask import Response
 from flask.views import MethodView
 from marshmallow import fields, validate
 
-from service.errors import NotReady
+from service import importance
+from service.errors import Invalid, NotReady
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
 from service.store.arrays import params_from_npz
-from service.web import plots
+from service.web import plots, plots_sweep
 from service.web.context import db
 
 from .parser import Blueprint
@@ -38,6 +39,12 @@ class NetworkArgsSchema(ma.Schema):
     which = fields.String(validate=validate.OneOf(("final", "initial")),
                           metadata={"description": "default: the final parameters if the "
                                                    "run has them, else the initial ones"})
+
+
+class ScatterArgsSchema(ma.Schema):
+    field = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                          metadata={"description": "a field of the sweep's space, e.g. "
+                                                   "learning_rate"})
 
 
 def _curve(run, metric: str, label: str, max_points: int) -> plots.Curve:
@@ -130,3 +137,35 @@ class RunNetwork(MethodView):
         return Response(svg, mimetype="image/svg+xml",
                         headers={"Content-Disposition": f"inline; filename=run-{run.id}.svg",
                                  "Cache-Control": "no-cache"})
+
+
+@blp.route("/sweeps/<int:sweep_id>/parallel.png")
+class SweepParallel(MethodView):
+    @blp.response(200, PNG, content_type="image/png",
+                  description="an axis per varied field (log for loguniform fields, ordered "
+                              "categories for choices) and the metric last; lines coloured "
+                              "by the metric; a sweep without succeeded runs gives an empty "
+                              "plot saying so")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, sweep_id):
+        """A parallel-coordinates chart of the sweep's succeeded runs as a PNG image: each
+        run a line across its varied fields and its metric."""
+        data = importance.sweep_points(db(), user_sweep(sweep_id))
+        return _png(plots_sweep.parallel_png(data), f"sweep-{sweep_id}-parallel.png")
+
+
+@blp.route("/sweeps/<int:sweep_id>/scatter.png")
+class SweepScatter(MethodView):
+    @blp.arguments(ScatterArgsSchema, location="query")
+    @blp.response(200, PNG, content_type="image/png",
+                  description="one point per succeeded run, the best circled")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args, sweep_id):
+        """The sweep's metric against one field's value as a PNG image (field=learning_rate;
+        a log x-axis for a loguniform field, the categories in order for a choice)."""
+        data = importance.sweep_points(db(), user_sweep(sweep_id))
+        if args["field"] not in data.fields:
+            raise Invalid({"field": f"not a field of sweep {sweep_id}; its fields: "
+                                    f"{', '.join(data.fields)}"})
+        return _png(plots_sweep.scatter_png(data, args["field"]),
+                    f"sweep-{sweep_id}-scatter.png")

@@ -1,8 +1,10 @@
 """/api/v1/runs: submit, list, inspect, cancel, delete and use training runs."""
 
+import marshmallow as ma
 from flask.views import MethodView
+from marshmallow import fields
 
-from service import runs
+from service import runs, verify
 from service.runquery import RunListArgsSchema, parse_run_query, wrap_cursor
 from service.runspec import RunSpecSchema
 from service.store import history as store_history
@@ -29,9 +31,62 @@ from .schemas import (
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Training runs")
 
 
+class DifferenceSchema(ma.Schema):
+    field = fields.String(metadata={"description": "dotted path, e.g. blas.num_threads"})
+    values = fields.List(fields.Raw(allow_none=True),
+                         metadata={"description": "the first run's value, the second's"})
+
+
+class DifferencesSchema(ma.Schema):
+    identical = fields.Boolean(allow_none=True, metadata={
+        "description": "null when an environment was not recorded for both runs"})
+    recorded = fields.List(fields.Boolean())
+    differences = fields.List(fields.Nested(DifferenceSchema))
+
+
+class HistoryComparisonSchema(ma.Schema):
+    identical = fields.Boolean()
+    rows = fields.Integer(metadata={"description": "rows found identical before the first "
+                                                   "difference (all rows when identical)"})
+    first_difference = fields.Dict(allow_none=True, metadata={
+        "description": "{epoch, field (error, accuracy, val_error, val_accuracy, or epoch "
+                       "when one run has a row the other lacks), values}"})
+
+
+class ParamsComparisonSchema(ma.Schema):
+    identical = fields.Boolean()
+    stored = fields.Raw(metadata={"description": "whether both stored them (a pair when "
+                                                 "only one did)"})
+    first_difference = fields.Dict(allow_none=True, metadata={
+        "description": "{layer (from 1), array (W or B), index (row-major; null for a shape "
+                       "or dtype mismatch), values, reason}"})
+
+
+class VerdictSchema(ma.Schema):
+    """Two runs compared bit for bit (GET /runs/{id}/verification, /compare/{other})."""
+
+    runs = fields.List(fields.Integer())
+    statuses = fields.List(fields.String())
+    verdict = fields.String(metadata={"enum": ["pending", "bit-identical", "differs"]})
+    summary = fields.String(metadata={"description": "the verdict in one line"})
+    history = fields.Nested(HistoryComparisonSchema, allow_none=True)
+    initial_params = fields.Nested(ParamsComparisonSchema, allow_none=True)
+    final_params = fields.Nested(ParamsComparisonSchema, allow_none=True)
+    environment = fields.Nested(DifferencesSchema)
+    spec = fields.Nested(DifferencesSchema, metadata={"description": "fields of the specs "
+                                                                     "that differ (not name "
+                                                                     "or tags)"})
+
+
 def user_run(run_id: int):
     """The run ``run_id`` of this request's user (NotFound for anyone else's)."""
     return runs.owned_run(db(), run_id, require_user())
+
+
+def one_run(run) -> dict:
+    """A run as every endpoint of one run answers it: with its environment (lists of runs
+    leave that out)."""
+    return runs.describe_run(run, environment=True)
 
 
 @blp.route("")
@@ -42,11 +97,11 @@ class Runs(MethodView):
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(429, response="TOO_MANY_REQUESTS_OR_QUOTA")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
-    @idempotent(blp, "POST /runs", lambda run_id: runs.describe_run(user_run(run_id)))
+    @idempotent(blp, "POST /runs", lambda run_id: one_run(user_run(run_id)))
     def post(self, fields):
         """Submit a training run: validate, store, enqueue."""
         run = runs.submit_run(db(), queue(), settings().limits, require_user(), fields)
-        return runs.describe_run(run)
+        return one_run(run)
 
     @blp.arguments(RunListArgsSchema, location="query")
     @blp.response(200, RunPageSchema)
@@ -69,8 +124,9 @@ class RunById(MethodView):
     @blp.response(200, RunSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, run_id):
-        """One run: spec, state, timestamps, progress and summary of results."""
-        return runs.describe_run(user_run(run_id))
+        """One run: spec, state, timestamps, progress, summary of results and where it
+        trained (``environment``)."""
+        return one_run(user_run(run_id))
 
     @blp.response(204)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -141,7 +197,7 @@ class RunCancel(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     def post(self, run_id):
         """Cancel queued or running work; a finished run is left as it is (409)."""
-        return runs.describe_run(runs.cancel_run(db(), user_run(run_id)))
+        return one_run(runs.cancel_run(db(), user_run(run_id)))
 
 
 @blp.route("/<int:run_id>/predict")
@@ -154,3 +210,42 @@ class RunPredict(MethodView):
         """Outputs of the trained network for the given input rows."""
         outputs = runs.predict(db(), user_run(run_id), body["inputs"], settings().limits)
         return {"run_id": run_id, "outputs": outputs}
+
+
+@blp.route("/<int:run_id>/rerun")
+class RunRerun(MethodView):
+    @blp.response(202, RunSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS_OR_QUOTA")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def post(self, run_id):
+        """Queue the run again: the same spec and seed on the same stored dataset, as a new
+        run (``rerun_of`` names the original) checked and counted like a submit. 409
+        dataset_gone when that dataset was deleted."""
+        run = runs.rerun_run(db(), queue(), settings().limits, require_user(),
+                             user_run(run_id))
+        return one_run(run)
+
+
+@blp.route("/<int:run_id>/verification")
+class RunVerification(MethodView):
+    @blp.response(200, VerdictSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, run_id):
+        """The verdict on a rerun and its original (for a run that is a rerun), else on the
+        run and its newest rerun: "pending" until both are final, then "bit-identical" or
+        where the history and the parameters first differ, and which environment fields
+        differ. 404 for a run that has no rerun and is none."""
+        return verify.run_verification(db(), user_run(run_id))
+
+
+@blp.route("/<int:run_id>/compare/<int:other_id>")
+class RunComparison(MethodView):
+    @blp.response(200, VerdictSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, run_id, other_id):
+        """Two of your runs compared as GET /runs/{id}/verification compares a run and its
+        rerun (their specs too)."""
+        return verify.compare_runs(db(), user_run(run_id), user_run(other_id))

@@ -56,6 +56,15 @@ class RunSchema(ma.Schema):
                                                                "running run stops at its next "
                                                                "chunk"})
     error_message = fields.String(allow_none=True)
+    rerun_of = fields.Integer(allow_none=True, metadata={
+        "description": "the run this one reruns (POST /runs/{id}/rerun)"})
+    environment = fields.Dict(allow_none=True, metadata={
+        "description": "endpoints of one run (not lists): where it trained, as its worker "
+                       "recorded it (descent version and commit, python, numpy, numba, "
+                       "llvmlite, scipy; blas: internal_api, version, architecture (core "
+                       "type), threading_layer, num_threads, library; cpu: model, machine, "
+                       "flags; dtype; dataset: id, name, content_hash); null before a worker "
+                       "claims it"})
 
 
 class RunPageSchema(ma.Schema):

@@ -1,16 +1,17 @@
-"""/api/v1/sweeps: grid and random searches expanded into runs on the queue."""
+"""/api/v1/sweeps: grid and random searches expanded into runs on the queue, and model-based
+searches (tpe, cmaes) whose runs a sampler proposes as slots open."""
 
 import marshmallow as ma
 from flask import jsonify
 from flask.views import MethodView
 from marshmallow import RAISE, ValidationError, fields, validate
 
-from service import sweeps
+from service import importance, sweeps
 from service.errors import Invalid
 from service.runspec import INT32, StrictBoolean
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
-from service.sweeps import METRICS
+from service.sweeps import METRICS, SEARCHES
 from service.web.context import db, queue, settings
 
 from .auth import require_user
@@ -33,7 +34,8 @@ class EarlyStoppingSchema(ma.Schema):
 
 
 class SweepRequestSchema(ma.Schema):
-    """A sweep: a base run spec and exactly one of ``grid`` or ``random``."""
+    """A sweep: a base run spec and exactly one of ``grid``, ``random`` or (with ``search``
+    tpe or cmaes) ``space``."""
 
     class Meta:
         unknown = RAISE
@@ -44,8 +46,22 @@ class SweepRequestSchema(ma.Schema):
     random = fields.Dict(metadata={
         "description": "field: {choice: [..]} | {uniform: [a, b]} | {loguniform: [a, b]} | "
                        "{int: [a, b]}; ``trials`` draws seeded by ``seed``"})
-    trials = fields.Integer(strict=True, validate=validate.Range(min=1, max=1000))
+    search = fields.String(validate=validate.OneOf(SEARCHES), metadata={
+        "description": "grid or random (also told by their keys), or a model-based search "
+                       "with Optuna's samplers over ``space``: tpe (TPESampler(multivariate="
+                       "True, constant_liar=True, seed=seed)) or cmaes (CmaEsSampler(seed=seed)"
+                       "; choices drawn at random); each run is asked when a slot opens"})
+    space = fields.Dict(metadata={
+        "description": "with search tpe or cmaes: the space, in random's syntax",
+        "example": {"learning_rate": {"loguniform": [0.001, 1.0]},
+                    "layers": {"choice": [[2, 8, 3], [2, 16, 16, 3]]}}})
+    trials = fields.Integer(strict=True, validate=validate.Range(min=1, max=1000),
+                            metadata={"description": "random: draws; tpe/cmaes: the budget "
+                                                     "of runs"})
     seed = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0))
+    objective = fields.String(load_default="final", validate=validate.OneOf(("final", "best")),
+                              metadata={"description": "tpe/cmaes: minimise the metric's "
+                                        "final value or its best over the epochs"})
     name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     max_concurrency = fields.Integer(strict=True, load_default=None, allow_none=True,
                                      validate=validate.Range(min=1, max=INT32))
@@ -53,14 +69,29 @@ class SweepRequestSchema(ma.Schema):
                                    metadata={"description": "successive halving: rungs at "
                                              "min_epochs * reduction_factor**k epochs"})
     metric = fields.String(load_default="error", validate=validate.OneOf(("error", "val_error")),
-                           metadata={"description": "what early stopping compares"})
+                           metadata={"description": "what early stopping compares, and what "
+                                                    "a tpe/cmaes search minimises"})
     preview = StrictBoolean(load_default=False,
                             metadata={"description": "return the configurations only"})
 
     @ma.validates_schema
     def _one_space(self, data, **kwargs):
+        search = data.get("search")
+        if search in sweeps.SEARCHES[2:]:
+            for other in ("grid", "random"):
+                if other in data:
+                    raise ValidationError(f"not with search {search}: give space", other)
+            if "space" not in data:
+                raise ValidationError(f"required with search {search}", "space")
+            if "trials" not in data:
+                raise ValidationError(f"required with search {search}", "trials")
+            return
+        if "space" in data:
+            raise ValidationError("only with search tpe or cmaes", "space")
         if ("grid" in data) == ("random" in data):
             raise ValidationError("give exactly one of grid or random", "grid")
+        if search is not None and search not in data:
+            raise ValidationError(f"search {search} needs its space in {search}", "search")
         if "random" in data and "trials" not in data:
             raise ValidationError("required with random", "trials")
 
@@ -100,10 +131,13 @@ class SweepSchema(ma.Schema):
     name = fields.String(allow_none=True)
     status = fields.String(metadata={"enum": ["queued", "running", "succeeded", "failed",
                                               "cancelled"]})
-    kind = fields.String(metadata={"enum": ["grid", "random"]})
+    kind = fields.String(metadata={"enum": list(SEARCHES)})
     base = fields.Dict()
     space = fields.Dict()
-    trials = fields.Integer(allow_none=True)
+    trials = fields.Integer(allow_none=True, metadata={
+        "description": "random: draws; tpe/cmaes: the budget (runs so far: total)"})
+    objective = fields.String(allow_none=True, metadata={
+        "enum": ["final", "best"], "description": "tpe/cmaes only"})
     seed = fields.Integer(allow_none=True)
     max_concurrency = fields.Integer(allow_none=True)
     early_stopping = fields.Dict(allow_none=True)
@@ -225,3 +259,29 @@ class SweepCancel(MethodView):
         """Cancel a sweep: its queued runs end now, its running ones at their next chunk."""
         user_sweep(sweep_id)
         return sweep_json(store_sweeps.cancel_sweep(db(), sweep_id))
+
+
+class ImportanceSchema(ma.Schema):
+    metric = fields.String(metadata={"description": "what the runs are compared by: the "
+                                     "sweep's metric, final (grid, random) or as its "
+                                     "objective says (tpe, cmaes), e.g. final_error"})
+    importance = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={
+        "description": "each varied field's share of the importance (they sum to 1, or are "
+                       "all 0 when no field stands out)",
+        "example": {"learning_rate": 0.8, "layers": 0.2}})
+    runs = fields.Integer(metadata={"description": "the succeeded runs with a finite metric "
+                                                   "the importance is computed over"})
+    evaluator = fields.String(metadata={"description": "Optuna's evaluator used"})
+
+
+@blp.route("/<int:sweep_id>/importance")
+class SweepImportance(MethodView):
+    @blp.response(200, ImportanceSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT", description="fewer than 2 succeeded runs "
+                      "with a finite metric, or no field varies between them")
+    def get(self, sweep_id):
+        """Parameter importance over the sweep's succeeded runs (any kind of sweep), by
+        Optuna's PedAnovaImportanceEvaluator on an in-memory study of those runs: which
+        varied fields decide whether a run lands among the best."""
+        return importance.importance(importance.sweep_points(db(), user_sweep(sweep_id)))

@@ -2,15 +2,15 @@
 
 Running the service (serve.py, up.py, supervisor.py): ``up``, ``api``, ``worker``,
 ``db upgrade``, ``reap``. Using it over HTTP (client.py): ``submit``, ``runs``, ``show``,
-``cancel``, ``rm``, ``health`` (runs.py), ``sweep`` (sweeps.py), ``dataset rm``
-(datasets.py), ``plot`` (plots.py). API tokens
-straight in the database: ``token`` (tokens.py). Configuration comes from the environment,
-read once per invocation into a ``Settings`` (context.py).
+``cancel``, ``rm``, ``health`` (runs.py), ``rerun``, ``verify`` (verify.py), ``sweep``
+(sweeps.py), ``dataset rm`` (datasets.py), ``plot`` (plots.py), ``compare`` (compare.py).
+API tokens straight in the database: ``token`` (tokens.py). Configuration comes from the
+environment, read once per invocation into a ``Settings`` (context.py).
 """
 
 import click
 
-from service.cli import datasets, plots, runs, serve, sweeps, tokens, up
+from service.cli import compare, datasets, plots, runs, serve, sweeps, tokens, up, verify
 from service.cli.context import CONTEXT
 
 
@@ -30,6 +30,8 @@ def cli():
       descent submit SPEC.json --wait
       descent runs --status succeeded
       descent show ID
+      descent verify ID           rerun a run and check the two are bit-identical
+      descent compare ID ID...    runs side by side, the spec fields that differ marked
       descent rm ID...            delete finished runs (frees your stored-bytes quota)
 
     \b
@@ -42,6 +44,7 @@ def cli():
 
 for command in (up.up, serve.api, serve.worker, serve.db, serve.reap,
                 runs.submit, runs.runs, runs.show, runs.cancel, runs.rm, runs.health,
+                verify.rerun, verify.verify, compare.compare,
                 sweeps.sweep, datasets.dataset, tokens.token, plots.plot):
     cli.add_command(command)
 

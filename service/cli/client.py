@@ -123,6 +123,18 @@ class Client:
         """POST /runs/{id}/cancel."""
         return self.request("POST", f"/runs/{int(run_id)}/cancel")
 
+    def rerun_run(self, run_id: int) -> dict:
+        """POST /runs/{id}/rerun: the queued rerun."""
+        return self.request("POST", f"/runs/{int(run_id)}/rerun")
+
+    def verification(self, run_id: int) -> dict:
+        """GET /runs/{id}/verification: the verdict on a run and its rerun."""
+        return self.request("GET", f"/runs/{int(run_id)}/verification")
+
+    def compare_runs(self, run_id: int, other_id: int) -> dict:
+        """GET /runs/{id}/compare/{other}: the verdict on two runs."""
+        return self.request("GET", f"/runs/{int(run_id)}/compare/{int(other_id)}")
+
     def delete_run(self, run_id: int) -> None:
         """DELETE /runs/{id} (a finished run, with its history and parameters)."""
         self.request("DELETE", f"/runs/{int(run_id)}")

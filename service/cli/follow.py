@@ -15,14 +15,17 @@ UNREACHABLE_SECONDS = 10.0
 
 
 def poll_until(fetch: Callable[[], dict], current: dict, show: Callable[[dict], None],
-               finished: Callable[[dict], bool], poll: float) -> dict:
+               finished: Callable[[dict], bool], poll: float,
+               timeout: float | None = None) -> dict:
     """Show ``current``; until ``finished(current)``, wait ``poll`` seconds, ``fetch()`` it
     again and show it. Failed fetches (ApiUnreachable) are tolerated for
-    UNREACHABLE_SECONDS in a row. Returns the final state."""
+    UNREACHABLE_SECONDS in a row. Returns the final state, or after ``timeout`` seconds (if
+    given) the state then, unfinished."""
     failures_since = None
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         show(current)
-        if finished(current):
+        if finished(current) or (deadline is not None and time.monotonic() >= deadline):
             return current
         time.sleep(poll)
         try:
@@ -34,9 +37,10 @@ def poll_until(fetch: Callable[[], dict], current: dict, show: Callable[[dict], 
                 raise
 
 
-def follow_run(client: Client, run: dict, out, poll: float = 0.2) -> dict:
-    """Poll a run (about 5 times a second) with a progress bar until it ends; the final
-    run."""
+def follow_run(client: Client, run: dict, out, poll: float = 0.2,
+               timeout: float | None = None) -> dict:
+    """Poll a run (about 5 times a second) with a progress bar until it ends, or for at most
+    ``timeout`` seconds; the run as last seen."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
@@ -61,7 +65,7 @@ def follow_run(client: Client, run: dict, out, poll: float = 0.2) -> dict:
                             error=fmt_number(current.get("final_error"), ".5g") or "-")
 
         return poll_until(lambda: client.get_run(run["id"]), run, show,
-                          lambda current: current["status"] in FINAL_STATES, poll)
+                          lambda current: current["status"] in FINAL_STATES, poll, timeout)
 
 
 def follow_sweep(client: Client, sweep: dict, out, poll: float = 0.3) -> dict:
@@ -73,7 +77,9 @@ def follow_sweep(client: Client, sweep: dict, out, poll: float = 0.3) -> dict:
                BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
     with Progress(*columns, console=out, transient=False) as progress:
-        task = progress.add_task("sweep", total=max(sweep["total"], 1), completed=0,
+        # A model-based sweep asks its runs as it goes: its bar is over its trials budget.
+        planned = sweep["trials"] if sweep.get("kind") in ("tpe", "cmaes") else sweep["total"]
+        task = progress.add_task("sweep", total=max(planned, 1), completed=0,
                                  sweep_id=sweep["id"], status=sweep["status"], counts="")
 
         def show(current: dict) -> None:

@@ -180,15 +180,28 @@ def fetch_runs(client, params: dict, limit: int, everything: bool) -> tuple[list
 @api_url_option
 @pass_settings
 def show(settings, run_id, everything, as_json, api_url):
-    """One run: its state, spec and a compact history (first, 1, 10, 100, ... epochs,
-    the best and the last)."""
+    """One run: its state, spec, where it trained (its environment), the verdict on it and
+    its rerun if there is one (`descent verify`), and a compact history (first, 1, 10,
+    100, ... epochs, the best and the last)."""
     client = client_for(settings, api_url)
     run = client.get_run(run_id)
     history = client.history(run_id)
+    verdict = run_verification(client, run_id)
     if as_json:
-        click.echo(json.dumps({**run, "history": history}, indent=2))
+        click.echo(json.dumps({**run, "history": history, "verification": verdict}, indent=2))
         return
-    print_run(console(), run, history, everything)
+    print_run(console(), run, history, everything, verdict=verdict)
+
+
+def run_verification(client, run_id: int) -> dict | None:
+    """The verdict on the run and its rerun (GET /runs/{id}/verification), None when it has
+    no rerun and is none."""
+    try:
+        return client.verification(run_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 @click.command(cls=ClientCommand, context_settings=CONTEXT,

@@ -99,8 +99,9 @@ def history_table(history: list[dict], best_epoch, everything: bool):
 
 
 def print_run(out, run: dict, history: list[dict] | None, everything: bool = False,
-              with_spec: bool = True) -> None:
-    """A run's state, spec and (compact) history."""
+              with_spec: bool = True, verdict: dict | None = None) -> None:
+    """A run's state, spec, environment (when ``run`` has one: GET /runs/{id}), the
+    ``verdict`` on it and its rerun (if given) and (compact) history."""
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -127,6 +128,7 @@ def print_run(out, run: dict, history: list[dict] | None, everything: bool = Fal
         ("accuracy", fmt_number(run.get("final_accuracy"), ".4f")),
         ("val error", fmt_number(run.get("final_val_error"), ".6g")),
         ("sweep", run.get("sweep_id")),
+        ("rerun of", f"run {run['rerun_of']}" if run.get("rerun_of") is not None else ""),
         ("tags", escape(", ".join(f"{k}={v}" for k, v in (run.get("tags") or {}).items()))),
         ("created", fmt_time(run.get("created_at"))),
         ("started", fmt_time(run.get("started_at"))),
@@ -144,6 +146,12 @@ def print_run(out, run: dict, history: list[dict] | None, everything: bool = Fal
         out.print()
         out.print("[bold]Spec[/] (save it to resubmit with `descent submit`):")
         out.print(compact_json(spec), markup=False, highlight=False, soft_wrap=True)
+    if "environment" in run:
+        out.print()
+        print_environment(out, run["environment"])
+    if verdict is not None:
+        out.print()
+        print_verdict(out, verdict)
     if history is not None:
         out.print()
         if history:
@@ -178,3 +186,93 @@ def runs_table(found: list[dict]):
             fmt_time(run.get("created_at")),
         )
     return table
+
+
+def environment_rows(env: dict) -> list[tuple[str, str]]:
+    """(label, text) lines of a run's environment (where it trained), for people."""
+    descent = env.get("descent") or {}
+    blas = env.get("blas") or {}
+    cpu = env.get("cpu") or {}
+    dataset = env.get("dataset") or {}
+    flags = cpu.get("flags")
+    flag_text = ("flags unknown" if flags is None else
+                 " ".join(name if on else f"no-{name}" for name, on in flags.items()))
+    versions = ", ".join(f"{name} {env.get(name)}"
+                         for name in ("numpy", "numba", "llvmlite", "scipy"))
+    return [
+        ("descent", f"{descent.get('version')}" + (f" (commit {descent['commit']})"
+                                                   if descent.get("commit") else "")),
+        ("software", f"python {env.get('python')}, {versions}"),
+        ("blas", "none found" if not blas else
+         f"{blas.get('internal_api')} {blas.get('version')}, core type "
+         f"{blas.get('architecture')}, {blas.get('num_threads')} thread(s), "
+         f"{blas.get('threading_layer')} ({blas.get('library')})"),
+        ("cpu", f"{cpu.get('model')} ({cpu.get('machine')}): {flag_text}"),
+        ("dtype", str(env.get("dtype"))),
+        ("dataset", f"{dataset.get('name')} (id {dataset.get('id')}), "
+                    f"sha256 {dataset.get('content_hash')}"),
+    ]
+
+
+def print_environment(out, env: dict | None) -> None:
+    """A run's environment as a grid (or a note that none is recorded yet)."""
+    from rich.table import Table
+
+    out.print("[bold]Environment[/] (where it trained):")
+    if not env:
+        out.print("  not recorded (the run has not been claimed by a worker, or trained "
+                  "before Descent recorded environments)")
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, text in environment_rows(env):
+        grid.add_row(f"  {label}", escape(text))
+    out.print(grid)
+
+
+def _values(values) -> str:
+    return " vs ".join("-" if v is None else repr(v) for v in values or [])
+
+
+def print_verdict(out, verdict: dict) -> None:
+    """The verdict on two runs (GET /runs/{id}/verification or /compare/{other})."""
+    a, b = verdict["runs"]
+    styles = {"bit-identical": "bold green", "differs": "bold red", "pending": "yellow"}
+    style = styles.get(verdict["verdict"], "bold")
+    out.print(f"[bold]Verification[/] of run {a} against run {b}: "
+              f"[{style}]{verdict['verdict']}[/]")
+    out.print(f"  {escape(verdict['summary'])}", soft_wrap=True)
+    history = verdict.get("history")
+    if history is not None:
+        first = history["first_difference"]
+        out.print(f"  history: identical ({history['rows']} rows)" if first is None else
+                  f"  history: first differs at epoch {first['epoch']} ({first['field']}): "
+                  f"{escape(_values(first['values']))}")
+    for which in ("initial", "final"):
+        compared = verdict.get(f"{which}_params")
+        if compared is None:
+            continue
+        first = compared["first_difference"]
+        if first is None:
+            text = "identical" if compared.get("stored") else "not stored by either run"
+        elif first.get("index") is None:
+            text = (f"differ: layer {first['layer']} {first['array']}: {first['reason']}"
+                    if first.get("layer") else f"differ: {first['reason']}")
+        else:
+            text = (f"first differ at layer {first['layer']} {first['array']}"
+                    f"[{', '.join(map(str, first['index']))}]: {_values(first['values'])}")
+        out.print(f"  {which} parameters: {escape(text)}")
+    env = verdict["environment"]
+    if env["identical"] is None:
+        out.print("  environment: not recorded for both runs")
+    elif env["identical"]:
+        out.print("  environment: the same")
+    else:
+        out.print("  environment differs:")
+        for difference in env["differences"]:
+            out.print(f"    {escape(difference['field'])}: "
+                      f"{escape(_values(difference['values']))}", soft_wrap=True)
+    for difference in verdict["spec"]["differences"]:
+        out.print(f"  spec differs in {escape(difference['field'])}: "
+                  f"{escape(_values(difference['values']))}", soft_wrap=True)

@@ -38,6 +38,14 @@ def configurations_table(preview: dict) -> Table:
     return table
 
 
+def describe_kind(sweep: dict) -> str:
+    """A sweep's search kind as the CLI prints it: ``grid``, ``random``, or a model-based
+    search with its runs so far and budget (``tpe, 12 of 50 runs``)."""
+    if sweep.get("kind") in ("tpe", "cmaes"):
+        return f"{sweep['kind']}, {sweep['total']} of {sweep['trials']} runs"
+    return str(sweep.get("kind"))
+
+
 def leaderboard_table(sweep: dict, metric: str) -> Table:
     """A sweep's runs ranked by ``metric``, with their configurations and results; the
     validation error, and how runs stopped on a plateau, when any run has them."""
@@ -46,7 +54,8 @@ def leaderboard_table(sweep: dict, metric: str) -> Table:
     with_val = any(run.get("final_val_error") is not None for run in runs)
     with_plateau = any((run.get("spec") or {}).get("stop_on_plateau") or run.get("stop_reason")
                        for run in runs)
-    table = Table(show_edge=False, title=f"sweep {sweep['id']} leaderboard by {metric}")
+    table = Table(show_edge=False, title=f"sweep {sweep['id']} ({describe_kind(sweep)}) "
+                                         f"leaderboard by {metric}")
     table.add_column("rank", justify="right")
     table.add_column("run", justify="right")
     for name in names:
@@ -71,6 +80,12 @@ def leaderboard_table(sweep: dict, metric: str) -> Table:
     return table
 
 
+def _runs_text(sweep: dict) -> str:
+    if sweep.get("kind") in ("tpe", "cmaes"):
+        return describe_kind(sweep)
+    return f"{sweep['total']} runs"
+
+
 @click.command(cls=ClientCommand, context_settings=CONTEXT,
                short_help="Submit a sweep; --wait follows it and shows the leaderboard.")
 @click.argument("sweep_file", metavar="SWEEP.json",
@@ -88,13 +103,17 @@ def sweep(settings, sweep_file, wait, preview, metric, api_url):
     """Submit a hyperparameter sweep described by SWEEP.json (`-` reads stdin).
 
     \b
-    A sweep is a base run spec and a grid (every combination) or random draws:
+    A sweep is a base run spec and a grid (every combination), random draws, or a
+    model-based search (Optuna's TPE or CMA-ES asks each run as a slot opens):
       {"base": {"dataset": "xor", "layers": [2, 8, 1], "epochs": 500},
        "grid": {"learning_rate": [0.01, 0.1, 1, 10]}, "max_concurrency": 2}
       {"base": {...}, "random": {"learning_rate": {"loguniform": [0.001, 1]},
        "batch_size": {"choice": [8, 32]}}, "trials": 20, "seed": 0}
-    Optional: "name", "max_concurrency", "early_stopping": {"min_epochs": 10,
-    "reduction_factor": 3}, "metric": "error" | "val_error".
+      {"base": {...}, "search": "tpe", "space": {<as random>}, "trials": 50,
+       "seed": 0, "objective": "final" | "best"}
+    Optional: "name", "max_concurrency" (tpe/cmaes: 4 unless given), "early_stopping":
+    {"min_epochs": 10, "reduction_factor": 3}, "metric": "error" | "val_error" (what
+    early stopping compares and tpe/cmaes minimise).
     Any run field can vary, objects and nested fields included, e.g.
       "grid": {"optimizer": ["sgd", "adam"], "learning_rate": [0.01, 0.1],
                "lr_schedule": [{"kind": "constant"}, {"kind": "cosine"}]}
@@ -114,10 +133,10 @@ def sweep(settings, sweep_file, wait, preview, metric, api_url):
         return
     created = client.submit_sweep(body)
     if not wait:
-        out.print(f"submitted sweep {created['id']} ({created['total']} runs, "
+        out.print(f"submitted sweep {created['id']} ({_runs_text(created)}, "
                   f"{created['status']})")
         return
-    out.print(f"submitted sweep {created['id']} ({created['total']} runs); following it "
+    out.print(f"submitted sweep {created['id']} ({_runs_text(created)}); following it "
               "(Ctrl-C stops following, not the sweep)")
     try:
         final = follow_sweep(client, created, out)

@@ -14,7 +14,7 @@ from .secret import secret_key
 
 def init_dashboard(app: Flask) -> None:
     """Register the dashboard blueprint and the session settings it needs."""
-    from . import runs, submit, sweeps, views  # noqa: F401  (they register their routes)
+    from . import compare, runs, submit, sweeps, views  # noqa: F401  (they register their routes)
     from .blueprint import bp
 
     settings = app.extensions["descent"]["settings"]

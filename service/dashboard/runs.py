@@ -9,14 +9,16 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 
 from service import trainingview
-from service.errors import Conflict, Invalid, field_messages
+from service.errors import Conflict, DomainError, Invalid, NotFound, field_messages
 from service.runquery import RunListArgsSchema, wrap_cursor
 from service.runs import cancel_run as cancel  # (the view below is named cancel_run)
 from service.runs import delete_run as remove  # (the view below is named delete_run)
+from service.runs import rerun_run
 from service.store import runs as store_runs
 from service.store.arrays import params_from_npz
 from service.store.models import FINAL_STATES, RUN_STATES, Params
-from service.web.context import db
+from service.verify import run_verification
+from service.web.context import db, queue, settings
 
 from . import queries
 from .auth import login_required
@@ -112,7 +114,34 @@ def run(run_id):
         training=_facts(trainingview.training_rows(run.spec)), outcome=_facts(outcome),
         # best_epoch is the best error's epoch unless a plateau rule chose it (its metric,
         # its min_delta): then it is shown as the outcome's best epoch
-        best_error_epoch=None if plateau else run.best_epoch)
+        best_error_epoch=None if plateau else run.best_epoch,
+        environment=run.environment, verdict=_verdict(run))
+
+
+def _verdict(run):
+    """The verdict on the run and its rerun (as GET /api/v1/runs/ID/verification), or None
+    when it has no rerun and is none."""
+    try:
+        return run_verification(db(), run)
+    except NotFound:
+        return None
+
+
+@bp.route("/runs/<int:run_id>/rerun", methods=["POST"])
+@login_required
+def rerun(run_id):
+    """Queue the run again (same spec, seed and dataset), then show the new run."""
+    run = queries.user_run(run_id)
+    try:
+        new = rerun_run(db(), queue(), settings().limits, queries.user(), run)
+    except DomainError as exc:  # over a quota or a limit, dataset gone, broker down
+        db().rollback()
+        details = "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
+        flash(f"run {run_id} was not rerun: {exc.message}"
+              + (f" ({details})" if details else ""), "error")
+        return redirect(url_for(".run", run_id=run_id))
+    flash(f"run {new.id} queued, a rerun of run {run_id}", "info")
+    return redirect(url_for(".run", run_id=new.id))
 
 
 @bp.route("/runs/<int:run_id>/cancel", methods=["POST"])

@@ -159,6 +159,13 @@ class Run(Base):
     # The bytes of parameters and history the run may store (service.store.usage), reserved
     # when it is submitted and settled to what it stored when it ends.
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Where the run trained (workers.environment), written by the worker that claims it;
+    # deferred: read by the pages of one run, not by every list of runs.
+    environment: Mapped[Optional[dict]] = mapped_column(JSON, deferred=True)
+    # The run this one reruns (same spec, seed and dataset); NULL once that run is deleted.
+    rerun_of: Mapped[Optional[int]] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("runs.id", ondelete="SET NULL"), index=True)
 
     dataset: Mapped[Dataset] = relationship(lazy="joined")
 

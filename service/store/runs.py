@@ -49,9 +49,12 @@ def sort_column(order_by: str, dialect: str):
     return getattr(Run, order_by)
 
 def create_run(session: Session, spec: dict, dataset_id: int, name=None, tags=None,
-               sweep_id=None, owner: Optional[str] = None) -> Run:
-    """Store a queued run of ``owner`` for a validated, complete spec (the caller commits)."""
+               sweep_id=None, owner: Optional[str] = None,
+               rerun_of: Optional[int] = None) -> Run:
+    """Store a queued run of ``owner`` for a validated, complete spec (the caller commits);
+    ``rerun_of``: the run it repeats."""
     run = new_run(spec, dataset_id, name=name, tags=tags, sweep_id=sweep_id, owner=owner)
+    run.rerun_of = rerun_of
     session.add(run)
     session.flush()
     return run
@@ -75,12 +78,19 @@ def new_run(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
         epochs=spec["epochs"],
         seed=spec["seed"],
         stored_bytes=run_bytes(spec),  # reserved until the run ends (see complete_run)
+        environment=None,  # (set: a deferred column never read back for a new run)
     )
 
 
 def get_run(session: Session, run_id: int) -> Optional[Run]:
     """A run by id, or None."""
     return session.get(Run, run_id)
+
+
+def latest_rerun(session: Session, run_id: int, owner: Optional[str]) -> Optional[Run]:
+    """The newest rerun of run ``run_id`` that ``owner`` owns, or None."""
+    return session.scalar(select(Run).where(Run.rerun_of == run_id, Run.owner == owner)
+                          .order_by(Run.id.desc()).limit(1))
 
 
 # ----------------------------------------------------------------------------- listing
@@ -265,7 +275,7 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
         .values(status="running", worker=worker, attempts=Run.attempts + 1,
                 started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0,
                 final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
-                final_val_error=None, stop_reason=None, error_message=None)
+                final_val_error=None, stop_reason=None, error_message=None, environment=None)
         .returning(Run),
         execution_options={**UNSYNCHRONIZED, "populate_existing": True},
     ).scalar()
@@ -292,6 +302,15 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
         before_commit(session, run)
     session.commit()
     return run
+
+
+def record_environment(session: Session, run_id: int, attempt: int, environment: dict) -> bool:
+    """Record where claim ``attempt`` of the run trains (workers.environment); returns False,
+    writing nothing, when the run is no longer running under that claim. The caller
+    commits (a worker does it in the claim's transaction)."""
+    return bool(session.execute(
+        update(Run).where(_owned(run_id, attempt)).values(environment=environment),
+        execution_options=UNSYNCHRONIZED).rowcount)
 
 
 def worker_lost_message():
@@ -480,6 +499,8 @@ def delete_run(session: Session, run_id: int) -> bool:
         return False
     for child in (Epoch, Params, SweepRung, SweepCell):
         session.execute(delete(child).where(child.run_id == run_id))
+    # Its reruns stay, unlinked (as ON DELETE SET NULL would, on any connection).
+    session.execute(update(Run).where(Run.rerun_of == run_id).values(rerun_of=None))
     deleted = session.execute(delete(Run).where(Run.id == run_id,
                                                 Run.status.in_(FINAL_STATES)))
     return bool(deleted.rowcount)

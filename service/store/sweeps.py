@@ -6,6 +6,8 @@ while fewer than ``max_concurrency`` of the sweep's dispatched runs are queued o
 the API calls it when the sweep is created and the worker in the transaction that ends a
 sweep's run, so the limit is kept by the database, whoever sends the tasks."""
 
+import hashlib
+import json
 from typing import Optional
 
 from sqlalchemy import func, select, update
@@ -16,6 +18,14 @@ from .models import FINAL_STATES, Run, Sweep, SweepCell, SweepRung, utcnow
 from .runs import cancel_runs, create_run, new_run
 
 ACTIVE = ("queued", "running")
+# Sweeps whose cells a sampler proposes one slot at a time (service.store.search).
+MODEL_BASED = ("tpe", "cmaes")
+
+
+def config_hash(config: dict) -> str:
+    """The sha256 of a configuration's canonical JSON: its key within its sweep."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def create_sweep(session: Session, **fields) -> Sweep:
@@ -119,6 +129,7 @@ def fill_slots(session: Session, sweep_id: int, sweep: Optional[Sweep] = None) -
                .where(SweepCell.sweep_id == sweep_id, SweepCell.dispatched.is_(False),
                       Run.status == "queued")
                .order_by(SweepCell.position))
+    active = 0
     if sweep.max_concurrency is not None:
         active = session.scalar(
             select(func.count()).select_from(SweepCell).join(Run, Run.id == SweepCell.run_id)
@@ -134,7 +145,42 @@ def fill_slots(session: Session, sweep_id: int, sweep: Optional[Sweep] = None) -
     for cell in chosen:
         cell.dispatched = True
     session.flush()
-    return [cell.run_id for cell in chosen]
+    sent = [cell.run_id for cell in chosen]
+    if sweep.kind in MODEL_BASED:
+        free = (sweep.max_concurrency if sweep.max_concurrency is not None
+                else sweep.trials or 0) - active - len(sent)
+        sent += _propose_cells(session, sweep, free)
+    return sent
+
+
+def _propose_cells(session: Session, sweep: Sweep, free: int) -> list[int]:
+    """Store up to ``free`` cells a model-based sweep's sampler proposes, dispatched at once;
+    their run ids. Exactly once per slot: the caller holds the sweep row locked, so a
+    concurrent fill counts these cells before it asks (and (sweep_id, config_hash) is
+    unique besides)."""
+    if free <= 0:
+        return []
+    from . import search  # Optuna loads only where a model-based sweep fills a slot
+
+    proposed = search.propose(session, sweep, free, config_hash)
+    if not proposed:
+        return []
+    stored = search_settings(sweep)
+    label = sweep.name or f"sweep {sweep.id}"
+    ids = create_cells(session, sweep.id, [
+        {**cell, "dataset_id": stored["dataset_id"], "name": f"{label} #{cell['position']}",
+         "tags": stored["template"].get("tags")}
+        for cell in proposed])
+    session.execute(update(SweepCell).where(SweepCell.run_id.in_(ids))
+                    .values(dispatched=True))
+    session.flush()
+    return ids
+
+
+def search_settings(sweep: Sweep) -> dict:
+    """What a model-based sweep stores in its space column: {fields, objective, template,
+    dataset_id, output_activations}."""
+    return sweep.space
 
 
 def counts(session: Session, sweep_id: int) -> dict:

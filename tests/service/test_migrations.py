@@ -129,7 +129,6 @@ def test_0006_gives_existing_runs_the_sgd_optimizer(empty_url):
             for statement in ROWS_AT_0003:
                 connection.execute(sa.text(statement))
         migrations.upgrade(empty_url, "0006_optimizers")
-        migrations.check(empty_url)
         with engine.begin() as connection:
             runs = connection.execute(sa.text(
                 "SELECT id, optimizer, stop_reason FROM runs ORDER BY id")).all()
@@ -148,6 +147,55 @@ def test_0006_gives_existing_runs_the_sgd_optimizer(empty_url):
         with engine.connect() as connection:
             columns = {c["name"] for c in sa.inspect(connection).get_columns("runs")}
         assert "optimizer" not in columns and "stop_reason" not in columns
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
+    finally:
+        engine.dispose()
+
+
+def test_0007_adds_environments_and_rerun_links(empty_url):
+    """Runs gain ``environment`` (NULL for runs trained before) and ``rerun_of``, a link
+    that deleting the original run clears; the migration goes down and up again."""
+    from alembic import command
+
+    migrations.upgrade(empty_url, "0006_optimizers")
+    engine = sa.create_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0003[:1]:
+                connection.execute(sa.text(statement))
+            connection.execute(sa.text(
+                "INSERT INTO runs (id, spec, tags, owner, dataset_id, status, learning_rate, "
+                "batch_mode, batch_size, epochs, seed, created_at, attempts, "
+                "cancel_requested, epochs_done) VALUES "
+                "(1, '{}', '{}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
+                "'2026-01-01', 1, false, 1), "
+                "(2, '{}', '{}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
+                "'2026-01-02', 1, false, 1)"))
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
+        with engine.begin() as connection:
+            rows = connection.execute(sa.text(
+                "SELECT environment, rerun_of FROM runs ORDER BY id")).all()
+            assert [tuple(r) for r in rows] == [(None, None), (None, None)]
+            connection.execute(sa.text("UPDATE runs SET rerun_of = 1, environment = :e "
+                                       "WHERE id = 2"), {"e": json.dumps({"dtype": "float64"})})
+        with pytest.raises(sa.exc.IntegrityError):  # a foreign key
+            with engine.begin() as connection:
+                if engine.dialect.name == "sqlite":
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.execute(sa.text("UPDATE runs SET rerun_of = 99 WHERE id = 2"))
+        with engine.begin() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.execute(sa.text("DELETE FROM runs WHERE id = 1"))
+            row = connection.execute(sa.text("SELECT environment, rerun_of FROM runs")).one()
+        environment = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+        assert environment == {"dtype": "float64"} and row[1] is None  # ON DELETE SET NULL
+        command.downgrade(migrations.alembic_config(empty_url), "0006_optimizers")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("runs")}
+        assert not {"environment", "rerun_of"} & columns
         migrations.upgrade(empty_url)
         migrations.check(empty_url)
     finally:

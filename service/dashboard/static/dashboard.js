@@ -171,6 +171,43 @@
     });
   }
 
+  /* ---- Runs compared (p14b): /compare's chart and the runs table's Compare picks ---- */
+
+  function compareCurves(canvas) {
+    var chart = makeChart(canvas, true);
+    poll(canvas, function (data) {
+      setData(chart, data.runs.map(function (run, i) {
+        var color = COLORS[i % COLORS.length];
+        return {label: run.label, data: points(run.history, "error"),
+                borderColor: color, backgroundColor: color};
+      }));
+      canvas.dataset.curves = String(data.runs.length);
+      canvas.dataset.status = data.status;
+    });
+  }
+
+  function comparePicks(form) {
+    // Says how many runs are ticked; the server checks the 2 to 10 bound itself.
+    var hint = document.getElementById("compare-hint");
+    var initial = hint ? hint.textContent : "";
+    form.addEventListener("change", function () {
+      var n = form.querySelectorAll("input[name=runs]:checked").length;
+      if (hint) {
+        hint.textContent = n === 0 ? initial : n + " run" + (n === 1 ? "" : "s") + " ticked" +
+          (n < 2 ? ": tick at least 2" : n > 10 ? ": tick at most 10" : "");
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var canvas = document.getElementById("compare-curves");
+    if (canvas) { compareCurves(canvas); }
+    var form = document.getElementById("compare-form");
+    if (form) { comparePicks(form); }
+  });
+
+  /* ---- end of runs compared ---- */
+
   window.Descent = {runCurve: runCurve, sweepCurves: sweepCurves};
   document.addEventListener("DOMContentLoaded", start);
 })();
