@@ -10,7 +10,8 @@ environment, read once per invocation into a ``Settings`` (context.py).
 
 import click
 
-from service.cli import compare, datasets, plots, runs, serve, sweeps, tokens, up, verify
+from service.cli import (compare, datasets, importance, plots, runs, serve, sweeps, tokens, up,
+                         verify)
 from service.cli.context import CONTEXT
 
 
@@ -32,6 +33,7 @@ def cli():
       descent show ID
       descent verify ID           rerun a run and check the two are bit-identical
       descent compare ID ID...    runs side by side, the spec fields that differ marked
+      descent importance SWEEP    which varied fields of a sweep mattered
       descent rm ID...            delete finished runs (frees your stored-bytes quota)
 
     \b
@@ -44,7 +46,7 @@ def cli():
 
 for command in (up.up, serve.api, serve.worker, serve.db, serve.reap,
                 runs.submit, runs.runs, runs.show, runs.cancel, runs.rm, runs.health,
-                verify.rerun, verify.verify, compare.compare,
+                verify.rerun, verify.verify, compare.compare, importance.importance,
                 sweeps.sweep, datasets.dataset, tokens.token, plots.plot):
     cli.add_command(command)
 
