@@ -10,8 +10,6 @@ process."""
 
 import math
 import struct
-import threading
-from collections import OrderedDict
 from itertools import zip_longest
 from typing import Optional
 
@@ -19,6 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from service.errors import NotFound
+from service.recent import Recent
 from service.store import FINAL_STATES, Params, Run
 from service.store import runs as store_runs
 from service.store.history import HISTORY_COLUMNS, history_pages
@@ -266,23 +265,4 @@ def _spec_differences(a: dict, b: dict) -> dict:
     return {"identical": not differences, "differences": differences}
 
 
-class _Recent:
-    """The last few comparisons of final runs, shared by the server's threads."""
-
-    def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-            return self.items.get(key)
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
-_verdicts = _Recent(256)
+_verdicts = Recent(256)

@@ -1,8 +1,6 @@
 """The runs table, a run's page, its downloads and network drawing, and its live curve."""
 
 import json
-import threading
-from collections import OrderedDict
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
@@ -10,6 +8,7 @@ from sqlalchemy import select
 
 from service import trainingview
 from service.errors import Conflict, DomainError, Invalid, NotFound, field_messages
+from service.recent import Recent
 from service.runquery import RunListArgsSchema, wrap_cursor
 from service.runs import cancel_run as cancel  # (the view below is named cancel_run)
 from service.runs import delete_run as remove  # (the view below is named delete_run)
@@ -219,26 +218,7 @@ def run_params(run_id, which, fmt):
                     headers={"Content-Disposition": f"attachment; filename={name}"})
 
 
-class _Recent:
-    """The last few drawings, shared by the server's threads."""
-
-    def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-            return self.items.get(key)
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
-_drawings = _Recent(64)
+_drawings = Recent(64)
 
 
 @bp.route("/ui/runs/<int:run_id>/network.svg")
