@@ -16,6 +16,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The service alone (make up, make demo): no test tools, no torch.
+$(VENV)/.installed-service: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
@@ -24,10 +29,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
-up: $(VENV)/.installed
+up: $(VENV)/.installed-service
 	$(BIN)/descent up --port $(PORT) --workers $(WORKERS) --submit examples/xor.json
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-service
 	$(BIN)/python examples/train_xor.py
 
 test: $(VENV)/.installed chromium
