@@ -21,13 +21,23 @@ MAX_DATASET_ID = 2**31 - 1
 BUILTIN_NAMES = tuple(kernels.BUILTIN_DATASETS)
 
 
+def _plausible_id(ref) -> bool:
+    """False for an id (an int or a string of ASCII digits) no dataset can have; True for
+    names and ids in range. Long digit strings are refused by length before ``int()``, which
+    raises past 4300 digits."""
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        return len(ref) <= len(str(MAX_DATASET_ID)) and 0 < int(ref) <= MAX_DATASET_ID
+    if isinstance(ref, int):
+        return 0 < ref <= MAX_DATASET_ID
+    return True
+
+
 def resolve_dataset(session, ref, owner: str, create_builtin: bool = True):
     """A dataset of ``owner`` or a public one (built-in), by id or name; the owner's own
     name shadows a public one. Another user's dataset is None, like a missing one. A
     built-in is stored the first time it is named. Every use case that names a dataset goes
     through here."""
-    if (isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit())) \
-            and not 0 < int(ref) <= MAX_DATASET_ID:
+    if not _plausible_id(ref):
         return None
     dataset = store_datasets.find_dataset(session, ref, owner=owner)
     if dataset is None and create_builtin and ref in kernels.BUILTIN_DATASETS:

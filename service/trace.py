@@ -50,7 +50,7 @@ def parse_params(given: dict, layers: list[int]) -> dict:
     problems = {}
     for key in given:
         match = PARAM_KEY.match(key)
-        if not match or int(match.group(2)) > n:
+        if not match or len(match.group(2)) > 4 or int(match.group(2)) > n:
             problems[f"params.{key}"] = f"unknown; expected W1..W{n} and B1..B{n}"
     out = {"weights": [], "biases": []}
     for k in range(1, n + 1):

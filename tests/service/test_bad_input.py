@@ -344,6 +344,8 @@ def post_json(client, path: str, text: str):
     ("/datasets", '{"name": "d", "X": [[0, %s]], "y": [0]}' % HUGE, {"X[0][1]"}),
     ("/datasets", '{"name": "d\\u0000", "X": [[0, 1]], "y": [0]}', {"name"}),
     ("/trace", '{"layers": [2, 1], "x": [0, 1], "y": [1], "seed": %s}' % HUGE, {"seed"}),
+    ("/trace", '{"layers": [2, 1], "x": [0, 1], "y": [1], "params": {"W%s": [[1, 2]]}}'
+     % HUGE, {f"params.W{HUGE}", "params.W1", "params.B1"}),
 ])
 def test_huge_integers_lone_surrogates_and_nul_are_422_naming_the_field(
         client, sessions, path, body, fields):
