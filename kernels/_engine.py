@@ -61,7 +61,8 @@ PLATEAU_OFF, PLATEAU_ERROR, PLATEAU_VAL_ERROR = 0, 1, 2
 # the batch computes its gradients, then clips, decays and steps (else sgd's fused update).
 I_OPT, I_GENERAL, I_METRIC, I_PATIENCE, I_RESTORE = 0, 1, 2, 3, 4
 I_T, I_BEST_EPOCH, I_BAD, I_CHECKED, I_STATUS = 5, 6, 7, 8, 9
-N_CTL = 10
+I_EVERY = 10  # eval_every: the whole-set evaluation runs at its multiples and the last epoch
+N_CTL = 11
 # Indices into ``hyper`` (float64: settings, then the plateau's best value).
 H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST = range(8)
 N_HYPER = 8
@@ -772,11 +773,13 @@ def _clipped_step(P, G, S, net, code, decay, clip, consts):
 
 @njit(**_JIT)
 def _plateau_update(value, epoch, ctl, hyper, P, best):
-    """The plateau rule for ``epoch``'s metric ``value`` (each epoch counted once, in order):
-    an improvement (value < best - min_delta; never NaN) resets the count and, with
-    restore_best, copies P into ``best``; returns True when the count reaches patience."""
+    """The plateau rule for ``epoch``'s metric ``value`` (each evaluated epoch counted once,
+    in order): an improvement (value < best - min_delta; never NaN) resets the count and,
+    with restore_best, copies P into ``best``; otherwise the count grows by the epochs since
+    the previous judged one (1 with eval_every 1); returns True when it reaches patience."""
     if ctl[I_METRIC] == PLATEAU_OFF or epoch <= ctl[I_CHECKED]:
         return False
+    since = epoch - ctl[I_CHECKED]
     ctl[I_CHECKED] = epoch
     if value < hyper[H_BEST] - hyper[H_MIN_DELTA]:
         hyper[H_BEST] = value
@@ -786,7 +789,7 @@ def _plateau_update(value, epoch, ctl, hyper, P, best):
             for k in range(_U(P.shape[0])):
                 best[k] = P[k]
         return False
-    ctl[I_BAD] += 1
+    ctl[I_BAD] += since
     return ctl[I_BAD] >= ctl[I_PATIENCE]
 
 
@@ -873,8 +876,9 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     With validation rows (Xv non-empty, evaluated through their own workspace vnet/vbufs),
     val_errors[epoch] and val_accuracy[epoch] are recorded at the end of every epoch.
 
-    errors and accuracy are the whole history (index = epoch). After each epoch its whole-set
-    error is recorded, except in full-batch mode without shuffling, where the forward pass of
+    errors and accuracy are the whole history (index = epoch). After each evaluated epoch
+    (a multiple of ctl[I_EVERY], or the run's last, errors.shape[0] - 1) its whole-set error
+    (and the validation rows') is recorded; other epochs evaluate nothing. Except in full-batch mode without shuffling, where the forward pass of
     the next step is exactly that evaluation and is reused: there the last epoch's error stays
     pending (recorded by the next call, given ``pending``, or by ``evaluate``).
 
@@ -895,9 +899,13 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     decay = hyper[H_DECAY] != 0.0
     clip = hyper[H_CLIP]
     G = bufs[5]
+    every = ctl[I_EVERY]
+    last = errors.shape[0] - 1
+    in_place = pending  # full batches in order: the rows stay loaded from step to step
     ctl[I_STATUS] = RAN
     for e in range(n_epochs):
         epoch = first_epoch + e
+        evaluated = epoch % every == 0 or epoch == last
         lr = lrs[epoch]
         consts[C_LR] = lr
         consts[C_SHRINK] = 1.0 - lr * hyper[H_DECAY]
@@ -905,8 +913,9 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
             _shuffle_order(order, seed, epoch)
         for start in range(0, n, batch):
             b = _U(min(batch, n - start))
-            if not (reuse and pending):  # a pending step left the rows in place
+            if not (reuse and in_place):  # a previous step left the rows in place
                 _load_rows(X, Y, order, start, b, bufs, not shuffle)
+                in_place = reuse
             _forward(P, net, bufs, b, consts, blas_min)
             if pending:
                 t, c = _batch_metrics(net, bufs, b, labels, 0, loss, acc_mode)
@@ -931,6 +940,8 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
                 _clipped_step(P, G, S, net, code, decay, clip, consts)
             else:  # each weight row steps as soon as its gradients are known
                 _backward(P, net, bufs, b, consts, APPLY_STEP, blas_min, S, code, decay)
+        if not evaluated:
+            continue
         if Xv.shape[0] > 0:
             val_errors[epoch], val_accuracy[epoch] = _evaluate(
                 Xv, Yv, labels_v, acc_mode, P, vnet, loss, consts, vbufs, vrows, blas_min)

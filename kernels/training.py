@@ -14,6 +14,7 @@ from .network import Network, pack, unpack
 from .schedule import learning_rates
 from .validation import (
     check_callback,
+    check_eval_every,
     check_checkpoints,
     check_inputs,
     check_network,
@@ -29,8 +30,9 @@ from .validation import (
 
 @dataclass
 class Progress:
-    """What a callback sees after each chunk of epochs: the epochs whose errors became known
-    since the last call, starting at ``first_epoch`` (0 on the first call). In full-batch
+    """What a callback sees after each chunk of epochs: the evaluated epochs whose errors
+    became known since the last call, from ``first_epoch`` on (0 on the first call);
+    ``epochs_evaluated`` numbers the rows (every epoch with eval_every 1). In full-batch
     mode without shuffling an epoch's error is known one step later, so these may trail
     ``epochs_done`` by one."""
 
@@ -42,11 +44,13 @@ class Progress:
     seconds: float
     val_errors: Optional[np.ndarray] = None
     val_accuracy: Optional[np.ndarray] = None
+    epochs_evaluated: Optional[np.ndarray] = None  # int64, one per row of errors
 
 
 @dataclass
 class TrainResult:
-    """Outcome of ``train``: per-epoch history (epoch 0 included) and parameters."""
+    """Outcome of ``train``: the history of the evaluated epochs (epoch 0 included; every
+    epoch with eval_every 1), their epoch numbers, and the parameters."""
 
     errors: np.ndarray
     accuracy: Optional[np.ndarray]
@@ -59,6 +63,7 @@ class TrainResult:
     val_accuracy: Optional[np.ndarray] = None
     stop_reason: Optional[str] = None  # "plateau" when stop_on_plateau ended the run
     best_epoch: Optional[int] = None  # with stop_on_plateau: the epoch of the best metric
+    epochs_evaluated: Optional[np.ndarray] = None  # int64: the epoch of each history row
 
 
 def batch_rows(batch_mode: str, batch_size: int, n: int) -> int:
@@ -99,6 +104,7 @@ def train(
     clip_norm=None,
     lr_schedule=None,
     stop_on_plateau=None,
+    eval_every=1,
 ) -> TrainResult:
     """Train a fully connected network by gradient descent, as API.md section 1 defines.
 
@@ -112,6 +118,9 @@ def train(
     ``optimizer`` (with ``momentum``, or ``beta1``, ``beta2``, ``eps``; the parameters of
     other optimizers are ignored), ``weight_decay``, ``clip_norm``, ``lr_schedule`` and
     ``stop_on_plateau`` are API.md section 1b's; docs/kernels.md fixes the details.
+    ``eval_every=k``: the whole-set evaluations (training and validation rows) run only at
+    epochs 0, k, 2k, ..., at the last epoch run, and at ``checkpoints``; the history holds
+    those epochs, numbered by ``epochs_evaluated``.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -130,12 +139,13 @@ def train(
     opt = check_optimizer(optimizer, momentum, beta1, beta2, eps, weight_decay, clip_norm)
     lrs = learning_rates(lr, check_schedule(lr_schedule, lr), epochs)
     plateau = check_plateau(stop_on_plateau, validation is not None)
+    eval_every = check_eval_every(eval_every)
 
     run = _Run(network, (X, Y, labels), val_rows, validated=validation is not None,
                acc_mode=acc_mode, flat=pack(initial, network), lr=lr,
                batch=batch_rows(batch_mode, batch_size, X.shape[0]), shuffle=shuffle, seed=seed,
                epochs=epochs)
-    run.configure(opt, lrs, plateau)
+    run.configure(opt, lrs, plateau, eval_every)
     done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
     plateaued = run.plateaued and not diverged
     if plateau is not None and plateau["restore_best"] and not diverged:
@@ -167,13 +177,13 @@ def _train_in_chunks(run: "_Run", epochs: int, callback, checkpoints: list[int])
         seconds = time.perf_counter() - started
         done += ran
         known = run.record_chunk_end(done, at_checkpoint, epochs)
-        diverged = not np.isfinite(run.errors[known])
+        diverged = not np.isfinite(run.errors[run.last_evaluated(known)])
         if callback is not None:
             progress = Progress(first_epoch=recorded + 1, epochs_done=done, diverged=diverged,
                                 seconds=seconds, **run.history(recorded + 1, known))
             stopped = (bool(callback(progress)) and done < epochs and not diverged
                        and not run.plateaued)
-            if stopped and known < done:
+            if stopped and run.last_evaluated(known) < done:  # the last epoch run is evaluated
                 run.evaluate(done)
                 diverged = not np.isfinite(run.errors[done])
         recorded = known
@@ -217,14 +227,22 @@ class _Run:
         self.blas_min = np.uint64(knobs.BLAS_MIN)
         # Full batches in dataset order leave each epoch's error to the next step's forward pass.
         self.lagging = batch >= n and not shuffle
+        self.last = epochs  # the run's last epoch, always evaluated
+        self.every = 1
+        self.extra: set[int] = set()  # epochs evaluated off the schedule (checkpoints, stops)
 
-    def configure(self, opt: dict, lrs: np.ndarray, plateau: Optional[dict]) -> None:
-        """Set the optimizer (its state at zero), the per-epoch learning rates and the
-        plateau rule (None: none), as ``check_optimizer`` and ``check_plateau`` return them."""
+    def configure(self, opt: dict, lrs: np.ndarray, plateau: Optional[dict],
+                  eval_every: int = 1) -> None:
+        """Set the optimizer (its state at zero), the per-epoch learning rates, the plateau
+        rule (None: none), as ``check_optimizer`` and ``check_plateau`` return them, and the
+        period of the whole-set evaluations."""
         n, dtype = self.flat.shape[0], self.flat.dtype
         code = OPTIMIZER_CODES[opt["optimizer"]]
         self.lrs = lrs
         self.ctl = np.zeros(E.N_CTL, dtype=np.int64)
+        # Beyond the last epoch a period means the same as last + 1 (and fits an int64).
+        self.every = min(eval_every, self.last + 1)
+        self.ctl[E.I_EVERY] = self.every
         self.hyper = np.zeros(E.N_HYPER, dtype=np.float64)
         self.ctl[E.I_OPT] = code
         # Plain sgd keeps its update fused into the backward pass.
@@ -258,13 +276,29 @@ class _Run:
         """Whether the plateau rule ended training."""
         return self.ctl[E.I_STATUS] == E.PLATEAU
 
+    def scheduled(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one of eval_every's: a multiple of it, or the last."""
+        return epoch % self.every == 0 or epoch == self.last
+
+    def last_evaluated(self, epoch: int) -> int:
+        """The latest evaluated epoch up to ``epoch``."""
+        latest = epoch if self.scheduled(epoch) else epoch - epoch % self.every
+        return max([latest] + [e for e in self.extra if e <= epoch])
+
     def evaluate(self, epoch: int) -> None:
         """Record the training-set error (and accuracy) of the current parameters as
-        ``epoch``'s; on the plateau metric ``error``, apply the plateau rule to it."""
+        ``epoch``'s; on the plateau metric ``error``, apply the plateau rule to it. An epoch
+        off eval_every's schedule (a checkpoint, the last before a stop) gets its validation
+        rows evaluated too, and is not judged by the plateau rule (so that checkpoints and
+        callbacks do not change the numbers)."""
         self.errors[epoch], self.accuracy[epoch] = E.evaluate(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net,
             self.network.loss, self.consts, self.ws.bufs, self.rows, self.blas_min,
         )
+        if not self.scheduled(epoch):
+            self.extra.add(epoch)
+            self.evaluate_validation(epoch)
+            return
         value = self.errors[epoch]
         if epoch > 0 and self.metric == E.PLATEAU_ERROR and np.isfinite(value):
             if E.plateau_update(value, epoch, self.ctl, self.hyper, self.flat, self.best):
@@ -274,15 +308,19 @@ class _Run:
         """Record epoch 0: the initial parameters on the training and validation rows; the
         plateau rule's best starts there."""
         self.evaluate(0)
-        if self.validated:
-            self.val_errors[0], self.val_accuracy[0] = E.evaluate(
-                self.Xv, self.Yv, self.labels_v, self.acc_mode, self.flat, self.vws.net,
-                self.network.loss, self.consts, self.vws.bufs, self.vrows, self.blas_min,
-            )
+        self.evaluate_validation(0)
         if self.metric != E.PLATEAU_OFF:
             metric = self.val_errors if self.metric == E.PLATEAU_VAL_ERROR else self.errors
             self.hyper[E.H_BEST] = metric[0]
             self.best[:] = self.flat[:self.best.shape[0]]
+
+    def evaluate_validation(self, epoch: int) -> None:
+        """Record the validation rows' error (and accuracy) as ``epoch``'s, if any."""
+        if self.validated:
+            self.val_errors[epoch], self.val_accuracy[epoch] = E.evaluate(
+                self.Xv, self.Yv, self.labels_v, self.acc_mode, self.flat, self.vws.net,
+                self.network.loss, self.consts, self.vws.bufs, self.vrows, self.blas_min,
+            )
 
     def train_epochs(self, done: int, k: int) -> int:
         """Train up to ``k`` epochs after the first ``done`` in one jitted call; returns how
@@ -290,7 +328,8 @@ class _Run:
         return E.train_epochs(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net, self.network.loss,
             self.consts, self.ws.bufs, self.rows, self.batch, self.shuffle, self.seed, done + 1,
-            k, self.lagging and done > 0, self.order, self.errors, self.accuracy,
+            k, self.lagging and done > 0 and self.scheduled(done),
+            self.order, self.errors, self.accuracy,
             self.Xv, self.Yv, self.labels_v, self.vws.net, self.vws.bufs, self.vrows,
             self.val_errors, self.val_accuracy, self.blas_min,
             self.lrs, self.S, self.ctl, self.hyper, self.best,
@@ -302,21 +341,38 @@ class _Run:
         status = self.ctl[E.I_STATUS]
         # Lagging, the last epoch's error is still pending after a chunk that ran all its
         # epochs or stopped on a plateau of val_error (a divergence or a plateau of error
-        # was seen in a recorded error). Record it when training ends here, or at a
-        # checkpoint (the callback sees the checkpoint).
-        pending = self.lagging and (status == E.RAN or (
+        # was seen in a recorded error), if that epoch is evaluated at all. Record it when
+        # training ends here, or at a checkpoint (the callback sees the checkpoint).
+        pending = self.lagging and self.scheduled(done) and (status == E.RAN or (
             status == E.PLATEAU and self.metric == E.PLATEAU_VAL_ERROR))
         if pending and (done == epochs or status == E.PLATEAU or at_checkpoint):
             self.evaluate(done)
             return done
+        if at_checkpoint and status == E.RAN and not self.scheduled(done):
+            self.evaluate(done)  # off the schedule: the checkpoint needs its numbers
         return done - 1 if pending else done
 
+    def evaluated(self, first: int, last: int) -> np.ndarray:
+        """The evaluated epochs from ``first`` to ``last``, in order (int64)."""
+        if self.every == 1:
+            return np.arange(first, last + 1, dtype=np.int64)
+        start = -(-first // self.every) * self.every
+        epochs = set(range(start, last + 1, self.every))
+        epochs.update(e for e in self.extra if first <= e <= last)
+        if first <= self.last <= last:
+            epochs.add(self.last)
+        return np.array(sorted(epochs), dtype=np.int64)
+
     def history(self, first: int, last: int) -> dict:
-        """Copies of errors, accuracy, val_errors and val_accuracy of epochs first..last, None
-        for what is not recorded (accuracy without class labels, no validation rows)."""
-        span = slice(first, last + 1)
+        """Copies of errors, accuracy, val_errors and val_accuracy of the evaluated epochs
+        first..last, and those epochs (``epochs_evaluated``); None for what is not recorded
+        (accuracy without class labels, no validation rows)."""
+        span = self.evaluated(first, last)
+        if self.every == 1:
+            span = slice(first, last + 1)  # (the same rows; views copied below)
         labelled = self.acc_mode != E.ACC_NONE
         return {
+            "epochs_evaluated": self.evaluated(first, last),
             "errors": self.errors[span].copy(),
             "accuracy": self.accuracy[span].copy() if labelled else None,
             "val_errors": self.val_errors[span].copy() if self.validated else None,

@@ -328,3 +328,9 @@ def check_plateau(stop_on_plateau, validated: bool):
                          f"got {out['restore_best']!r}")
     out["restore_best"] = bool(out["restore_best"])
     return out
+
+
+def check_eval_every(eval_every) -> int:
+    """The whole-set evaluation's period in epochs: an integer >= 1 (beyond ``epochs`` it
+    means epoch 0 and the last only)."""
+    return _integer("eval_every", eval_every, 1)
