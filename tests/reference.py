@@ -417,6 +417,7 @@ class Result:
     val_accuracy: np.ndarray | None = None
     stop_reason: str | None = None
     best_epoch: int | None = None
+    epochs_evaluated: np.ndarray | None = None
 
 
 def batch_size_for(batch_mode: str, batch_size: int, n: int) -> int:
@@ -576,19 +577,20 @@ class Plateau:
 
     ``best`` starts at epoch 0's value; epoch ``e`` improves when ``value < best - min_delta``
     (NaN never does), which resets the count; the run stops when the count reaches patience.
+    The count is in epochs: with ``eval_every`` k only every k-th epoch is judged, and the
+    run stops at the first judged epoch at least ``patience`` epochs after the best one.
     """
 
     def __init__(self, spec: dict, value0: float):
         self.patience, self.min_delta = int(spec["patience"]), float(spec["min_delta"])
-        self.best, self.best_epoch, self.bad = value0, 0, 0
+        self.best, self.best_epoch = value0, 0
 
     def update(self, epoch: int, value: float) -> tuple[bool, bool]:
         """(improved, stop) after ``epoch`` with metric ``value``."""
         if value < self.best - self.min_delta:
-            self.best, self.best_epoch, self.bad = value, epoch, 0
+            self.best, self.best_epoch = value, epoch
             return True, False
-        self.bad += 1
-        return False, self.bad >= self.patience
+        return False, epoch - self.best_epoch >= self.patience
 
 
 # ---------------------------------------------------------------------------------------
@@ -625,6 +627,7 @@ def train(
     clip_norm=None,
     lr_schedule=None,
     stop_on_plateau=None,
+    eval_every=1,
 ) -> Result:
     """Reference training loop with the keywords of ``kernels.train`` (callback and
     checkpoints ignored: they never change the numbers).
@@ -633,6 +636,8 @@ def train(
     the learning rate of the epoch from ``learning_rate_at``. With ``stop_on_plateau`` the
     metric is checked after every epoch (``Plateau``); ``restore_best`` makes the final
     parameters those of the best epoch whenever the run ends without diverging.
+    ``eval_every`` k: the history is recorded (and divergence and the plateau rule checked)
+    at epochs 0, k, 2k, ... and the last only; ``epochs_evaluated`` lists them.
     """
     with np.errstate(over="ignore", invalid="ignore"):
         return _train(X, y, layers=layers, activation=activation, output_activation=output_activation,
@@ -641,12 +646,13 @@ def train(
                       validation=validation,
                       opt=dict(optimizer=optimizer, momentum=momentum, beta1=beta1, beta2=beta2, eps=eps,
                                weight_decay=weight_decay),
-                      clip_norm=clip_norm, lr_schedule=lr_schedule, stop_on_plateau=stop_on_plateau)
+                      clip_norm=clip_norm, lr_schedule=lr_schedule, stop_on_plateau=stop_on_plateau,
+                      eval_every=eval_every)
 
 
 def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, batch_mode, batch_size,
            epochs, seed, shuffle, init, dtype, params, validation, opt, clip_norm, lr_schedule,
-           stop_on_plateau) -> Result:
+           stop_on_plateau, eval_every=1) -> Result:
     layers = [int(v) for v in layers]
     X = np.asarray(X, dtype=dtype)
     n = X.shape[0]
@@ -673,9 +679,10 @@ def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, 
         acc = accuracy_of(outs[-1], labs) if labs is not None else None
         return err, acc
 
-    errors, accs, val_errors, val_accs = [], [], [], []
+    errors, accs, val_errors, val_accs, evaluated = [], [], [], [], []
 
-    def record(p):
+    def record(p, epoch):
+        evaluated.append(epoch)
         err, acc = record_on(p, X, Y, labels)
         errors.append(err)
         accs.append(acc)
@@ -685,7 +692,7 @@ def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, 
             val_accs.append(vacc)
         return err
 
-    err = record(current)
+    err = record(current, 0)
     diverged = not math.isfinite(err)  # a non-finite error ends the run, epoch 0 included
     plateau = best_params = None
     stop_reason = None
@@ -704,12 +711,14 @@ def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, 
                 grads = clip_gradients(grads, clip_norm)
             current = optim.step(current, grads, lr)
         epochs_done = epoch
-        err = record(current)
+        if epoch % eval_every != 0 and epoch != epochs:
+            continue
+        err = record(current, epoch)
         if not math.isfinite(err):
             diverged = True
             break
         if plateau is not None:
-            improved, stop = plateau.update(epoch, metric[epoch])
+            improved, stop = plateau.update(epoch, metric[-1])
             if improved:
                 best_params = copy_params(current)
             if stop:
@@ -730,6 +739,7 @@ def _train(X, y, *, layers, activation, output_activation, loss, learning_rate, 
         val_accuracy=np.array(val_accs, dtype=np.float64) if validation is not None and labelled else None,
         stop_reason=stop_reason,
         best_epoch=plateau.best_epoch if plateau is not None else None,
+        epochs_evaluated=np.array(evaluated, dtype=np.int64),
     )
 
 

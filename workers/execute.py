@@ -29,7 +29,7 @@ KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_
 # passed when the spec has them; a spec stored before they existed has none and trains
 # with kernels.train's defaults, plain gradient descent as it did then.
 OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay",
-                    "clip_norm", "lr_schedule", "stop_on_plateau")
+                    "clip_norm", "lr_schedule", "stop_on_plateau", "eval_every")
 
 
 def train_arguments(spec: dict) -> dict:

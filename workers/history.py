@@ -6,6 +6,7 @@ import math
 import time
 from typing import Optional
 
+import numpy as np
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.store import runs as store_runs
@@ -15,6 +16,16 @@ from service.store import sweeps as store_sweeps
 FLUSH_SECONDS = 0.5
 
 log = logging.getLogger(__name__)
+
+
+def evaluated_epochs(history) -> np.ndarray:
+    """The epoch of each row of a kernels Progress or TrainResult (``epochs_evaluated``;
+    consecutive from ``first_epoch`` or 0 when it has none)."""
+    epochs = getattr(history, "epochs_evaluated", None)
+    if epochs is not None:
+        return np.asarray(epochs)
+    return np.arange(getattr(history, "first_epoch", 0),
+                     getattr(history, "first_epoch", 0) + len(history.errors))
 
 
 class HistoryWriter:
@@ -91,14 +102,15 @@ class HistoryWriter:
         """The kernels.train callback: returns True to stop (a cancel was requested).
         Raises store_runs.LostRun when another claim of the run has taken over."""
         seconds = time.perf_counter() - self.started
+        epochs = evaluated_epochs(progress)
         for k, error in enumerate(progress.errors):
-            self.add(progress.first_epoch + k, error,
+            self.add(int(epochs[k]), error,
                      None if progress.accuracy is None else progress.accuracy[k],
                      None if progress.val_errors is None else progress.val_errors[k],
                      None if progress.val_accuracy is None else progress.val_accuracy[k],
                      seconds)
         self.epochs_done = progress.epochs_done
-        last = progress.first_epoch + len(progress.errors) - 1
+        last = int(epochs[-1]) if len(epochs) else progress.first_epoch - 1
         if self.rungs and self.rungs[0] <= last and not progress.diverged:
             return self.rung_reached(progress, last)
         if time.perf_counter() - self.last_flush >= FLUSH_SECONDS:
@@ -112,11 +124,11 @@ class HistoryWriter:
         rung = self.rungs.pop(0)
         while self.rungs and self.rungs[0] <= last:
             self.rungs.pop(0)
-        k = rung - progress.first_epoch
+        at = np.flatnonzero(evaluated_epochs(progress) == rung)
         values = progress.errors
         if self.metric == "val_error" and progress.val_errors is not None:
             values = progress.val_errors
-        value = float(values[k]) if 0 <= k < len(values) else float(self.last["error"])
+        value = float(values[at[0]]) if len(at) else float(self.last["error"])
         self.flush()
         if self.cancel_requested:
             return True
@@ -134,12 +146,15 @@ class HistoryWriter:
     def catch_up(self, result) -> None:
         """Collect the epochs of a finished ``train`` the callback has not seen (when a
         cancel stops a full-batch run in dataset order, its last epoch is evaluated after
-        the last callback)."""
-        for epoch in range(self.next_epoch, len(result.errors)):
-            self.add(epoch, result.errors[epoch],
-                     None if result.accuracy is None else result.accuracy[epoch],
-                     None if result.val_errors is None else result.val_errors[epoch],
-                     None if result.val_accuracy is None else result.val_accuracy[epoch])
+        the last callback; with eval_every, the last epoch run when a cancel stops it off
+        the schedule)."""
+        for k, epoch in enumerate(evaluated_epochs(result)):
+            if epoch < self.next_epoch:
+                continue
+            self.add(int(epoch), result.errors[k],
+                     None if result.accuracy is None else result.accuracy[k],
+                     None if result.val_errors is None else result.val_errors[k],
+                     None if result.val_accuracy is None else result.val_accuracy[k])
         self.epochs_done = result.epochs_done
 
     def ended(self, stop_reason: Optional[str], best_epoch: Optional[int]) -> None:
