@@ -26,7 +26,12 @@ RUN_DEFAULTS = {
     "clip_norm": None,
     "lr_schedule": {"kind": "constant"},
     "stop_on_plateau": None,
+    "eval_every": 1,
+    "threads": 1,
 }
+# Fields added after runs were first stored, with the value every run stored before them
+# trained with (a worker's default BLAS threads, DESCENT_WORKER_THREADS, is 1).
+LATER_FIELDS = ("eval_every", "threads")
 # The parameters of each optimizer (API.md section 1b) and their defaults.
 OPTIMIZER_PARAMS = {
     "sgd": (),
@@ -73,12 +78,14 @@ def complete_schedule(schedule: dict) -> dict:
 
 
 def with_defaults(spec: dict) -> dict:
-    """A stored spec as it trains: one stored before the optimizer fields existed gets their
-    defaults (plain gradient descent, what it trained with)."""
-    if "optimizer" in spec:
-        return spec
-    return {**spec, **{name: RUN_DEFAULTS[name] for name in OPTIMIZER_FIELDS
-                       if name in RUN_DEFAULTS}}
+    """A stored spec as it trains: one stored before the optimizer fields (or eval_every and
+    threads) existed gets their defaults (plain gradient descent, evaluated every epoch,
+    what it trained with)."""
+    missing = {name: RUN_DEFAULTS[name] for name in LATER_FIELDS if name not in spec}
+    if "optimizer" not in spec:
+        missing.update({name: RUN_DEFAULTS[name] for name in OPTIMIZER_FIELDS
+                        if name in RUN_DEFAULTS})
+    return {**spec, **missing} if missing else spec
 
 
 def numeric_problems(spec: dict) -> dict:
@@ -169,6 +176,10 @@ def limit_problems(spec: dict, n_samples: int, limits) -> dict:
                               f"samples x epochs (DESCENT_MAX_WORK) is {limits.max_work}")
     if n_samples > limits.max_samples:
         problems["dataset"] = f"{n_samples} samples; the limit is {limits.max_samples}"
+    threads = spec.get("threads", 1)
+    if threads > limits.max_threads:
+        problems["threads"] = (f"at most {limits.max_threads} (the BLAS threads a worker lets "
+                               "one run use, DESCENT_MAX_THREADS)")
     return problems
 
 
@@ -387,6 +398,19 @@ class RunSpecSchema(ma.Schema):
                                          "default": RUN_DEFAULTS["lr_schedule"]})
     stop_on_plateau = NestedObject(StopOnPlateauSchema, load_default=None, allow_none=True,
                                    metadata={"description": "null: train every epoch"})
+    eval_every = fields.Integer(
+        strict=True, load_default=RUN_DEFAULTS["eval_every"],
+        validate=validate.Range(min=1, max=INT32),
+        metadata={"description": "evaluate the whole training set (and validation rows) "
+                                 "every k epochs and at the last: the history holds epochs "
+                                 "0, k, 2k, ... and the last; at most max(epochs, 1)"})
+    threads = fields.Integer(
+        strict=True, load_default=RUN_DEFAULTS["threads"],
+        validate=validate.Range(min=1, max=INT32),
+        metadata={"description": "BLAS threads the run trains with, at most the workers' "
+                                 "cap (DESCENT_MAX_THREADS, default the machine's cores); "
+                                 "part of the recorded environment: bit-identical reruns "
+                                 "need the same count"})
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def _optimizer_fields(self, data, original, **kwargs):
@@ -418,6 +442,10 @@ class RunSpecSchema(ma.Schema):
             problems["stop_on_plateau"] = {"metric": [
                 "val_error" + ("" if "metric" in plateau else " (the default)")
                 + " needs a validation_split above 0; set one, or use metric error"]}
+        every, epochs = data.get("eval_every"), data.get("epochs", RUN_DEFAULTS["epochs"])
+        if every is not None and loaded("epochs") and every > max(epochs, 1):
+            problems["eval_every"] = [f"must be at most epochs ({epochs}) (or 1 with 0 "
+                                      "epochs); epochs itself is always evaluated"]
         if problems:
             raise ValidationError(problems)
 

@@ -3,11 +3,13 @@ record its history, parameters and final state."""
 
 import logging
 import math
+import os
 from collections import OrderedDict
 from typing import NamedTuple, Optional, Union
 
 import numpy as np
 from sqlalchemy.exc import InterfaceError, OperationalError
+from threadpoolctl import ThreadpoolController
 
 import kernels
 from service.settings import ReaperSettings
@@ -29,13 +31,44 @@ KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_
 # passed when the spec has them; a spec stored before they existed has none and trains
 # with kernels.train's defaults, plain gradient descent as it did then.
 OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay",
-                    "clip_norm", "lr_schedule", "stop_on_plateau", "eval_every")
+                    "clip_norm", "lr_schedule", "stop_on_plateau")
+# Later kernels.train arguments, passed when the spec has them (eval_every: every epoch).
+LATER_FIELDS = ("eval_every",)
+
+
+class Threads(NamedTuple):
+    """A worker's BLAS thread settings: ``default`` for a spec stored before the spec had
+    ``threads`` (settings.worker_threads, what it trained with), ``cap`` on what one run
+    may use (settings.limits.max_threads; None: no cap)."""
+
+    default: int = 1
+    cap: Optional[int] = None
+
+
+def run_threads(spec: dict, threads: Threads) -> int:
+    """The BLAS threads a run trains with: its spec's ``threads`` within the cap."""
+    wanted = spec.get("threads", threads.default)
+    return max(1, min(wanted, threads.cap) if threads.cap else wanted)
+
+
+_controllers: dict = {}  # pid -> this process's ThreadpoolController
+
+
+def blas_threads(n: int):
+    """A context that limits the BLAS libraries of this process (the one numba's kernels
+    call included) to ``n`` threads. The libraries are looked up once per process (about
+    3 ms each time otherwise), after ``import kernels`` has loaded SciPy's."""
+    pid = os.getpid()
+    if pid not in _controllers:
+        _controllers.clear()
+        _controllers[pid] = ThreadpoolController()
+    return _controllers[pid].limit(limits=n, user_api="blas")
 
 
 def train_arguments(spec: dict) -> dict:
     """The keyword arguments of kernels.train for a stored spec."""
     return {**{name: spec[name] for name in KERNEL_FIELDS},
-            **{name: spec[name] for name in OPTIMIZER_FIELDS if name in spec}}
+            **{name: spec[name] for name in OPTIMIZER_FIELDS + LATER_FIELDS if name in spec}}
 
 
 # Datasets recently trained on by this process, by (id, content hash): a stored dataset
@@ -105,7 +138,7 @@ class Claim(NamedTuple):
 
 
 def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
-           timings: ReaperSettings) -> Union[Claim, str]:
+           timings: ReaperSettings, threads: Threads) -> Union[Claim, str]:
     """Claim the run for this delivery, or the string execute_run returns when it is not
     this delivery's to train."""
     needs = {}
@@ -114,7 +147,8 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
         needs["source"] = dataset_source(run.dataset)
         # Where it trains, fenced by this claim like every other write of the worker.
         store_runs.record_environment(session, run.id, run.attempts, run_environment(
-            run.spec.get("dtype"), run.dataset.id, run.dataset.name, run.dataset.content_hash))
+            run.spec.get("dtype"), run.dataset.id, run.dataset.name, run.dataset.content_hash,
+            threads=run_threads(run.spec, threads)))
         needs["stopping"] = (store_sweeps.early_stopping_of(session, run.sweep_id)
                              if run.sweep_id else None)
 
@@ -147,7 +181,7 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
 
 
 def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
-                timings: ReaperSettings = ReaperSettings()) -> str:
+                timings: ReaperSettings = ReaperSettings(), threads: Threads = Threads()) -> str:
     """Train run ``run_id`` if it is queued (or was being trained by a lost worker) and
     record its history, parameters and final state. Never raises for a bad run: that run
     ends ``failed``. ``enqueue(run_id)`` sends the runs a sweep dispatches when this one
@@ -161,9 +195,10 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
     run took over while this one trained (this one then wrote nothing more). A run already
     claimed ``timings.max_attempts`` times (its earlier deliveries died with their process)
     ends ``failed`` "worker lost (N attempts)" instead of training again. The heartbeat
-    beats every ``timings.heartbeat_seconds``.
+    beats every ``timings.heartbeat_seconds``. The run trains with ``run_threads`` BLAS
+    threads (its spec's ``threads`` within ``threads.cap``), recorded in its environment.
     """
-    claimed = _claim(sessions, run_id, enqueue, timings)
+    claimed = _claim(sessions, run_id, enqueue, timings, threads)
     if isinstance(claimed, str):
         return claimed
     attempt, spec, source, stopping, sweep_id = claimed
@@ -181,7 +216,8 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
     try:
         X_train, y_train, validation = split_validation(
             X, y, spec.get("validation_split", 0.0), spec["seed"])
-        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds):
+        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds), \
+                blas_threads(run_threads(spec, threads)):
             result = kernels.train(X_train, y_train, callback=writer, validation=validation,
                                    checkpoints=writer.rungs or None,
                                    **train_arguments(spec))

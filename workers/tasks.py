@@ -5,7 +5,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from service.queue import TRAIN_RUN
 from workers import database
 from workers.celery_app import app, send_run, settings
-from workers.execute import execute_run
+from workers.execute import Threads, execute_run
 
 # Seconds before a delivery that could not reach the database tries again.
 DATABASE_RETRY_SECONDS = 5.0
@@ -23,6 +23,7 @@ def train_run(self, run_id: int) -> str:
     delivery had claimed it, is then taken over from this process."""
     try:
         sessions = database.sessions(settings.database_url, settings.reaper.stale_seconds)
-        return execute_run(sessions, int(run_id), enqueue=send_run, timings=settings.reaper)
+        return execute_run(sessions, int(run_id), enqueue=send_run, timings=settings.reaper,
+                           threads=Threads(settings.worker_threads, settings.limits.max_threads))
     except (OperationalError, InterfaceError) as exc:
         raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS)

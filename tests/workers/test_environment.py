@@ -7,13 +7,14 @@ import sys
 import llvmlite
 import numba
 import numpy as np
+import pytest
 import scipy
 from sqlalchemy import update
 
 from service.store import Dataset, Run
 from service.store import runs as store_runs
 from service.store.arrays import content_hash, to_npz
-from workers import environment
+from workers import environment, execute
 from workers.execute import execute_run
 
 from .conftest import store_run
@@ -122,9 +123,51 @@ def test_a_trained_run_records_where_it_trained(sessions):
     with sessions() as session:
         run = session.get(Run, run_id)
         env, dataset = run.environment, run.dataset
-        assert env == {**environment.process_environment(), "dtype": "float32",
+        process = environment.process_environment()
+        assert env == {**process, "dtype": "float32", "threads": 1,
+                       "blas": {**process["blas"], "num_threads": 1},
                        "dataset": {"id": dataset.id, "name": "xor",
                                    "content_hash": dataset.content_hash}}
+
+
+@pytest.mark.parametrize("wanted,default,cap,used", [(2, 1, 4, 2), (3, 1, 2, 2),
+                                                    (None, 2, None, 2)])
+def test_a_run_trains_with_its_threads_within_the_cap_and_records_them(sessions, wanted,
+                                                                         default, cap, used):
+    """The spec's threads, capped by the worker's DESCENT_MAX_THREADS (a spec stored
+    before it had threads trains with the worker's default), applied to the BLAS numba's
+    kernels call during training only, and recorded as the run's environment."""
+    from threadpoolctl import threadpool_info
+
+    from workers.execute import Threads
+
+    run_id = store_run(sessions, epochs=3, threads=wanted or 1)
+    if wanted is None:  # stored before specs had threads
+        with sessions() as session:
+            spec = dict(session.get(Run, run_id).spec)
+            del spec["threads"]
+            session.execute(update(Run).where(Run.id == run_id).values(spec=spec))
+            session.commit()
+    seen = []
+    real_train = execute.kernels.train
+
+    def spy(*args, **kw):
+        seen.append({i["filepath"]: i["num_threads"] for i in threadpool_info()
+                     if i["user_api"] == "blas"})
+        return real_train(*args, **kw)
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+              if i["user_api"] == "blas"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execute.kernels, "train", spy)
+        assert execute_run(sessions, run_id, threads=Threads(default, cap)) == "succeeded"
+    assert seen and set(seen[0].values()) == {used}
+    after = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+             if i["user_api"] == "blas"}
+    assert after == before  # the process's own limit is back
+    with sessions() as session:
+        env = session.get(Run, run_id).environment
+        assert env["threads"] == used and env["blas"]["num_threads"] == used
 
 
 def test_a_new_claim_replaces_the_environment_and_a_lost_claim_writes_none(sessions):
