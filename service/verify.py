@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from service.errors import NotFound
 from service.recent import Recent
+from service.runspec import with_defaults
 from service.store import FINAL_STATES, Params, Run
 from service.store import runs as store_runs
 from service.store.history import HISTORY_COLUMNS, history_pages
@@ -260,7 +261,9 @@ def environment_differences(a: Optional[dict], b: Optional[dict]) -> dict:
 
 
 def _spec_differences(a: dict, b: dict) -> dict:
-    strip = lambda spec: {k: v for k, v in (spec or {}).items() if k not in LABELS}  # noqa: E731
+    # As the specs train: a field added since one was stored has the value it trained with.
+    strip = lambda spec: {k: v for k, v in with_defaults(spec or {}).items()  # noqa: E731
+                          if k not in LABELS}
     differences = _differences(strip(a), strip(b))
     return {"identical": not differences, "differences": differences}
 

@@ -30,9 +30,15 @@ from service.cli.specfile import load_spec, parse_pairs
                    "-s 'lr_schedule={\"kind\": \"cosine\"}'. A dotted FIELD sets one "
                    "field of an object: -s lr_schedule.kind=step -s lr_schedule.step_size=10 "
                    "-s stop_on_plateau.patience=5.")
+@click.option("--eval-every", "eval_every", type=click.IntRange(min=1), metavar="K",
+              help="Evaluate the whole training set (and validation rows) every K epochs and "
+                   "at the last only (spec field eval_every; default 1, every epoch).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="BLAS threads the run trains with (spec field threads; default 1; at most "
+                   "the workers' cap, DESCENT_MAX_THREADS).")
 @api_url_option
 @pass_settings
-def submit(settings, spec_file, wait, overrides, api_url):
+def submit(settings, spec_file, wait, overrides, eval_every, threads, api_url):
     """Submit a training run described by SPEC.json (`-` reads standard input).
 
     \b
@@ -42,6 +48,8 @@ def submit(settings, spec_file, wait, overrides, api_url):
       descent submit examples/xor.json -s optimizer=adam -s learning_rate=0.01 \\
         -s lr_schedule='{"kind": "cosine"}' -s validation_split=0.25 \\
         -s stop_on_plateau='{"metric": "val_error", "patience": 20}'
+    A big run evaluated every 10 epochs on two BLAS threads:
+      descent submit big.json --eval-every 10 --threads 2
     Prints the run id. With --wait, polls the run about five times a second and ends with
     its final status, errors and accuracy.
 
@@ -51,6 +59,9 @@ def submit(settings, spec_file, wait, overrides, api_url):
     named) or the file is not a JSON object.
     """
     spec = load_spec(spec_file, overrides)
+    for name, value in (("eval_every", eval_every), ("threads", threads)):
+        if value is not None:
+            spec[name] = value
     client = client_for(settings, api_url)
     run = client.submit_run(spec)
     out = console()

@@ -6,7 +6,7 @@ from service.runspec import OPTIMIZER_PARAMS, PLATEAU_DEFAULTS, RUN_DEFAULTS
 from service.trainingview import SCHEDULE_PARAMS
 
 FIELDS = ("dataset", "layers", "activation", "loss", "learning_rate", "batch_mode",
-          "batch_size", "epochs", "seed", "validation_split", "name",
+          "batch_size", "epochs", "seed", "validation_split", "eval_every", "threads", "name",
           # the optimizer (API.md section 1b) and the parameters of each one
           "optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay", "clip_norm",
           # the learning-rate schedule: its kind, then the fields of the kinds
@@ -20,7 +20,7 @@ PLATEAU_CHOICES = (("off", "off"), ("val_error", "on val_error"), ("error", "on 
 NESTED = {"lr_schedule": {"step_size": "step_size", "gamma": "gamma", "lr_min": "lr_min"},
           "stop_on_plateau": {"patience": "patience", "min_delta": "min_delta",
                               "restore_best": "restore_best"}}
-INTEGER_FIELDS = ("step_size", "patience")
+INTEGER_FIELDS = ("step_size", "patience", "eval_every", "threads")
 
 
 def defaults() -> dict:
@@ -29,7 +29,9 @@ def defaults() -> dict:
     return {"dataset": "xor", "layers": "2, 8, 1", "activation": "sigmoid", "loss": "mse",
             "learning_rate": "2.0", "batch_mode": "full",
             "batch_size": str(RUN_DEFAULTS["batch_size"]), "epochs": "3000",
-            "seed": str(RUN_DEFAULTS["seed"]), "validation_split": "0", "name": "",
+            "seed": str(RUN_DEFAULTS["seed"]), "validation_split": "0",
+            "eval_every": str(RUN_DEFAULTS["eval_every"]),
+            "threads": str(RUN_DEFAULTS["threads"]), "name": "",
             "optimizer": "sgd", "momentum": "0.9", "beta1": "0.9", "beta2": "0.999",
             "eps": "1e-08", "weight_decay": "0", "clip_norm": "",
             "lr_schedule": "constant", "step_size": "1000", "gamma": "0.1", "lr_min": "0",
@@ -92,8 +94,8 @@ def spec_from_form(form: dict) -> tuple[dict, dict]:
     name = form.get("name", "").strip()
     if name:
         fields["name"] = name
-    _optional_numbers(form, ("validation_split", "weight_decay", "clip_norm"), fields,
-                      problems)
+    _optional_numbers(form, ("validation_split", "weight_decay", "clip_norm", "eval_every",
+                             "threads"), fields, problems)
     optimizer = form.get("optimizer", "").strip() or "sgd"
     fields["optimizer"] = optimizer
     _optional_numbers(form, OPTIMIZER_PARAMS.get(optimizer, ()), fields, problems)

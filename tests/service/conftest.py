@@ -113,20 +113,21 @@ def train_run(sessions, run_id: int, status: str = "succeeded"):
         spec = dict(run.spec)
         X, y = dataset_arrays(run.dataset)
     result = kernels.train(X, y, **{name: spec[name] for name in KERNEL_FIELDS},
-                           **{name: spec[name] for name in OPTIMIZER_FIELDS if name in spec})
+                           **{name: spec[name] for name in OPTIMIZER_FIELDS if name in spec},
+                           eval_every=spec.get("eval_every", 1))
     with sessions() as session:
-        for epoch, error in enumerate(result.errors):
+        for k, (epoch, error) in enumerate(zip(result.epochs_evaluated.tolist(), result.errors)):
             session.add(Epoch(run_id=run_id, epoch=epoch, error=float(error),
                               accuracy=None if result.accuracy is None
-                              else float(result.accuracy[epoch]),
+                              else float(result.accuracy[k]),
                               seconds=0.001 * epoch))
         errors = [float(e) for e in result.errors]
         run = session.get(Run, run_id)
         run.epochs_done = result.epochs_done
         run.final_error = errors[-1]
         run.best_error = min(errors)
-        run.best_epoch = (errors.index(min(errors)) if result.best_epoch is None
-                          else result.best_epoch)
+        run.best_epoch = (int(result.epochs_evaluated[errors.index(min(errors))])
+                          if result.best_epoch is None else result.best_epoch)
         run.stop_reason = result.stop_reason
         if result.accuracy is not None:
             run.final_accuracy = float(result.accuracy[-1])
