@@ -7,6 +7,7 @@ Run by hand (not a test):
     .venv/bin/python bench/kernels.py --cells a b-32 c-full-f32 --reps 5 --threads 1
     .venv/bin/python bench/kernels.py --optimizer adam      # the adam cells (batch 1, 32, 256)
     .venv/bin/python bench/kernels.py --optimizer momentum  # SGD with momentum 0.9
+    .venv/bin/python bench/kernels.py --cells c-256 c-full --eval-every epochs  # + De@ columns
 
 Every implementation does the same training: same architecture, activations, loss, learning
 rate, batch size, number of epochs, no shuffling and (Descent, PyTorch, NumPy) the same initial
@@ -144,6 +145,8 @@ DTYPE_NAME = {"f64": "float64", "f32": "float32"}
 TORCH_TARGETS = {("a", "1"): 100.0, ("b", "1"): 20.0, ("c", "1"): 4.0, ("a", "32"): 30.0}
 BEST_PEER_TARGET = 1.0
 GFLOP_TARGET_PCT = {("c", "256"): 70.0, ("c", "full"): 70.0}
+# --eval-every epochs: the cells of net c that also run with eval_every = epochs.
+MATCHED_BATCHES = ("256", "full")
 
 
 def cell_id(net, batch, dt):
@@ -639,11 +642,12 @@ def run_cell(cell, ctx):
     d_threads = ctx["threads"]
     notes = []
 
-    def descent(epochs):
+    def descent(epochs, eval_every=1):
+        every = {} if eval_every == 1 else {"eval_every": eval_every}  # (the stand-in has none)
         return ctx["train"](X, labels, layers=layers, activation=act, output_activation=out_act,
                             loss=loss, learning_rate=lr, batch_mode=bmode, batch_size=bsize,
                             epochs=epochs, seed=0, shuffle=False, init="uniform",
-                            dtype=DTYPE_NAME[dt], **opt)
+                            dtype=DTYPE_NAME[dt], **every, **opt)
 
     # Descent: warm-up (absorbs numba compilation), then pick the epochs for ~target seconds.
     with _blas_threads(d_threads[0]):
@@ -669,6 +673,17 @@ def run_cell(cell, ctx):
                                    f"(diverged={r.diverged})")
             return r.errors
         impls[f"D@{T}"] = run_d
+    # --eval-every epochs: Descent also evaluates only before training and after the last
+    # epoch (eval_every = epochs), sklearn's work, on the large net's big batches.
+    matched = ctx["eval_every"] == "epochs" and net == "c" and batch in MATCHED_BATCHES
+    for T in d_threads if matched else ():
+        def run_de(k, m, T=T):
+            with _blas_threads(T):
+                r = descent(k, eval_every=k)
+            if r.epochs_done != k:
+                raise RuntimeError(f"Descent stopped after {r.epochs_done} of {k} epochs")
+            return r.errors
+        impls[f"De@{T}"] = run_de
     if ctx["torch"] is not None:
         torch = ctx["torch"]
         setup = _torch_setup(torch, layers, act, out_act, X, labels, dt)
@@ -697,7 +712,7 @@ def run_cell(cell, ctx):
     bs = n if batch == "full" else int(batch)
     work = {}
     for name, fn in impls.items():
-        if name.startswith("D@"):
+        if name.startswith(("D@", "De@")):
             work[name] = (E, n)
             continue
         m0 = n if batch == "full" else min(n, max(8 * bs, 256))
@@ -759,17 +774,23 @@ def run_cell(cell, ctx):
     # Ratios.
     d_rates = {T: rate[f"D@{T}"] for T in d_threads if rate.get(f"D@{T}")}
     d_best = max(d_rates.values()) if d_rates else None
-    peers = [p for p in impls if not p.startswith("D@") and rate.get(p)]
+    de_rates = [rate[f"De@{T}"] for T in d_threads if rate.get(f"De@{T}")]
+    de_best = max(de_rates) if de_rates else None
+    peers = [p for p in impls if not p.startswith(("D@", "De@")) and rate.get(p)]
     ratio = {}
     for p in peers:
         if p.startswith("torch@"):
             T = int(p.split("@")[1])
             dr = d_rates.get(T, d_best)
+        elif p == "sklearn" and de_best:  # the same work: no per-epoch evaluation
+            dr = de_best
         else:
             dr = d_best
         ratio[p] = dr / rate[p] if dr else None
     best_peer = max(peers, key=lambda p: rate[p]) if peers else None
     ratio_best = d_best / rate[best_peer] if (d_best and best_peer) else None
+    if de_best and d_best and peers:  # each peer against Descent doing its work
+        ratio_best = min((de_best if p == "sklearn" else d_best) / rate[p] for p in peers)
 
     # Agreement of the error histories (same initial parameters, same math).
     # (Only for runs on all n samples: a capped run on m < n samples evaluates only those.)
@@ -825,6 +846,8 @@ def run_cell(cell, ctx):
 
 def table_columns(ctx):
     cols = [f"D@{T}" for T in ctx["threads"]]
+    if ctx.get("eval_every") == "epochs":
+        cols += [f"De@{T}" for T in ctx["threads"]]
     if ctx["torch"] is not None:
         cols += [f"torch@{T}" for T in ctx["torch_threads"]]
     if ctx["sklearn"] is not None:
@@ -835,7 +858,7 @@ def table_columns(ctx):
 
 def header(ctx):
     cols = table_columns(ctx)
-    peers = [c for c in cols if not c.startswith("D@")]
+    peers = [c for c in cols if not c.startswith(("D@", "De@"))]
     h = f"{'net':15s} {'batch':>5s} {'dtype':5s} {'work':>13s} "
     h += " ".join(f"{c:>8s}" for c in cols)
     h += " | " + " ".join(f"{'D/' + p.replace('sklearn', 'skl'):>8s}" for p in peers)
@@ -846,7 +869,7 @@ def header(ctx):
 def row(r, ctx):
     net, batch, dt = r["cell"]
     cols = table_columns(ctx)
-    peers = [c for c in cols if not c.startswith("D@")]
+    peers = [c for c in cols if not c.startswith(("D@", "De@"))]
     layers = NETS[net][0]
     name = "-".join(str(x) for x in layers)
     work = f"{r['E']}ep x {r['n']}"
@@ -943,6 +966,11 @@ def main(argv=None):
                     help="sgd: plain gradient descent (default, 24 cells); adam or momentum: "
                          "those optimizer cells at batch 1, 32 and 256 against torch.optim.Adam "
                          "/ SGD(momentum=0.9) and scikit-learn's adam / sgd+momentum solvers")
+    ap.add_argument("--eval-every", choices=["1", "epochs"], default="1",
+                    help="epochs: on 784-256-128-10 at batch 256 and full, also time Descent "
+                         "with eval_every = epochs (columns De@T: the whole-set evaluation "
+                         "before training and after the last epoch only, sklearn's work) and "
+                         "compare sklearn with those; default 1: every epoch only")
     ap.add_argument("--standin", action="store_true",
                     help="use the NumPy stand-in for Descent even if kernels works")
     args = ap.parse_args(argv)
@@ -956,6 +984,7 @@ def main(argv=None):
         "c_n": 4000 if args.quick else 10000,
         "c_sgd_n": 500 if args.quick else 2000,
         "optimizer": args.optimizer,
+        "eval_every": args.eval_every,
     }
     global SETTLE_SECONDS
     if args.quick:

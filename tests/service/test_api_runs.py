@@ -25,7 +25,7 @@ from .conftest import API, all_runs, error_of, queued_run_ids, submit, train_run
 SPEC_FIELDS = {"dataset", "layers", "activation", "output_activation", "loss", "learning_rate",
                "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype",
                "validation_split", "name", "tags", "optimizer", "weight_decay", "clip_norm",
-               "lr_schedule", "stop_on_plateau"}
+               "lr_schedule", "stop_on_plateau", "eval_every", "threads"}
 RUN_FIELDS = {"id", "name", "status", "spec", "tags", "dataset", "sweep_id", "created_at",
               "started_at", "finished_at", "epochs", "epochs_done", "final_error", "best_error",
               "best_epoch", "stop_reason", "final_accuracy", "final_val_error", "worker",
@@ -69,7 +69,8 @@ def test_submit_keeps_every_given_field(client, queue_dir):
             "output_activation": "softmax", "loss": "cross_entropy", "learning_rate": 0.05,
             "batch_mode": "sgd", "batch_size": 7, "epochs": 0, "seed": 2**63 - 1,
             "shuffle": False, "init": "xavier", "dtype": "float32", "validation_split": 0.25,
-            "name": "my run", "tags": {"team": "a", "dotted.key": "x y"}}
+            "name": "my run", "tags": {"team": "a", "dotted.key": "x y"}, "eval_every": 1,
+            "threads": 1}
     run = submit(client, **spec)
     # (and plain gradient descent's resolved optimizer fields: see test_optimizer_spec.py)
     assert run["spec"] == {**spec, "optimizer": "sgd", "weight_decay": 0.0, "clip_norm": None,
