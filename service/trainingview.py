@@ -64,12 +64,25 @@ def plateau_text(spec: dict) -> str:
 
 
 def training_rows(spec: dict) -> list[tuple[str, str]]:
-    """(label, text) rows of what a run trains with, beyond learning rate and batches."""
+    """(label, text) rows of what a run trains with, beyond learning rate and batches
+    (eval_every and threads only when not their defaults)."""
     return [("optimizer", optimizer_text(spec)),
             ("weight decay", number(spec.get("weight_decay", 0.0))),
             ("clip norm", number(spec.get("clip_norm"))),
             ("lr schedule", schedule_text(spec)),
-            ("plateau", plateau_text(spec))]
+            ("plateau", plateau_text(spec))] + [
+        # eval_every and threads when not their defaults (every epoch, one thread)
+        (label, text) for label, text, default in (
+            ("evaluated", evaluation_text(spec), spec.get("eval_every", 1) == 1),
+            ("BLAS threads", number(spec.get("threads", 1)), spec.get("threads", 1) == 1))
+        if not default]
+
+
+def evaluation_text(spec: dict) -> str:
+    """When the whole-set evaluation runs: ``every epoch``, or ``every 10 epochs and the
+    last`` (eval_every; a spec stored before it had none evaluated every epoch)."""
+    every = spec.get("eval_every", 1)
+    return "every epoch" if every == 1 else f"every {every} epochs and the last"
 
 
 def outcome_rows(spec: dict, status: str, epochs_done, epochs, stop_reason,

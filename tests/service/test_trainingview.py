@@ -63,3 +63,11 @@ def test_the_command_line_does_not_load_the_kernels():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_eval_every_and_threads_show_when_not_their_defaults():
+    plain = {"optimizer": "sgd", "eval_every": 1, "threads": 1}
+    assert "evaluated" not in dict(training_rows(plain))
+    rows = dict(training_rows({**plain, "eval_every": 10, "threads": 2}))
+    assert rows["evaluated"] == "every 10 epochs and the last"
+    assert rows["BLAS threads"] == "2"

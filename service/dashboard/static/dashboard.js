@@ -112,6 +112,11 @@
         sets.push({label: "validation error", data: val, borderColor: COLORS[1],
                    backgroundColor: COLORS[1]});
       }
+      // A run evaluated every k epochs (eval_every) has a row per evaluation only: mark
+      // the points, so the straight lines between them read as interpolation.
+      var sparse = sets[0].data.length > 1 && sets[0].data.length <= 200 &&
+        sets[0].data[sets[0].data.length - 1].x >= 2 * sets[0].data.length;
+      sets.forEach(function (set) { set.pointRadius = sparse ? 2 : 0; });
       chart.options.scales.x.max = data.epochs;
       chart.options.plugins.legend.display = sets.length > 1;
       setData(chart, sets);
