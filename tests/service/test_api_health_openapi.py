@@ -211,7 +211,7 @@ def test_openapi_schemas_match_the_contract(document):
         "dataset", "layers", "activation", "output_activation", "loss", "learning_rate",
         "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype",
         "validation_split", "name", "tags", "optimizer", "momentum", "beta1", "beta2", "eps",
-        "weight_decay", "clip_norm", "lr_schedule", "stop_on_plateau"}
+        "weight_decay", "clip_norm", "lr_schedule", "stop_on_plateau", "eval_every", "threads"}
     assert spec.get("additionalProperties") is False
     assert spec["properties"]["loss"]["enum"] == ["mse", "cross_entropy"]
     runs = document["paths"]["/api/v1/runs"]["get"]
