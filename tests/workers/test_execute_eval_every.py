@@ -5,6 +5,7 @@ cancel keeps the last epoch run; successive halving still reads its rungs."""
 import numpy as np
 import pytest
 
+from service.store import Run
 from service.store import runs as store_runs
 from tests.eventually import eventually
 
@@ -72,3 +73,25 @@ def test_successive_halving_reads_rungs_off_the_schedule(db_sessions):
     assert [r.epoch for r in rows] == [0, 7, 10, 14, 20, 21, 28, 35, 40]
     _, rows, _ = load(db_sessions, ids[1])
     assert [r.epoch for r in rows] == [0, 7, 10]
+
+
+def test_a_two_thread_run_is_bit_identical_to_itself_rerun(sessions):
+    """Same spec, seed, dtype and threads => the same bits (API.md's promise), on a full
+    batch where one and two OpenBLAS threads may round differently (they need not agree)."""
+    from workers.execute import Threads
+
+    spec = {"dataset": "digits", "layers": [64, 128, 10], "loss": "cross_entropy",
+            "batch_mode": "full", "shuffle": False, "epochs": 8, "learning_rate": 0.5,
+            "threads": 2, "eval_every": 3}
+    ids = [store_run(sessions, **spec) for _ in range(2)]
+    for run_id in ids:
+        assert execute_run(sessions, run_id, threads=Threads(1, 2)) == "succeeded"
+    (a, rows_a, params_a), (b, rows_b, params_b) = (load(sessions, i) for i in ids)
+    with sessions() as session:
+        assert [session.get(Run, i).environment["threads"] for i in ids] == [2, 2]
+    assert [r.epoch for r in rows_a] == [r.epoch for r in rows_b] == [0, 3, 6, 8]
+    assert np.array_equal(errors_of(rows_a), errors_of(rows_b))
+    for which in ("initial", "final"):
+        assert_same_params(params_a[which], params_b[which])
+    want = direct(a.spec)  # kernels.train at the spec's two threads
+    assert np.array_equal(errors_of(rows_a), want.errors)
