@@ -14,8 +14,8 @@ from .network import Network, pack, unpack
 from .schedule import learning_rates
 from .validation import (
     check_callback,
-    check_eval_every,
     check_checkpoints,
+    check_eval_every,
     check_inputs,
     check_network,
     check_optimizer,

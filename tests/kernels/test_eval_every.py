@@ -80,7 +80,8 @@ def test_bad_eval_every_names_the_argument(bad):
 
 
 @pytest.mark.parametrize("batch_mode,shuffle", BATCH_MODES)
-def test_chunks_callbacks_and_checkpoints_do_not_change_the_numbers(batch_mode, shuffle, monkeypatch):
+def test_chunks_callbacks_and_checkpoints_do_not_change_the_numbers(batch_mode, shuffle,
+                                                                 monkeypatch):
     """One epoch per chunk: every Progress reports its evaluated epochs once, in order, and a
     checkpoint off the schedule adds its own row (the rows of the schedule stay the same)."""
     X, y, base = problem()

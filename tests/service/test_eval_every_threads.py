@@ -119,7 +119,7 @@ def test_openapi_documents_both_fields(client):
 
 # ------------------------------------------------------------------- the dashboard's form
 
-def test_the_dashboard_form_stores_both_fields(alice, store):
+def test_the_dashboard_form_stores_both_fields(alice, store):  # noqa: F811
     from .test_dashboard_optimizers import post_form, submitted_spec
 
     page = alice.get("/submit").text
@@ -138,7 +138,7 @@ def test_the_dashboard_form_stores_both_fields(alice, store):
     ({"threads": "x"}, "threads", "must be a whole number"),
     ({"threads": "100000"}, "threads", "at most"),
 ])
-def test_the_dashboard_names_a_bad_value_under_its_field(alice, change, field, message):
+def test_the_dashboard_names_a_bad_value_under_its_field(alice, change, field, message):  # noqa: F811
     from .test_dashboard import errors_of
     from .test_dashboard_optimizers import post_form
 

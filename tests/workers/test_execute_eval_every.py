@@ -8,12 +8,19 @@ import pytest
 from service.store import Run
 from service.store import runs as store_runs
 from tests.eventually import eventually
+from workers.execute import execute_run
 
 from .conftest import store_run
-from .test_execute import (LONG, assert_same_params, direct, epochs_done, errors_of, load,
-                           start_in_thread)
+from .test_execute import (
+    LONG,
+    assert_same_params,
+    direct,
+    epochs_done,
+    errors_of,
+    load,
+    start_in_thread,
+)
 from .test_execute_optimizers import make_sweep
-from workers.execute import execute_run
 
 
 @pytest.mark.parametrize("fields", [
