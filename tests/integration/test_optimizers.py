@@ -34,7 +34,7 @@ def test_adam_cosine_run_stops_on_a_plateau(backend, workers, api):
     with threadpool_limits(WORKER_THREADS):
         want = kernels.train(X, y, **{k: v for k, v in spec.items()
                                       if k not in ("dataset", "validation_split", "name",
-                                                   "tags")})
+                                                   "tags", "threads")})
     assert want.stop_reason == "plateau" and want.best_epoch == run["best_epoch"]
     rows = history(api, run_id)
     assert [r["epoch"] for r in rows] == list(range(run["epochs_done"] + 1))
