@@ -414,8 +414,6 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     now = db_now()
     values.update(status=status, error_message=error_message, finished_at=now,
                   heartbeat_at=now)
-    if "epochs_done" in values:  # what it stored replaces what was reserved
-        values["stored_bytes"] = settled_bytes(params, values["epochs_done"])
     owned = session.execute(
         update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id),
         execution_options=UNSYNCHRONIZED,
@@ -429,6 +427,12 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
         session.execute(Params.__table__.insert(), [
             {"run_id": run_id, "which": which, "dtype": dtype, "data": data}
             for which, (dtype, data) in params.items()])
+    if "epochs_done" in values:  # what it stored replaces what was reserved
+        rows = session.scalar(select(func.count()).select_from(Epoch)
+                              .where(Epoch.run_id == run_id))
+        session.execute(update(Run).where(Run.id == run_id)
+                        .values(stored_bytes=settled_bytes(params, rows)),
+                        execution_options=UNSYNCHRONIZED)
     if before_commit is not None:
         before_commit(session)
     session.commit()

@@ -35,22 +35,32 @@ def param_bytes(layers, dtype: str) -> int:
     return 2 * per_blob
 
 
-def history_bytes(epochs: int) -> int:
-    """Bytes of a run's history: one row per epoch, epoch 0 included."""
-    return (epochs + 1) * HISTORY_ROW_BYTES
+def history_rows(epochs: int, eval_every: int = 1) -> int:
+    """The most history rows a run of ``epochs`` stores: epoch 0, then every ``eval_every``-th
+    epoch and the last one; with ``eval_every`` > 1 also a row at each rung of successive
+    halving (at most one per doubling of the epochs) and one where a cancel stopped it."""
+    if eval_every <= 1:
+        return epochs + 1
+    return min(epochs + 1, epochs // eval_every + 3 + epochs.bit_length())
+
+
+def history_bytes(epochs: int, eval_every: int = 1) -> int:
+    """Bytes of a run's history at most (``history_rows``)."""
+    return history_rows(epochs, eval_every) * HISTORY_ROW_BYTES
 
 
 def run_bytes(spec: dict) -> int:
     """The most a run of ``spec`` stores: its parameters and its history (float64 when the
     spec names no dtype)."""
     return (param_bytes(spec["layers"], spec.get("dtype", "float64"))
-            + history_bytes(spec["epochs"]))
+            + history_bytes(spec["epochs"], spec.get("eval_every", 1)))
 
 
-def settled_bytes(params: Optional[dict], epochs_done: int) -> int:
+def settled_bytes(params: Optional[dict], history_rows_stored: int) -> int:
     """What a run that ended stored: its parameter blobs (``{which: (dtype, bytes)}``) and
-    the history rows of ``epochs_done`` epochs."""
-    return sum(len(data) for _, data in (params or {}).values()) + history_bytes(epochs_done)
+    ``history_rows_stored`` history rows."""
+    return (sum(len(data) for _, data in (params or {}).values())
+            + history_rows_stored * HISTORY_ROW_BYTES)
 
 
 def lock_owner(session: Session, owner: str) -> None:

@@ -238,6 +238,31 @@ def test_a_run_that_ends_settles_its_reservation(client, sessions):
         assert usage.stored_bytes(session, "alice") == expected
 
 
+def test_a_run_evaluated_every_k_epochs_reserves_and_settles_its_rows(client, sessions):
+    """eval_every 100 over 1000 epochs stores rows 0, 100, ..., 1000: the reservation counts
+    those (plus rungs and a cancel's row), not 1001, and the settlement the rows stored."""
+    spec = {**XOR_RUN, "epochs": 1000, "eval_every": 100}
+    run = client.post(f"{API}/runs", json=spec).get_json()
+    assert usage.history_rows(1000, 100) == 10 + 3 + (1000).bit_length() < 1001
+    assert usage.history_rows(5, 100) == 6  # never more than one per epoch
+    with sessions() as session:
+        assert session.get(Run, run["id"]).stored_bytes == reserved(spec) \
+            == usage.param_bytes([2, 4, 1], "float64") + 23 * usage.HISTORY_ROW_BYTES
+        claimed = store_runs.claim_run(session, run["id"], "test-worker")
+        X, y = kernels.load_dataset("xor")
+        result = kernels.train(X, y, layers=[2, 4, 1], epochs=1000, eval_every=100)
+        params = {"initial": ("float64", params_to_npz(result.initial_params)),
+                  "final": ("float64", params_to_npz(result.params))}
+        rows = [{"run_id": run["id"], "epoch": int(e), "error": float(v), "seconds": 0.0}
+                for e, v in zip(result.epochs_evaluated, result.errors)]
+        assert len(rows) == 11
+        store_runs.complete_run(session, run["id"], claimed.attempts, rows,
+                                {"epochs_done": 1000}, "succeeded", params=params)
+    with sessions() as session:
+        expected = sum(len(data) for _, data in params.values()) + 11 * usage.HISTORY_ROW_BYTES
+        assert session.get(Run, run["id"], populate_existing=True).stored_bytes == expected
+
+
 def test_the_openapi_document_lists_the_quota_responses(client):
     spec = client.get(f"{API}/openapi.json").get_json()
     quota = spec["components"]["responses"]["TOO_MANY_REQUESTS_OR_QUOTA"]
