@@ -602,15 +602,17 @@ def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min, consts):
     w0 = poff[l]
     b0 = w0 + n_out * n_in
     if b * n_in * n_out >= blas_min:
-        one, zero = consts[C_ONE], consts[C_ZERO]
-        if b == _U1:  # Z = W @ a (the calls np.dot would make)
-            _gemv(_T, n_in, n_out, one, P, w0, n_in, A, a0, zero, Z, z0)
-        else:  # Z = A @ W.T
-            _gemm(_T, _N, n_out, b, n_in, one, P, w0, n_in, A, a0, n_in, zero, Z, z0, n_out)
+        # Z starts as the biases and BLAS adds the product to it (beta = 1): one pass that
+        # only writes Z instead of BLAS zeroing it and a pass adding the biases.
         for s in range(b):
             r = z0 + s * n_out
             for o in range(n_out):
-                Z[r + o] += P[b0 + o]
+                Z[r + o] = P[b0 + o]
+        one = consts[C_ONE]
+        if b == _U1:  # Z += W @ a
+            _gemv(_T, n_in, n_out, one, P, w0, n_in, A, a0, one, Z, z0)
+        else:  # Z += A @ W.T
+            _gemm(_T, _N, n_out, b, n_in, one, P, w0, n_in, A, a0, n_in, one, Z, z0, n_out)
         return
     for s in range(b):
         ra = a0 + s * n_in
