@@ -28,6 +28,7 @@ import math
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
@@ -68,6 +69,94 @@ H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST = rang
 N_HYPER = 8
 # ctl[I_STATUS] after train_epochs: why the chunk ended.
 RAN, DIVERGED, PLATEAU = 0, 1, 2
+
+
+# ------------------------------------------------------------------------------- BLAS
+
+# numba's own wrappers of SciPy's cython_blas (the functions np.dot calls), declared by
+# name: the compiled code refers to the symbol, not to an address, so it stays cacheable.
+_LL_CHAR = llvm_ir.IntType(8)
+_LL_VOIDP = llvm_ir.IntType(8).as_pointer()
+_LL_INTP = llvm_ir.IntType(64)
+
+
+def _blas_pointer(context, builder, array_type, array, offset, offset_type):
+    """An i8* to array[offset] (a flat array of the dtype), for BLAS."""
+    data = context.make_array(array_type)(context, builder, array).data
+    index = context.cast(builder, offset, offset_type, types.intp)
+    return builder.bitcast(builder.gep(data, [index]), _LL_VOIDP)
+
+
+def _blas_int(context, builder, value, value_type):
+    return context.cast(builder, value, value_type, types.intp)
+
+
+def _blas_kind(dtype):
+    return ord("d") if dtype == types.float64 else ord("s")
+
+
+@intrinsic
+def _gemm(typingctx, ta, tb, m, n, k, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
+    """BLAS xGEMM in its own (column-major) terms on flat arrays from the given offsets:
+    C[c0:] = alpha * op(A[a0:]) @ op(B[b0:]) + beta * C[c0:], op by ``ta``/``tb``
+    (ord("n") or ord("t")). With beta = 0, C is only written. No array views are made."""
+    if not (isinstance(A, types.Array) and A.dtype in (types.float32, types.float64)
+            and A == B == C and alpha == beta == A.dtype):
+        return None
+    sig = types.int32(ta, tb, m, n, k, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc)
+
+    def codegen(context, builder, signature, args):
+        t = signature.args
+        fnty = llvm_ir.FunctionType(llvm_ir.IntType(32), [
+            _LL_CHAR, _LL_CHAR, _LL_CHAR, _LL_INTP, _LL_INTP, _LL_INTP,
+            _LL_VOIDP, _LL_VOIDP, _LL_INTP, _LL_VOIDP, _LL_INTP, _LL_VOIDP, _LL_VOIDP, _LL_INTP])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        alpha_slot = cgutils.alloca_once_value(builder, args[5])
+        beta_slot = cgutils.alloca_once_value(builder, args[12])
+        ints = [_blas_int(context, builder, args[i], t[i]) for i in (2, 3, 4, 8, 11, 15)]
+        return builder.call(fn, (
+            llvm_ir.Constant(_LL_CHAR, _blas_kind(t[6].dtype)),
+            builder.trunc(args[0], _LL_CHAR), builder.trunc(args[1], _LL_CHAR),
+            ints[0], ints[1], ints[2],
+            builder.bitcast(alpha_slot, _LL_VOIDP),
+            _blas_pointer(context, builder, t[6], args[6], args[7], t[7]), ints[3],
+            _blas_pointer(context, builder, t[9], args[9], args[10], t[10]), ints[4],
+            builder.bitcast(beta_slot, _LL_VOIDP),
+            _blas_pointer(context, builder, t[13], args[13], args[14], t[14]), ints[5]))
+
+    return sig, codegen
+
+
+@intrinsic
+def _gemv(typingctx, trans, m, n, alpha, A, a0, lda, x, x0, beta, y, y0):
+    """BLAS xGEMV in its own (column-major) terms, unit strides, on flat arrays from the
+    given offsets: y[y0:] = alpha * op(A[a0:]) @ x[x0:] + beta * y[y0:]."""
+    if not (isinstance(A, types.Array) and A.dtype in (types.float32, types.float64)
+            and A == x == y and alpha == beta == A.dtype):
+        return None
+    sig = types.int32(trans, m, n, alpha, A, a0, lda, x, x0, beta, y, y0)
+
+    def codegen(context, builder, signature, args):
+        t = signature.args
+        fnty = llvm_ir.FunctionType(llvm_ir.IntType(32), [
+            _LL_CHAR, _LL_CHAR, _LL_INTP, _LL_INTP, _LL_VOIDP, _LL_VOIDP, _LL_INTP,
+            _LL_VOIDP, _LL_VOIDP, _LL_VOIDP])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemv")
+        alpha_slot = cgutils.alloca_once_value(builder, args[3])
+        beta_slot = cgutils.alloca_once_value(builder, args[9])
+        ints = [_blas_int(context, builder, args[i], t[i]) for i in (1, 2, 6)]
+        return builder.call(fn, (
+            llvm_ir.Constant(_LL_CHAR, _blas_kind(t[4].dtype)), builder.trunc(args[0], _LL_CHAR),
+            ints[0], ints[1], builder.bitcast(alpha_slot, _LL_VOIDP),
+            _blas_pointer(context, builder, t[4], args[4], args[5], t[5]), ints[2],
+            _blas_pointer(context, builder, t[7], args[7], args[8], t[8]),
+            builder.bitcast(beta_slot, _LL_VOIDP),
+            _blas_pointer(context, builder, t[10], args[10], args[11], t[11])))
+
+    return sig, codegen
+
+
+_N, _T = ord("n"), ord("t")
 
 
 # ------------------------------------------------------------------------ activations
@@ -507,31 +596,24 @@ def _output_delta(net, bufs, b, loss, consts):
 
 
 @njit(**_JIT)
-def _matrix(buf, start, rows, cols):
-    """A (rows, cols) view of buf[start:] for BLAS."""
-    first = np.int64(start)
-    return buf[first:first + np.int64(rows * cols)].reshape((np.int64(rows), np.int64(cols)))
-
-
-@njit(**_JIT)
-def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min):
+def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min, consts):
     """Z[z0:] = A[a0:] @ W[l].T + B[l] for b rows: BLAS for large products, loops for small."""
     n_in = sizes[l]
     n_out = sizes[l + 1]
     w0 = poff[l]
     b0 = w0 + n_out * n_in
     if b * n_in * n_out >= blas_min:
-        W = _matrix(P, w0, n_out, n_in)
-        Ain = _matrix(A, a0, b, n_in)
-        Zout = _matrix(Z, z0, b, n_out)
-        if b == _U1:
-            np.dot(W, Ain[0], Zout[0])
-        else:
-            np.dot(Ain, W.T, Zout)
+        # Z starts as the biases and BLAS adds the product to it (beta = 1): one pass that
+        # only writes Z instead of BLAS zeroing it and a pass adding the biases.
         for s in range(b):
             r = z0 + s * n_out
             for o in range(n_out):
-                Z[r + o] += P[b0 + o]
+                Z[r + o] = P[b0 + o]
+        one = consts[C_ONE]
+        if b == _U1:  # Z += W @ a
+            _gemv(_T, n_in, n_out, one, P, w0, n_in, A, a0, one, Z, z0)
+        else:  # Z += A @ W.T
+            _gemm(_T, _N, n_out, b, n_in, one, P, w0, n_in, A, a0, n_in, one, Z, z0, n_out)
         return
     for s in range(b):
         ra = a0 + s * n_in
@@ -545,27 +627,30 @@ def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min):
 
 
 @njit(**_JIT)
-def _forward_logits(P, net, bufs, b, consts, blas_min):
-    """Forward pass of the b rows already in layer 0 of abuf up to the output layer's
-    pre-activations (in zout), leaving every hidden layer's output in abuf."""
+def _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0):
+    """Forward pass of the b input rows at inp[i0:] (layer 0 of abuf, or the data itself)
+    up to the output layer's pre-activations (in zout), leaving every hidden layer's output
+    in abuf."""
     sizes, poff, aoff, acts = net
     abuf, zout = bufs[0], bufs[1]
     L = sizes.shape[0] - 1
     for l in range(L - 1):
-        _dense_forward(P, sizes, poff, l, abuf, aoff[l], abuf, aoff[l + 1], b, blas_min)
+        src, s0 = (inp, i0) if l == 0 else (abuf, aoff[l])
+        _dense_forward(P, sizes, poff, l, src, s0, abuf, aoff[l + 1], b, blas_min, consts)
         _activate(abuf, aoff[l + 1], b * sizes[l + 1], sizes[l + 1], acts[l], consts)
-    _dense_forward(P, sizes, poff, L - 1, abuf, aoff[L - 1], zout, _U0, b, blas_min)
+    src, s0 = (inp, i0) if L == 1 else (abuf, aoff[L - 1])
+    _dense_forward(P, sizes, poff, L - 1, src, s0, zout, _U0, b, blas_min, consts)
 
 
 @njit(**_JIT)
-def _forward(P, net, bufs, b, consts, blas_min):
-    """Forward pass of the b rows already in layer 0 of abuf; leaves every layer's output in
-    abuf and the output layer's pre-activations in zout."""
+def _forward(P, net, bufs, b, consts, blas_min, inp, i0):
+    """Forward pass of the b input rows at inp[i0:] (see _forward_logits); leaves every
+    layer's output in abuf and the output layer's pre-activations in zout."""
     sizes, poff, aoff, acts = net
     abuf, zout = bufs[0], bufs[1]
     L = sizes.shape[0] - 1
     M = sizes[L]
-    _forward_logits(P, net, bufs, b, consts, blas_min)
+    _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0)
     a0 = aoff[L]
     for k in range(b * M):
         abuf[a0 + k] = zout[k]
@@ -599,17 +684,20 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
     b0 = w0 + n_out * n_in
     n = _U(P.shape[0])
     if b > _U1 and b * n_in * n_out >= blas_min:
-        Dv = _matrix(D, _U0, b, n_out)
-        if need_dA:
-            np.dot(Dv, _matrix(P, w0, n_out, n_in), _matrix(dA, _U0, b, n_in))
-        np.dot(Dv.T, _matrix(abuf, a0, b, n_in), _matrix(G, w0, n_out, n_in))
+        one, zero = consts[C_ONE], consts[C_ZERO]
+        if need_dA:  # dA = D @ W, with the weights before the update
+            _gemm(_N, _N, n_in, b, n_out, one, P, w0, n_in, D, _U0, n_out, zero, dA, _U0, n_in)
+        if apply == APPLY_SGD:  # W += (-lr) * D.T @ A inside BLAS: no gradient pass
+            _gemm(_N, _T, n_in, n_out, b, -lr, abuf, a0, n_in, D, _U0, n_out, one, P, w0, n_in)
+        else:  # G = D.T @ A
+            _gemm(_N, _T, n_in, n_out, b, one, abuf, a0, n_in, D, _U0, n_out, zero, G, w0, n_in)
         for o in range(n_out):
             G[b0 + o] = D[o]
         for s in range(_U1, b):  # row by row, so the column sums read memory in order
             for o in range(n_out):
                 G[b0 + o] += D[s * n_out + o]
         if apply == APPLY_SGD:
-            for k in range(w0, b0 + n_out):
+            for k in range(b0, b0 + n_out):
                 P[k] -= lr * G[k]
         elif apply == APPLY_STEP:
             _step_range(P, G, S, n, w0, b0, code, decay, consts)
@@ -661,7 +749,7 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
 
 
 @njit(**_JIT)
-def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay):
+def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0):
     """Backpropagate the output delta in delta1 through every layer, filling the gradient
     buffer and updating P as ``apply`` says (see _layer_backward)."""
     sizes, poff, aoff, acts = net
@@ -670,7 +758,8 @@ def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay):
     lr = consts[C_LR]
     for l in range(L - 1, -1, -1):
         need_dA = l > 0
-        _layer_backward(P, G, sizes, poff, l, abuf, aoff[l], D, dA, need_dA, lr, apply, b,
+        src, s0 = (inp, i0) if l == 0 else (abuf, aoff[l])
+        _layer_backward(P, G, sizes, poff, l, src, s0, D, dA, need_dA, lr, apply, b,
                         blas_min, S, code, decay, consts)
         if need_dA:
             _times_derivative(dA, abuf, aoff[l], b * sizes[l], acts[l - 1], consts)
@@ -827,16 +916,28 @@ def _shuffle_order(order, seed, epoch):
 
 @njit(**_JIT)
 def _load_rows(X, Y, order, start, b, bufs, in_order):
-    """Copy the batch's input rows into layer 0 of abuf and its targets into ybuf."""
+    """Copy the batch's targets into ybuf and, unless the batch is rows start.. in order
+    (which the passes read where they are, see _batch_input), its input rows into layer 0
+    of abuf."""
     abuf, ybuf = bufs[0], bufs[2]
     n_in = _U(X.shape[1])
     M = _U(Y.shape[1])
     for s in range(b):
         r = start + np.int64(s) if in_order else order[start + np.int64(s)]
-        for j in range(n_in):
-            abuf[s * n_in + j] = X[r, np.int64(j)]
+        if not in_order:
+            for j in range(n_in):
+                abuf[s * n_in + j] = X[r, np.int64(j)]
         for j in range(M):
             ybuf[s * M + j] = Y[r, np.int64(j)]
+
+
+@njit(**_JIT)
+def _batch_input(flat_X, n_in, start, bufs, in_order):
+    """(array, offset) of a batch's first input row: the data itself (flat_X, X's rows
+    flattened) for rows start.. in order, else layer 0 of abuf where _load_rows put them."""
+    if in_order:
+        return flat_X, _U(start) * n_in
+    return bufs[0], _U0
 
 
 @njit(**_JIT)
@@ -853,13 +954,16 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
     correct = 0
     order = np.empty(0, np.int64)
     logits_only = _logits_suffice(net, loss, acc_mode)
+    flat_X = X.reshape(X.size)
+    n_in = _U(X.shape[1])
     for start in range(0, n, rows):
         b = _U(min(rows, n - start))
         _load_rows(X, Y, order, start, b, bufs, True)
+        inp, i0 = _batch_input(flat_X, n_in, start, bufs, True)
         if logits_only:
-            _forward_logits(P, net, bufs, b, consts, blas_min)
+            _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0)
         else:
-            _forward(P, net, bufs, b, consts, blas_min)
+            _forward(P, net, bufs, b, consts, blas_min, inp, i0)
         t, c = _batch_metrics(net, bufs, b, labels, start, loss, acc_mode)
         total += t
         correct += c
@@ -902,6 +1006,8 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     every = ctl[I_EVERY]
     last = errors.shape[0] - 1
     in_place = pending  # full batches in order: the rows stay loaded from step to step
+    flat_X = X.reshape(X.size)
+    n_in = _U(X.shape[1])
     ctl[I_STATUS] = RAN
     for e in range(n_epochs):
         epoch = first_epoch + e
@@ -916,7 +1022,8 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
             if not (reuse and in_place):  # a previous step left the rows in place
                 _load_rows(X, Y, order, start, b, bufs, not shuffle)
                 in_place = reuse
-            _forward(P, net, bufs, b, consts, blas_min)
+            inp, i0 = _batch_input(flat_X, n_in, start, bufs, not shuffle)
+            _forward(P, net, bufs, b, consts, blas_min, inp, i0)
             if pending:
                 t, c = _batch_metrics(net, bufs, b, labels, 0, loss, acc_mode)
                 E = _mean_error(t, n, M, loss)
@@ -932,14 +1039,15 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
                     return e
             _output_delta(net, bufs, b, loss, consts)
             if not general:
-                _backward(P, net, bufs, b, consts, APPLY_SGD, blas_min, S, code, decay)
+                _backward(P, net, bufs, b, consts, APPLY_SGD, blas_min, S, code, decay, inp, i0)
                 continue
             _begin_step(ctl, hyper, lr, consts)
             if clip > 0.0:  # the norm needs every gradient of the batch first
-                _backward(P, net, bufs, b, consts, STORE, blas_min, S, code, decay)
+                _backward(P, net, bufs, b, consts, STORE, blas_min, S, code, decay, inp, i0)
                 _clipped_step(P, G, S, net, code, decay, clip, consts)
             else:  # each weight row steps as soon as its gradients are known
-                _backward(P, net, bufs, b, consts, APPLY_STEP, blas_min, S, code, decay)
+                _backward(P, net, bufs, b, consts, APPLY_STEP, blas_min, S, code, decay, inp,
+                          i0)
         if not evaluated:
             continue
         if Xv.shape[0] > 0:
@@ -978,10 +1086,12 @@ def gradients(X, Y, P, net, loss, consts, bufs, blas_min):
     n = _U(X.shape[0])
     order = np.empty(0, np.int64)
     _load_rows(X, Y, order, 0, n, bufs, True)
-    _forward(P, net, bufs, n, consts, blas_min)
+    flat_X = X.reshape(X.size)
+    _forward(P, net, bufs, n, consts, blas_min, flat_X, _U0)
     t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), 0, loss, ACC_NONE)
     _output_delta(net, bufs, n, loss, consts)
-    _backward(P, net, bufs, n, consts, STORE, blas_min, np.empty(0, P.dtype), OPT_SGD, False)
+    _backward(P, net, bufs, n, consts, STORE, blas_min, np.empty(0, P.dtype), OPT_SGD, False,
+              flat_X, _U0)
     return _mean_error(t, X.shape[0], Y.shape[1], loss)
 
 
@@ -992,14 +1102,12 @@ def predict(X, P, net, consts, bufs, rows, out, blas_min):
     abuf = bufs[0]
     n = X.shape[0]
     n_in = _U(X.shape[1])
+    flat_X = X.reshape(X.size)
     M = _U(out.shape[1])
     a0 = aoff[sizes.shape[0] - 1]
     for start in range(0, n, rows):
         b = _U(min(rows, n - start))
-        for s in range(b):
-            for j in range(n_in):
-                abuf[s * n_in + j] = X[start + np.int64(s), np.int64(j)]
-        _forward(P, net, bufs, b, consts, blas_min)
+        _forward(P, net, bufs, b, consts, blas_min, flat_X, _U(start) * n_in)
         for s in range(b):
             for j in range(M):
                 out[start + np.int64(s), np.int64(j)] = abuf[a0 + s * M + j]
