@@ -25,6 +25,8 @@ from ._jitcache import cache_folder, cache_path
 # Seconds a cold compile of the float64 training kernels is expected to take when this
 # machine never measured one (two busy cores: about 30 s).
 DEFAULT_COMPILE_SECONDS = 30.0
+# A "compiling" status older than this is not believed.
+STALE_SECONDS = 1800.0
 
 
 def _status_dir() -> Path:
@@ -87,6 +89,8 @@ def compiling() -> Optional[dict]:
         if status.get("state") != "compiling":
             continue
         elapsed = max(0.0, time.time() - float(status["started"]))
+        if elapsed > STALE_SECONDS:  # a process that died mid-compile, its pid reused
+            continue
         if found is None or elapsed > found["elapsed_seconds"]:
             found = {"elapsed_seconds": round(elapsed, 1),
                      "expected_seconds": status.get("expected_seconds")}
