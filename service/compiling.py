@@ -27,6 +27,12 @@ def compiling_note(status: Optional[dict]) -> Optional[str]:
         return "compiling the training kernels, first start only"
     if elapsed < expected:
         return (f"compiling the training kernels, first start only, "
-                f"~{max(1, round(expected - elapsed))} s left")
+                f"~{seconds_left(status)} s")
     return (f"compiling the training kernels, first start only (longer than the "
             f"~{round(expected)} s it took last time)")
+
+
+def seconds_left(status: dict) -> int:
+    """Whole seconds the compile of a ``kernels_status()`` should still take (at least 1)."""
+    expected = status.get("expected_seconds") or 0.0
+    return max(1, round(expected - (status.get("elapsed_seconds") or 0.0)))

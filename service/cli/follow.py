@@ -8,7 +8,7 @@ from typing import Callable
 
 from service.cli.client import FINAL_STATES, ApiError, ApiUnreachable, Client
 from service.cli.output import fmt_number, styled_status
-from service.compiling import compiling_note
+from service.compiling import compiling_note, seconds_left
 
 SWEEP_FINAL = ("succeeded", "failed", "cancelled")
 # How long the API may stay unreachable (a restart, say) before following gives up.
@@ -47,8 +47,8 @@ class KernelsWatch:
     def __init__(self, client: Client):
         self.client, self.asked, self.last, self.broken = client, None, None, False
 
-    def note(self):
-        """The sentence to show (service.compiling.compiling_note), or None."""
+    def poll(self):
+        """Health's ``kernels`` now (asked again after EVERY seconds), or None."""
         now = time.monotonic()
         if not self.broken and (self.asked is None or now - self.asked >= self.EVERY):
             self.asked = now
@@ -58,7 +58,7 @@ class KernelsWatch:
                 self.last = None
             except ApiError:  # e.g. an API that limits health: show nothing about it
                 self.broken, self.last = True, None
-        return compiling_note(self.last)
+        return self.last
 
 
 def follow_run(client: Client, run: dict, out, poll: float = 0.2,
@@ -78,11 +78,17 @@ def follow_run(client: Client, run: dict, out, poll: float = 0.2,
 
         compiling = KernelsWatch(client)
 
+        told = []
+
         def show(current: dict) -> None:
             status = styled_status(current["status"])
-            note = compiling.note() if current["status"] == "queued" else None
-            if note:
-                status += f" [dim]({note})[/]"
+            kernels = compiling.poll() if current["status"] == "queued" else None
+            if kernels and not told:  # the whole sentence once, above the bar
+                told.append(True)
+                progress.console.print(f"[dim]The worker is {compiling_note(kernels)}.[/]")
+            if kernels:  # short, for the bar's line of a narrow terminal
+                status += (f" [dim](compiling kernels, ~{seconds_left(kernels)} s)[/]"
+                           if kernels.get("expected_seconds") else " [dim](compiling kernels)[/]")
             elif current["status"] == "queued" and time.monotonic() - started > 3:
                 status += " [dim](waiting for a worker)[/]"
             done = current.get("epochs_done") or 0

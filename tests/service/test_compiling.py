@@ -60,7 +60,7 @@ def test_the_sentence():
     assert compiling_note(None) is None
     assert compiling_note({"compiling": True, "elapsed_seconds": 10.2,
                            "expected_seconds": 30.0}) == (
-        "compiling the training kernels, first start only, ~20 s left")
+        "compiling the training kernels, first start only, ~20 s")
     assert compiling_note({"compiling": True, "elapsed_seconds": 31.0,
                            "expected_seconds": 30.0}) == (
         "compiling the training kernels, first start only (longer than the ~30 s it took "
