@@ -12,14 +12,19 @@ WORKERS ?= 2
 
 .PHONY: up demo test bench chromium
 
+# The pip that comes with Python 3.11+ installs this project (editable, PEP 660); no upgrade,
+# which would ask the package index first.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
-# The service alone (make up, make demo): no test tools, no torch.
+# The service alone (make up, make demo): no test tools, no torch. pip's output goes to
+# $(VENV)/install.log and is shown only if it fails; --no-compile leaves the byte-compiling
+# to the first import of each module (most installed modules are never imported).
 $(VENV)/.installed-service: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
-	touch $@
+	@echo "Installing Descent and its dependencies into $(VENV) (first time only)..."
+	@$(BIN)/python -m pip install -q --no-compile -e . >$(VENV)/install.log 2>&1 \
+	  || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -27,10 +27,12 @@ import math
 
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
+
+from ._jitcache import njit  # numba's, with cache=True in a per-user, content-keyed folder
 
 # numba's np.dot calls SciPy's BLAS (its own OpenBLAS, not NumPy's), which numba would load
 # at the first compile or cache load; loaded now, thread limits set after importing kernels

@@ -302,15 +302,19 @@ def test_kernels_import_nothing_of_service_or_workers():
 
 def test_engine_kernels_are_cached_and_never_fastmath_or_parallel():
     import numba.core.registry
+    from numba.core.caching import FunctionCache
 
     import kernels._engine as engine
+    from kernels._jitcache import KernelCache
 
     dispatchers = [obj for obj in vars(engine).values()
                    if isinstance(obj, numba.core.registry.CPUDispatcher)]
     assert len(dispatchers) > 10
     for dispatcher in dispatchers:
         options = dispatcher.targetoptions
-        assert type(dispatcher._cache).__name__ == "FunctionCache", dispatcher.__name__
+        # numba's on-disk cache, in the per-user folder keyed by the source (_jitcache).
+        assert isinstance(dispatcher._cache, FunctionCache), dispatcher.__name__
+        assert type(dispatcher._cache) is KernelCache, dispatcher.__name__
         assert not options.get("fastmath"), dispatcher.__name__
         assert not options.get("parallel"), dispatcher.__name__
 

@@ -33,13 +33,19 @@ def limit_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
+_warm_rest = None
+
+
 @worker_init.connect
 def _warm_up(**_):
-    """In the main process, before the pool forks: compile (or load from numba's cache)
-    every kernel, so each forked child starts with them ready, then cap threads."""
-    from workers.warmup import warm_kernels
+    """In the main process, before the pool forks: compile (or load from the kernel cache)
+    the float64 training kernels, so each forked child starts with them ready, and start
+    compiling the rest in the background (workers.warmup); then cap threads."""
+    global _warm_rest
+    from workers.warmup import start_warm_rest, warm_first
 
-    warm_kernels()
+    warm_first()
+    _warm_rest = start_warm_rest()
     limit_threads(settings.worker_threads)  # after the warm-up, which loads every BLAS
 
 
@@ -72,3 +78,5 @@ def _start_reaper(**_):
 def _stop_reaper(**_):
     if _reaper_stop is not None:
         _reaper_stop.set()
+    if _warm_rest is not None and _warm_rest.poll() is None:
+        _warm_rest.terminate()

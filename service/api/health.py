@@ -10,12 +10,22 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
+from service.compiling import kernels_status
 from service.queue.status import BrokerStatus
 from service.web.context import current_user, db
 
 from .parser import Blueprint
 
 blp = Blueprint("health", __name__, url_prefix="/api/v1/health", description="Health")
+
+
+class KernelsSchema(Schema):
+    compiling = fields.Boolean(metadata={"description": "always true (the object is null "
+                                                        "otherwise)"})
+    elapsed_seconds = fields.Float(metadata={"description": "since the compile started"})
+    expected_seconds = fields.Float(allow_none=True,
+                                    metadata={"description": "how long the last compile on "
+                                                             "this machine took"})
 
 
 class HealthSchema(Schema):
@@ -32,6 +42,11 @@ class HealthSchema(Schema):
                           metadata={"description": "their names, only for a caller sending a "
                                                    "live token; null where the broker cannot "
                                                    "broadcast (embedded)"})
+    kernels = fields.Nested(KernelsSchema, allow_none=True,
+                            metadata={"description": "while a worker on the API's host "
+                                                     "compiles the training kernels (its "
+                                                     "first start on this machine; queued "
+                                                     "runs wait for it), else null"})
 
 
 def broker_status() -> BrokerStatus:
@@ -59,7 +74,8 @@ class Health(MethodView):
         workers = probe.workers if broker else []
         healthy = database and broker and (workers is None or bool(workers))
         body = {"status": "ok" if healthy else "degraded", "api": True, "database": database,
-                "broker": broker, "worker_count": None if workers is None else len(workers)}
+                "broker": broker, "worker_count": None if workers is None else len(workers),
+                "kernels": kernels_status()}
         if current_user() is not None:
             body["workers"] = workers
         return body, (200 if database and broker else 503)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from service.cli.client import FINAL_STATES, ApiUnreachable, Client
+from service.cli.client import FINAL_STATES, ApiError, ApiUnreachable, Client
 from service.cli.output import fmt_number, styled_status
+from service.compiling import compiling_note, seconds_left
 
 SWEEP_FINAL = ("succeeded", "failed", "cancelled")
 # How long the API may stay unreachable (a restart, say) before following gives up.
@@ -37,6 +38,29 @@ def poll_until(fetch: Callable[[], dict], current: dict, show: Callable[[dict], 
                 raise
 
 
+class KernelsWatch:
+    """Whether the workers are compiling the training kernels, from GET /health's
+    ``kernels``, asked at most once a second (never again if the API refuses to answer)."""
+
+    EVERY = 1.0
+
+    def __init__(self, client: Client):
+        self.client, self.asked, self.last, self.broken = client, None, None, False
+
+    def poll(self):
+        """Health's ``kernels`` now (asked again after EVERY seconds), or None."""
+        now = time.monotonic()
+        if not self.broken and (self.asked is None or now - self.asked >= self.EVERY):
+            self.asked = now
+            try:
+                self.last = self.client.health().get("kernels")
+            except ApiUnreachable:
+                self.last = None
+            except ApiError:  # e.g. an API that limits health: show nothing about it
+                self.broken, self.last = True, None
+        return self.last
+
+
 def follow_run(client: Client, run: dict, out, poll: float = 0.2,
                timeout: float | None = None) -> dict:
     """Poll a run (about 5 times a second) with a progress bar until it ends, or for at most
@@ -52,11 +76,21 @@ def follow_run(client: Client, run: dict, out, poll: float = 0.2,
         task = progress.add_task("train", total=max(run.get("epochs") or 0, 1), completed=0,
                                  run_id=run["id"], status=styled_status(run["status"]), error="-")
 
+        compiling = KernelsWatch(client)
+
+        told = []
+
         def show(current: dict) -> None:
             status = styled_status(current["status"])
-            if current["status"] == "queued" and time.monotonic() - started > 3:
-                status += " [dim](waiting for a worker; a worker's first start compiles the " \
-                          "kernels)[/]"
+            kernels = compiling.poll() if current["status"] == "queued" else None
+            if kernels and not told:  # the whole sentence once, above the bar
+                told.append(True)
+                progress.console.print(f"[dim]The worker is {compiling_note(kernels)}.[/]")
+            if kernels:  # short, for the bar's line of a narrow terminal
+                status += (f" [dim](compiling kernels, ~{seconds_left(kernels)} s)[/]"
+                           if kernels.get("expected_seconds") else " [dim](compiling kernels)[/]")
+            elif current["status"] == "queued" and time.monotonic() - started > 3:
+                status += " [dim](waiting for a worker)[/]"
             done = current.get("epochs_done") or 0
             if current["status"] == "succeeded" and not current.get("epochs"):
                 done = 1  # a full bar for a run of no epochs

@@ -68,14 +68,22 @@ def up(settings, host, port, workers, threads, grace, loglevel, specs):
         hint = " (another `descent up`? choose another --port)" if "in use" in problem else ""
         fail(f"cannot listen on {host}:{port}: {problem}{hint}")
     try:
+        # The children's start (imports, the kernels' warm-up: seconds) overlaps the
+        # migrations where it safely can: the API touches the database only when asked,
+        # which is after them; a worker takes runs, so it starts early only on a database
+        # that does not exist yet (no runs, no old schema).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        worker_argv = celery_worker_argv(workers, loglevel, quiet=True)
+        worker_first = new_sqlite_file(settings.database_url)
+        supervisor.spawn("API", api_argv(host, port, threads, loglevel), env)
+        if worker_first:
+            worker_process = supervisor.spawn("worker", worker_argv, env)
         revision = apply_migrations(settings.database_url)
         token_path = Path(settings.token_file)
         local_token, token_created = ensure_local_token(settings.database_url, token_path)
         client = Client(base_url, timeout=5, token=local_token)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        supervisor.spawn("API", api_argv(host, port, threads, loglevel), env)
-        worker_process = supervisor.spawn(
-            "worker", celery_worker_argv(workers, loglevel, quiet=True), env)
+        if not worker_first:
+            worker_process = supervisor.spawn("worker", worker_argv, env)
         supervisor.interruptible = True
         if supervisor.signals:
             raise StopRequested()
@@ -105,6 +113,16 @@ def up(settings, host, port, workers, threads, grace, loglevel, specs):
     if code == 0:
         out.print("Descent stopped.")
     sys.exit(code)
+
+
+def new_sqlite_file(database_url: str) -> bool:
+    """Whether the database is a SQLite file that does not exist yet."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    path = url.database or ""
+    return (url.get_backend_name() == "sqlite" and path not in ("", ":memory:")
+            and not path.startswith("file:") and not Path(path).exists())
 
 
 def local_url(host: str, port: int) -> str:

@@ -7,6 +7,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 
 from service import trainingview
+from service.compiling import compiling_note, kernels_status
 from service.errors import Conflict, DomainError, Invalid, NotFound, field_messages
 from service.recent import Recent
 from service.runquery import RunListArgsSchema, wrap_cursor
@@ -109,7 +110,7 @@ def run(run_id):
                                         run.stop_reason, run.best_epoch) if final else []
     return render_template(
         "run.html", run=run, final=final, params=_params_available(run_id),
-        spec_json=pretty_json(run.spec),
+        spec_json=pretty_json(run.spec), waiting=waiting_note(run.status),
         training=_facts(trainingview.training_rows(run.spec)), outcome=_facts(outcome),
         # best_epoch is the best error's epoch unless a plateau rule chose it (its metric,
         # its min_delta): then it is shown as the outcome's best epoch
@@ -179,7 +180,13 @@ def run_history(run_id):
             "epochs": run.epochs, "epochs_done": run.epochs_done,
             "final_error": run.final_error, "best_error": run.best_error,
             "best_epoch": run.best_epoch, "final_accuracy": run.final_accuracy,
+            "waiting": waiting_note(run.status),
             "history": queries.curve(run_id, RUN_CURVE_POINTS)}
+
+
+def waiting_note(status: str):
+    """Why a queued run has not started, when the workers are compiling the kernels."""
+    return compiling_note(kernels_status()) if status == "queued" else None
 
 
 @bp.route("/ui/runs/<int:run_id>/history.csv")

@@ -24,6 +24,18 @@ KERNEL_FIELDS = ("layers", "activation", "output_activation", "loss", "learning_
                  "batch_mode", "batch_size", "epochs", "seed", "shuffle", "init", "dtype")
 
 
+@pytest.fixture(autouse=True)
+def kernel_status_of_its_own(tmp_path, monkeypatch):
+    """In this process, each test reads and writes the workers' compile status
+    (kernels.compilestate) in an empty folder of its own: the session's warm-up
+    (tests/conftest.py) may be compiling the kernels meanwhile, which health and the
+    dashboard would otherwise report. The kernels stay cached where they are, and
+    processes the test starts use the real status folder."""
+    from kernels import compilestate
+
+    monkeypatch.setattr(compilestate, "_status_dir", lambda: tmp_path / "compile-status")
+
+
 @pytest.fixture
 def queue_dir(embedded_broker_url) -> Path:
     """Where the embedded (filesystem) broker of the ``app`` fixture writes task messages."""

@@ -299,7 +299,7 @@ def test_a_run_page_its_curve_downloads_and_network(alice, client, store):
     assert alice.get(f"/ui/runs/{run_id}/history.json").json == {
         "id": run_id, "status": "queued", "final": False, "epochs": 5, "epochs_done": 0,
         "final_error": None, "best_error": None, "best_epoch": None, "final_accuracy": None,
-        "history": []}
+        "waiting": None, "history": []}
     assert alice.get(f"/ui/runs/{run_id}/params-final.npz").status_code == 404
 
     finish(store, run_id)

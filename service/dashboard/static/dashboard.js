@@ -122,7 +122,8 @@
       setData(chart, sets);
       if (note && !data.final) {
         note.textContent = sets[0].data.length ? "Updates live while the run trains."
-          : "Waiting for the first epoch (the run is " + data.status + ").";
+          : "Waiting for the first epoch (the run is " + data.status +
+            (data.waiting ? ": " + data.waiting : "") + ").";
       }
       if (done) { done.textContent = data.epochs_done; }
       showStatus(document.querySelector("#run-status .status"), data.status);

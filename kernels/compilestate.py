@@ -1,0 +1,120 @@
+"""Whether the training kernels are being compiled on this host: a small status file per
+warming process beside the kernel cache (``_jitcache.cache_path("status")``), which the API
+reads to tell a waiting user why a queued run has not started.
+
+A process that warms the kernels ``publish``es "compiling" (or "loading", from the cache)
+with how long a compile took last time on this machine, then "ready"; ``compiling()``
+returns the live ones of this host that still compile. Files of processes that no longer
+exist are removed on reading. Everything here is best effort: a status that cannot be written
+or read is simply not shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import _engine
+from ._jitcache import cache_folder, cache_path
+
+# Seconds a cold compile of the float64 training kernels is expected to take when this
+# machine never measured one (two busy cores: about 30 s).
+DEFAULT_COMPILE_SECONDS = 30.0
+# A "compiling" status older than this is not believed.
+STALE_SECONDS = 1800.0
+
+
+def _status_dir() -> Path:
+    return cache_path("status")
+
+
+def _last_compile_file() -> Path:
+    return cache_path("compile-seconds.json")
+
+
+def training_kernels_cached() -> bool:
+    """Whether the disk cache already holds compiled training kernels of this engine (then a
+    warm-up loads them in about a second instead of compiling them)."""
+    try:
+        return any(cache_folder(_engine.__file__).glob("*train_epochs*.nbi"))
+    except OSError:
+        return False
+
+
+def expected_compile_seconds() -> float:
+    """How long the last cold compile of the training kernels took here, or the default."""
+    try:
+        with open(_last_compile_file()) as f:
+            return float(json.load(f)["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_COMPILE_SECONDS
+
+
+def record_compile_seconds(seconds: float) -> None:
+    """Remember a cold compile's duration as the next expectation."""
+    _write_json(_last_compile_file(), {"seconds": round(seconds, 1)})
+
+
+def publish(state: str, expected_seconds: Optional[float] = None) -> None:
+    """Say what this process is doing with the kernels: "compiling", "loading" or "ready"."""
+    _write_json(_status_dir() / f"{socket.gethostname()}-{os.getpid()}.json",
+                {"state": state, "pid": os.getpid(), "started": time.time(),
+                 "expected_seconds": expected_seconds})
+
+
+def compiling() -> Optional[dict]:
+    """{"elapsed_seconds", "expected_seconds"} of the longest-running compile of this host's
+    live processes, or None when none is compiling."""
+    prefix = socket.gethostname() + "-"
+    found = None
+    try:
+        paths = [p for p in _status_dir().glob("*.json") if p.name.startswith(prefix)]
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            with open(path) as f:
+                status = json.load(f)
+            pid = int(status["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        if status.get("state") != "compiling":
+            continue
+        elapsed = max(0.0, time.time() - float(status["started"]))
+        if elapsed > STALE_SECONDS:  # a process that died mid-compile, its pid reused
+            continue
+        if found is None or elapsed > found["elapsed_seconds"]:
+            found = {"elapsed_seconds": round(elapsed, 1),
+                     "expected_seconds": status.get("expected_seconds")}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _write_json(path: Path, body: dict) -> None:
+    """Write ``body`` to ``path`` atomically; silently nothing when the folder is not
+    writable."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(body, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
