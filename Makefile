@@ -9,20 +9,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 WORKERS ?= 2
+# uv installs the service's packages in a few seconds where pip takes about twenty: the one on
+# PATH, or one installed once per user (by pip, from PyPI) into this folder, which every
+# clone then shares. Where neither works, pip does everything, as before.
+UV_TOOLS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/descent/tools
+UV := $(or $(shell command -v uv 2>/dev/null),$(UV_TOOLS)/bin/uv)
 
 .PHONY: up demo test bench chromium
 
-# The pip that comes with Python 3.11+ installs this project (editable, PEP 660); no upgrade,
-# which would ask the package index first.
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+$(UV_TOOLS)/bin/uv:
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --target $(UV_TOOLS) 'uv>=0.5' \
+	  >/dev/null 2>&1 || echo "note: could not install uv (pip will install instead)"
 
-# The service alone (make up, make demo): no test tools, no torch. pip's output goes to
-# $(VENV)/install.log and is shown only if it fails; --no-compile leaves the byte-compiling
-# to the first import of each module (most installed modules are never imported).
+# The virtualenv: made by uv when it runs (with pip in it, for the test and bench extras,
+# which pip installs: it takes the CPU build of torch from this machine's disk), else by venv.
+$(BIN)/python: | $(UV)
+	@{ test -x $(UV) && $(UV) venv -q --seed --python $(PYTHON) $(VENV) 2>/dev/null; } \
+	  || $(PYTHON) -m venv $(VENV)
+
+# The service alone (make up, make demo): no test tools, no torch, installed by uv (pip where
+# uv is missing or fails). Output goes to $(VENV)/install.log and is shown only on failure;
+# nothing is byte-compiled ahead (most installed modules are never imported).
 $(VENV)/.installed-service: pyproject.toml | $(BIN)/python
 	@echo "Installing Descent and its dependencies into $(VENV) (first time only)..."
-	@$(BIN)/python -m pip install -q --no-compile -e . >$(VENV)/install.log 2>&1 \
+	@{ test -x $(UV) && $(UV) pip install -q --python $(BIN)/python -e . \
+	     >$(VENV)/install.log 2>&1; } \
+	  || $(BIN)/python -m pip install -q --no-compile -e . >>$(VENV)/install.log 2>&1 \
 	  || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 

@@ -147,6 +147,11 @@ BEST_PEER_TARGET = 1.0
 GFLOP_TARGET_PCT = {("c", "256"): 70.0, ("c", "full"): 70.0}
 # --eval-every epochs: the cells of net c that also run with eval_every = epochs.
 MATCHED_BATCHES = ("256", "full")
+# ... and the fewest epochs they time. The contract's error before training and after the
+# last epoch are a fixed cost of a run (at full batch the first is the first step's forward
+# pass, reused; the last is one extra forward pass): over one epoch they are half of
+# Descent's work at batch 256, over ten about 5%, over a real run of hundreds next to nothing.
+MATCHED_MIN_EPOCHS = 10
 
 
 def cell_id(net, batch, dt):
@@ -496,13 +501,16 @@ def sklearn_train(sk, *, layers, act, loss, lr, batch, epochs, X, labels, opt=No
 # FLOPs and the NumPy matmul peak
 # --------------------------------------------------------------------------------------------
 
-def train_flops(layers, n, epochs):
+def train_flops(layers, n, epochs, full_batch=False):
     """2*MACs forward + 4*MACs backward minus the first layer's input gradient, per sample
-    and epoch, plus a whole-set forward for each of the epochs+1 recorded errors."""
+    and epoch, plus a whole-set forward for each of the epochs+1 recorded errors. At full
+    batch (in order) Descent's error of each epoch but the last is the next step's forward
+    pass, so only the last one costs a forward pass of its own."""
     macs = [a * b for a, b in zip(layers[:-1], layers[1:])]
     M = sum(macs)
     per_sample_step = 2 * M + 4 * M - 2 * macs[0]
-    return epochs * n * per_sample_step + (epochs + 1) * n * 2 * M
+    evaluations = 1 if full_batch else epochs + 1
+    return epochs * n * per_sample_step + evaluations * n * 2 * M
 
 
 def matmul_peak(threads, dts, quick):
@@ -649,7 +657,10 @@ def run_cell(cell, ctx):
                             epochs=epochs, seed=0, shuffle=False, init="uniform",
                             dtype=DTYPE_NAME[dt], **every, **opt)
 
-    # Descent: warm-up (absorbs numba compilation), then pick the epochs for ~target seconds.
+    matched = ctx["eval_every"] == "epochs" and net == "c" and batch in MATCHED_BATCHES
+
+    # Descent: warm-up (absorbs numba compilation), then pick the epochs for ~target seconds
+    # (at least MATCHED_MIN_EPOCHS in the matched cells of a full run).
     with _blas_threads(d_threads[0]):
         t_warm, res = _timed(lambda: descent(1))
         e = 1
@@ -659,6 +670,8 @@ def run_cell(cell, ctx):
                 break
             e = int(e * min(100, max(2, target / 4 / max(t, 1e-6))))
         E = max(1, int(round(e * target / max(t, 1e-9))))
+        if matched and not ctx["quick"]:
+            E = max(E, MATCHED_MIN_EPOCHS)
     p0 = res.initial_params
 
     # The implementations: fn(k, m) trains k epochs on the first m samples (the whole
@@ -675,7 +688,6 @@ def run_cell(cell, ctx):
         impls[f"D@{T}"] = run_d
     # --eval-every epochs: Descent also evaluates only before training and after the last
     # epoch (eval_every = epochs), sklearn's work, on the large net's big batches.
-    matched = ctx["eval_every"] == "epochs" and net == "c" and batch in MATCHED_BATCHES
     for T in d_threads if matched else ():
         def run_de(k, m, T=T):
             with _blas_threads(T):
@@ -805,7 +817,7 @@ def run_cell(cell, ctx):
     # GFLOP/s on the large net.
     gflops = {}
     if net == "c":
-        fl = train_flops(layers, n, E)
+        fl = train_flops(layers, n, E, full_batch=batch == "full")
         for T in d_threads:
             if times.get(f"D@{T}"):
                 gflops[T] = fl / statistics.median(times[f"D@{T}"]) / 1e9
@@ -902,7 +914,8 @@ def gflop_table(results, ctx):
           "BLAS thread count")
     print("   FLOPs = per sample and step 2*MACs forward + 4*MACs backward - 2*MACs(layer 1 "
           "input gradient), plus 2*MACs per sample for each of the epochs+1 whole-set error "
-          "evaluations; elementwise work not counted. Peak = best of the NumPy matmuls below.")
+          "evaluations (at full batch only the last: the others are the next step's forward "
+          "pass); elementwise work not counted. Peak = best of the NumPy matmuls below.")
     for T in ctx["threads"]:
         pk = ctx["peak"].get(T, {})
         print(f"   numpy matmul @{T} thread(s): " + "; ".join(
@@ -985,6 +998,7 @@ def main(argv=None):
         "c_sgd_n": 500 if args.quick else 2000,
         "optimizer": args.optimizer,
         "eval_every": args.eval_every,
+        "quick": args.quick,
     }
     global SETTLE_SECONDS
     if args.quick:

@@ -1,7 +1,8 @@
 """The jitted engine: activations, losses, forward, backward and the epoch loops.
 
-Every jitted function lives in this one module so that numba's on-disk cache (which only
-watches the file of the function it compiles) is invalidated whenever any of them changes.
+Every jitted function lives in this one module so that numba's on-disk cache (keyed here by
+the content of this file and of kernels/codes.py, whose constants it compiles in) is
+invalidated whenever any of them changes.
 Choices (activation, loss, accuracy mode) travel as integer codes, and scalars that must
 stay in the network's dtype travel in the small ``consts`` array, so each public kernel
 compiles once per dtype rather than once per combination.
@@ -33,6 +34,16 @@ from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
 from ._jitcache import njit  # numba's, with cache=True in a per-user, content-keyed folder
+from .cachepaths import ENGINE_KEY_FILES as CACHE_KEY_FILES  # noqa: F401  (see _jitcache)
+from .codes import (  # noqa: F401  (the engine's globals: numba compiles them in)
+    LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, MSE, CROSS_ENTROPY, ACC_NONE, ACC_ARGMAX,
+    ACC_THRESHOLD, C_LR, C_SLOPE, C_ONE, C_ZERO, C_HALF, C_SCRATCH, C_MU, C_W1, C_W1C, C_BETA2,
+    C_W2, C_EPS, C_DECAY, C_STEP, C_BC2S, C_SHRINK, C_TINY, N_CONSTS, OPT_SGD, OPT_MOMENTUM,
+    OPT_NESTEROV, OPT_ADAM, OPT_ADAMW, PLATEAU_OFF, PLATEAU_ERROR, PLATEAU_VAL_ERROR, I_OPT,
+    I_GENERAL, I_METRIC, I_PATIENCE, I_RESTORE, I_T, I_BEST_EPOCH, I_BAD, I_CHECKED, I_STATUS,
+    I_EVERY, N_CTL, H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST,
+    N_HYPER, RAN, DIVERGED, PLATEAU,
+)
 
 # numba's np.dot calls SciPy's BLAS (its own OpenBLAS, not NumPy's), which numba would load
 # at the first compile or cache load; loaded now, thread limits set after importing kernels
@@ -43,34 +54,6 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _U = np.uint64
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
-
-# Activation codes.
-LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
-# Loss codes.
-MSE, CROSS_ENTROPY = 0, 1
-# Accuracy modes.
-ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
-# Indices into ``consts`` (an array of the network's dtype). After C_SCRATCH: the optimizer's
-# scalars, cast to the dtype once per epoch (C_MU .. C_EPS, C_DECAY) or per batch (the rest).
-C_LR, C_SLOPE, C_ONE, C_ZERO, C_HALF, C_SCRATCH = 0, 1, 2, 3, 4, 5
-C_MU, C_W1, C_W1C, C_BETA2, C_W2, C_EPS, C_DECAY, C_STEP, C_BC2S, C_SHRINK = range(6, 16)
-C_TINY = 16  # the dtype's smallest normal number
-N_CONSTS = 17
-# Optimizer codes.
-OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM, OPT_ADAMW = 0, 1, 2, 3, 4
-# Plateau metrics.
-PLATEAU_OFF, PLATEAU_ERROR, PLATEAU_VAL_ERROR = 0, 1, 2
-# Indices into ``ctl`` (int64: settings, then state that persists across chunks). I_GENERAL:
-# the batch computes its gradients, then clips, decays and steps (else sgd's fused update).
-I_OPT, I_GENERAL, I_METRIC, I_PATIENCE, I_RESTORE = 0, 1, 2, 3, 4
-I_T, I_BEST_EPOCH, I_BAD, I_CHECKED, I_STATUS = 5, 6, 7, 8, 9
-I_EVERY = 10  # eval_every: the whole-set evaluation runs at its multiples and the last epoch
-N_CTL = 11
-# Indices into ``hyper`` (float64: settings, then the plateau's best value).
-H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST = range(8)
-N_HYPER = 8
-# ctl[I_STATUS] after train_epochs: why the chunk ended.
-RAN, DIVERGED, PLATEAU = 0, 1, 2
 
 
 # ------------------------------------------------------------------------------- BLAS

@@ -16,49 +16,29 @@ to numba's own locations. Deleting the folder is always safe: the kernels compil
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
 import numba
-from numba.core import config
 from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
 
+from .cachepaths import cache_folder, source_digest
 
-def cache_root() -> Path:
-    """The folder under which the kernels' cache folders live (see the module docstring)."""
-    if config.CACHE_DIR:
-        return Path(config.CACHE_DIR)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "descent" / "numba"
-
-
-def _source_digest(py_file: str) -> str:
-    with open(py_file, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def cache_path(name: str) -> Path:
-    """``name`` under cache_root(), prefixed "descent-" in a NUMBA_CACHE_DIR shared with
-    other projects."""
-    return cache_root() / (f"descent-{name}" if config.CACHE_DIR else name)
-
-
-def cache_folder(py_file: str) -> Path:
-    """The folder of the kernels compiled from ``py_file`` (named after its content)."""
-    return cache_path(f"{Path(py_file).stem.lstrip('_')}-{_source_digest(py_file)[:16]}")
+# A module whose jitted functions compile in values from other files beside it names them
+# in this global; their content is then part of the cache key too.
+KEY_FILES_GLOBAL = "CACHE_KEY_FILES"
 
 
 class ContentKeyedLocator(_CacheLocator):
-    """A numba cache locator: ``cache_folder`` of the function's source file, with the
-    source's content hash as its freshness stamp (not its modification time, which a new
-    clone changes)."""
+    """A numba cache locator: ``cache_folder`` of the function's source file (and of the
+    files its module names in CACHE_KEY_FILES), with their content hash as its freshness
+    stamp (not the modification time, which a new clone changes)."""
 
     def __init__(self, py_func, py_file):
+        also = tuple(py_func.__globals__.get(KEY_FILES_GLOBAL, ()))
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        self._stamp = _source_digest(py_file)
-        self._cache_path = str(cache_folder(py_file))
+        self._stamp = source_digest(py_file, also)
+        self._cache_path = str(cache_folder(py_file, also))
 
     def get_cache_path(self):
         return self._cache_path

@@ -1,5 +1,5 @@
 """Whether the training kernels are being compiled on this host: a small status file per
-warming process beside the kernel cache (``_jitcache.cache_path("status")``), which the API
+warming process beside the kernel cache (``cachepaths.cache_path("status")``), which the API
 reads to tell a waiting user why a queued run has not started.
 
 A process that warms the kernels ``publish``es "compiling" (or "loading", from the cache)
@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import _engine
-from ._jitcache import cache_folder, cache_path
+from .cachepaths import cache_path, engine_cache_folder
 
 # Seconds a cold compile of the float64 training kernels is expected to take when this
 # machine never measured one (two busy cores: about 30 s).
@@ -41,7 +40,7 @@ def training_kernels_cached() -> bool:
     """Whether the disk cache already holds compiled training kernels of this engine (then a
     warm-up loads them in about a second instead of compiling them)."""
     try:
-        return any(cache_folder(_engine.__file__).glob("*train_epochs*.nbi"))
+        return any(engine_cache_folder().glob("*train_epochs*.nbi"))
     except OSError:
         return False
 

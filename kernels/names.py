@@ -1,6 +1,6 @@
 """The names users write in a run spec, and the integer codes the engine takes."""
 
-from . import _engine as E
+from . import codes as E
 
 HIDDEN_ACTIVATIONS = {
     "sigmoid": E.SIGMOID,

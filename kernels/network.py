@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _engine as E
+from . import codes as E
 from . import knobs
 
 

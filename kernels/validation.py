@@ -6,7 +6,7 @@ import operator
 
 import numpy as np
 
-from . import _engine as E
+from . import codes as E
 from .names import (
     BATCH_MODES,
     CROSS_ENTROPY_OUTPUTS,

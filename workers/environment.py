@@ -120,7 +120,9 @@ def kernel_blas() -> Optional[dict]:
     import scipy
     from threadpoolctl import threadpool_info
 
-    import kernels  # noqa: F401  (loads that BLAS, as a worker has)
+    import kernels
+
+    kernels.load_engine()  # (loads that BLAS, as a worker has)
 
     blas = [info for info in threadpool_info() if info.get("user_api") == "blas"]
     if not blas:

@@ -6,16 +6,49 @@ Running the service (serve.py, up.py, supervisor.py): ``up``, ``api``, ``worker`
 (sweeps.py), ``dataset rm`` (datasets.py), ``plot`` (plots.py), ``compare`` (compare.py).
 API tokens straight in the database: ``token`` (tokens.py). Configuration comes from the
 environment, read once per invocation into a ``Settings`` (context.py).
+
+Each command's module is imported only when that command runs (or help lists it): `descent
+up` and the API server it starts should not pay for the plotting or search libraries other
+commands use.
 """
+
+import importlib
 
 import click
 
-from service.cli import (compare, datasets, importance, plots, runs, serve, sweeps, tokens, up,
-                         verify)
 from service.cli.context import CONTEXT
 
+# Command name -> "module:attribute" under service.cli.
+COMMANDS = {
+    "up": "up:up", "api": "serve:api", "worker": "serve:worker", "db": "serve:db",
+    "reap": "serve:reap", "submit": "runs:submit", "runs": "runs:runs", "show": "runs:show",
+    "cancel": "runs:cancel", "rm": "runs:rm", "health": "runs:health",
+    "rerun": "verify:rerun", "verify": "verify:verify", "compare": "compare:compare",
+    "importance": "importance:importance", "sweep": "sweeps:sweep",
+    "dataset": "datasets:dataset", "token": "tokens:token", "plot": "plots:plot",
+}
 
-@click.group(name="descent", context_settings=CONTEXT)
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module when the command is looked up (the
+    lazy-loading pattern of click's documentation)."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            module_name, attribute = self.lazy_commands[cmd_name].split(":")
+            module = importlib.import_module(f"service.cli.{module_name}")
+            self.add_command(getattr(module, attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(name="descent", context_settings=CONTEXT, cls=LazyGroup, lazy_commands=COMMANDS)
 @click.version_option(package_name="descent", prog_name="descent")
 def cli():
     """Descent: batch training of fully connected networks, as a service.
@@ -43,12 +76,6 @@ def cli():
     (size limits).
     """
 
-
-for command in (up.up, serve.api, serve.worker, serve.db, serve.reap,
-                runs.submit, runs.runs, runs.show, runs.cancel, runs.rm, runs.health,
-                verify.rerun, verify.verify, compare.compare, importance.importance,
-                sweeps.sweep, datasets.dataset, tokens.token, plots.plot):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -126,13 +126,21 @@ def api(settings, host, port, threads, loglevel):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # /predict runs kernels in this process: load them now rather than in the first request.
+    # /predict runs kernels in this process: load them soon rather than in the first request,
+    # but not while the service is starting (the workers load theirs, the API answers its
+    # first requests): that would slow both by a second on two cores.
     from service.web.warmup import warm_predict
 
-    threading.Thread(target=warm_predict, name="warm-predict", daemon=True).start()
+    warmup = threading.Timer(PREDICT_WARMUP_DELAY, warm_predict)
+    warmup.daemon = True  # a stop within the delay does not wait for it
+    warmup.start()
     server.run()
     app.extensions["descent"]["engine"].dispose()
     log.info("Descent API stopped")
+
+
+# Seconds after the API starts listening before it loads the kernels /predict runs.
+PREDICT_WARMUP_DELAY = 5.0
 
 
 def server_body_ceiling(limits) -> int:

@@ -12,16 +12,21 @@ with ``max_concurrency: 1`` asks the same configurations in the same order every
 It lives in the store because both sides fill slots: the API when a sweep is created, the
 workers (and their reaper) in the transaction that ends a sweep's run."""
 
+from __future__ import annotations
+
+import functools
 import json
 import logging
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import optuna
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import Epoch, Run, Sweep, SweepCell
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +37,22 @@ REDRAWS = 20
 # Run states told to the sampler as a failed trial.
 FAILED = ("failed", "diverged", "cancelled")
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@functools.cache
+def _optuna():
+    """Optuna, imported on first use (it takes about a second: an API or a worker that never
+    sees a model-based sweep does without), its logging limited to warnings."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
 
 
 def distributions(space: dict) -> dict:
     """Optuna's distribution for each field of a ``random``-syntax space. A choice becomes a
     categorical over the indices of its values (values may be lists, as layers are)."""
+    optuna = _optuna()
     out = {}
     for name in sorted(space):
         kind, args = next(iter(space[name].items()))
@@ -85,6 +100,7 @@ def to_config(space: dict, params: dict) -> dict:
 def sampler(kind: str, seed: int):
     """The sampler of a ``kind`` sweep. TPE: multivariate (one joint model of the fields),
     with constant liar (runs in flight count as bad results, so parallel asks spread out)."""
+    optuna = _optuna()
     if kind == "cmaes":
         # CMA-ES models numeric fields only; choices are drawn by its independent sampler.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
@@ -105,6 +121,7 @@ def metric_value(session: Session, run: Run, metric: str, objective: str) -> Opt
 def trial_of(session: Session, run: Run, params: dict, dists: dict, metric: str,
              objective: str):
     """The frozen trial a run is to the sampler (see the module's docstring)."""
+    optuna = _optuna()
     make = optuna.trial.create_trial
     State = optuna.trial.TrialState
     if run.status in ("queued", "running"):
@@ -128,7 +145,7 @@ def study_of(session: Session, sweep: Sweep) -> optuna.Study:
     stored = settings_of(sweep)
     space = stored["fields"]
     dists = distributions(space)
-    study = optuna.create_study(direction="minimize", sampler=sampler(sweep.kind, sweep.seed))
+    study = _optuna().create_study(direction="minimize", sampler=sampler(sweep.kind, sweep.seed))
     rows = session.execute(select(SweepCell, Run).join(Run, Run.id == SweepCell.run_id)
                            .where(SweepCell.sweep_id == sweep.id)
                            .order_by(SweepCell.position)).all()

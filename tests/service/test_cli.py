@@ -27,10 +27,21 @@ XOR_SPEC = ROOT / "examples" / "xor.json"
 FINAL = {"succeeded", "failed", "diverged", "cancelled", "stopped_early"}
 
 
+def subcommand(group: click.Group, name: str) -> click.Command:
+    """A group's command by name (the top-level group imports its commands on demand)."""
+    with click.Context(group) as ctx:
+        command = group.get_command(ctx, name)
+    assert command is not None, f"no command {name}"
+    return command
+
+
 def command_paths(group=cli, prefix=()):
     """Every command of the CLI as a tuple of names, groups included."""
     paths = []
-    for name, command in sorted(group.commands.items()):
+    with click.Context(group) as ctx:
+        names = group.list_commands(ctx)
+    for name in names:
+        command = subcommand(group, name)
         paths.append((*prefix, name))
         if isinstance(command, click.Group):
             paths += command_paths(command, (*prefix, name))
@@ -145,7 +156,7 @@ def test_every_command_has_help(path):
     assert f"Usage: descent {' '.join(path)}" in result.output
     command = cli
     for name in path:
-        command = command.commands[name]
+        command = subcommand(command, name)
     assert (command.help or "").strip(), f"descent {' '.join(path)} has no help text"
 
 

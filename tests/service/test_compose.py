@@ -70,9 +70,11 @@ def resolve(args: list[str]):
     """(command, remaining args, name path) for `descent ARGS`."""
     command, path = cli, []
     while isinstance(command, click.Group):
-        assert args and args[0] in command.commands, f"no command {args[:1]} in {path}"
+        with click.Context(command) as ctx:
+            found = command.get_command(ctx, args[0]) if args else None
+        assert found is not None, f"no command {args[:1]} in {path}"
         path.append(args[0])
-        command, args = command.commands[args[0]], args[1:]
+        command, args = found, args[1:]
     return command, args, path
 
 
