@@ -15,7 +15,7 @@ WORKERS ?= 2
 UV_TOOLS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/descent/tools
 UV := $(or $(shell command -v uv 2>/dev/null),$(UV_TOOLS)/bin/uv)
 
-.PHONY: up demo test bench chromium
+.PHONY: up demo test bench chromium bytecode
 
 $(UV_TOOLS)/bin/uv:
 	@$(PYTHON) -m pip install -q --disable-pip-version-check --target $(UV_TOOLS) 'uv>=0.5' \
@@ -46,13 +46,19 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
-up: $(VENV)/.installed-service
+# Descent's own modules compiled to bytecode ahead (a second; compileall skips what is up to
+# date): where PYTHONDONTWRITEBYTECODE is set, as on this project's machines, every process (API,
+# workers, each test's subprocesses) would otherwise compile them from source at import.
+bytecode: | $(BIN)/python
+	@$(BIN)/python -m compileall -q -j 0 kernels service workers >/dev/null || true
+
+up: $(VENV)/.installed-service bytecode
 	$(BIN)/descent up --port $(PORT) --workers $(WORKERS) --submit examples/xor.json
 
-demo: $(VENV)/.installed-service
+demo: $(VENV)/.installed-service bytecode
 	$(BIN)/python examples/train_xor.py
 
-test: $(VENV)/.installed chromium
+test: $(VENV)/.installed chromium bytecode
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The browser tests (tests/browser) drive Debian's chromium: installed here when missing and
