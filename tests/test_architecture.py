@@ -402,3 +402,34 @@ def test_no_cycle_between_the_modules_of_a_package():
 
 if __name__ == "__main__":
     print(describe(verbose="-v" in sys.argv[1:]))
+
+
+# What a process needs to start must not pull in the heavy libraries only some requests use
+# (about a second each on two cores): the API serves without numba (the engine loads on the
+# first /predict or /trace, or by the delayed warm-up) and without optuna (a model-based
+# sweep's first fill); `descent up` needs neither matplotlib nor optuna.
+STARTUP_PROBE = """
+import sys
+{setup}
+print(" ".join(sorted(m for m in ("numba", "scipy", "optuna", "matplotlib") if m in sys.modules)))
+"""
+STARTUPS = {
+    "api": ("from service.app import create_app\n"
+            "from service.settings import Settings\n"
+            "create_app({'SETTINGS': Settings.from_env({'DESCENT_DATABASE_URL': "
+            "'sqlite://'})})", set()),
+    "descent up": ("from service.cli import cli\nimport click\n"
+                   "cli.get_command(click.Context(cli), 'up')\n"
+                   "cli.get_command(click.Context(cli), 'api')", set()),
+    "kernels names": ("import kernels, kernels.validation, kernels.compilestate\n"
+                      "kernels.DEFAULTS, kernels.DTYPES", set()),
+}
+
+
+def test_starting_the_api_or_descent_up_loads_no_numba_optuna_or_matplotlib():
+    for name, (setup, allowed) in STARTUPS.items():
+        result = subprocess.run([sys.executable, "-c", STARTUP_PROBE.format(setup=setup)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        loaded = set(result.stdout.split()) - allowed
+        assert not loaded, f"{name} loads {sorted(loaded)}"
