@@ -22,7 +22,11 @@ def celery_worker_argv(concurrency: int, loglevel: str, name: str | None = None,
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
     if quiet:
         argv.append("--quiet")  # no banner
-    argv += ["worker", "--concurrency", str(concurrency), "--loglevel", loglevel.upper()]
+    # No mingle (at start, a worker on Redis waits a second for others to send their revoked
+    # task ids: Descent revokes nothing, runs are cancelled in the database) and no gossip
+    # (events between workers that nothing here listens to).
+    argv += ["worker", "--concurrency", str(concurrency), "--loglevel", loglevel.upper(),
+             "--without-mingle", "--without-gossip"]
     if name:
         argv += ["--hostname", name]
     return argv + list(extra)
