@@ -5,6 +5,7 @@ Run by hand (not part of the test suite):
     .venv/bin/python bench/sweep.py                    # 2 workers, 50 epochs, sklearn's work
     .venv/bin/python bench/sweep.py --epochs 100 --workers 2
     .venv/bin/python bench/sweep.py --eval-every 1     # Descent's default history instead
+    .venv/bin/python bench/sweep.py --wait-quiet 60    # shared machine: wait for quiet first
     .venv/bin/python bench/sweep.py --database-url postgresql+psycopg://... --broker-url redis://...
 
 The grid is learning rate (4) x batch size (4) x hidden width (3) of a 64-W-10 network
@@ -20,7 +21,9 @@ of digits with the other 20% as its validation split, for the same number of epo
 * Descent's store and queue: temporary ones (by default a SQLite file and the filesystem
   broker, the embedded defaults' transports), ``--workers`` real ``celery -A workers.celery_app
   worker`` processes with one pool process each, started and warmed before the clock starts;
-  the sweep is POSTed through the API (Flask test client) and timed from the POST to the
+  after a warm-up sweep, the bench waits until the workers' background kernel warm-up
+  (workers.warmup) is over, so the timed sweep meets workers in their steady state; the
+  sweep is POSTed through the API (Flask test client) and timed from the POST to the
   sweep's last ``finished_at``.
 * scikit-learn: ``GridSearchCV(MLPClassifier(solver="sgd", momentum=0, alpha=0,
   activation="tanh", learning_rate="constant", max_iter=epochs, tol=0,
@@ -30,7 +33,8 @@ of digits with the other 20% as its validation split, for the same number of epo
 Each side's line also gives ``bg``: the cores other processes took while it ran (the
 machine's busy CPU time minus that of this process and its descendants, over the wall
 time), and the load averages at the start and the end. On a shared 2-core machine a ``bg``
-well above 0.1 slows both sides, not necessarily equally.
+well above 0.1 slows both sides, not necessarily equally; ``--wait-quiet S`` waits up to S
+seconds before each side until other processes take less than 0.15 cores.
 
 Target: Descent >= 8x faster wall time (issue 15; 5x before), on both backends.
 """
@@ -114,6 +118,37 @@ class Load:
 
     def __str__(self):
         return f"bg {self.bg:.2f} cores (ours {self.ours_cores:.2f})"
+
+
+def wait_quiet(seconds: float, label: str) -> None:
+    """Up to ``seconds`` for other processes to take less than 0.15 cores (over 1 s
+    windows); says how long it waited and what it saw last. 0: no wait."""
+    if seconds <= 0:
+        return
+    started = time.monotonic()
+    while True:
+        with Load() as load:
+            time.sleep(1.0)
+        if load.bg < 0.15 or time.monotonic() - started >= seconds:
+            break
+    print(f"  ({label}: waited {time.monotonic() - started:.0f} s for quiet, last "
+          f"{load})")
+
+
+def settle_workers(limit: float = 120.0) -> None:
+    """Wait (up to ``limit`` seconds) until this process's descendants are idle: each new
+    worker compiles or loads its remaining kernels in a background process
+    (workers.warmup.start_warm_rest) for a few seconds after it starts, which would
+    otherwise share the cores with the timed sweep (a worker that has been up for a while
+    has none)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        with Load() as load:
+            time.sleep(0.5)
+        if load.ours_cores < 0.1:
+            break
+    print(f"  (workers' background warm-up: waited {time.monotonic() - started:.1f} s "
+          f"until they were idle)")
 
 
 def start_workers(n: int, env: dict, cwd: Path) -> list[subprocess.Popen]:
@@ -205,13 +240,16 @@ def run_descent(args, folder: Path) -> tuple[float, dict]:
             "base": {**base, "epochs": 1, "eval_every": 1},
             "grid": {"layers": [[64, w, 10] for w in WIDTHS]}}).get_json()
         wait_sweep(client, warm["id"])
+        settle_workers()
         body = {"base": base, "grid": {"learning_rate": LEARNING_RATES,
                                        "batch_size": BATCH_SIZES,
                                        "layers": [[64, w, 10] for w in WIDTHS]}}
+        wait_quiet(args.wait_quiet, "descent")
         with Load() as load:
             started = datetime.now(timezone.utc)
             clock = time.perf_counter()
             response = client.post("/api/v1/sweeps", json=body)
+            posted = time.perf_counter() - clock
             assert response.status_code == 202, response.get_json()
             sweep = wait_sweep(client, response.get_json()["id"], every=1.0)
             polled = time.perf_counter() - clock
@@ -221,7 +259,7 @@ def run_descent(args, folder: Path) -> tuple[float, dict]:
         last = max(_utc(run["finished_at"]) for run in sweep["runs"])
         wall = (last - started).total_seconds()
         print(f"descent: {len(sweep['runs'])} runs {sweep['counts']}, wall {wall:.2f} s "
-              f"(poll loop saw {polled:.2f} s), {load}")
+              f"(POST {posted * 1000:.0f} ms, poll loop saw {polled:.2f} s), {load}")
         print_gaps(sweep["runs"], started)
         return wall, sweep
     finally:
@@ -253,6 +291,7 @@ def run_sklearn(args) -> float:
     search = GridSearchCV(model, grid, cv=PredefinedSplit(fold), n_jobs=2, refit=False)
     env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     os.environ.update(env)  # for the joblib worker processes
+    wait_quiet(args.wait_quiet, "sklearn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         with Load() as load:
@@ -272,6 +311,9 @@ def main() -> None:
                         help="Descent's eval_every: 'epochs' (default: evaluate before "
                              "training and after the last epoch, sklearn's work or more) or "
                              "an integer (1: Descent's default, every epoch)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="on a shared machine: wait up to S seconds before each side "
+                             "until other processes take < 0.15 cores")
     parser.add_argument("--database-url")
     parser.add_argument("--broker-url")
     args = parser.parse_args()
