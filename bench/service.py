@@ -15,7 +15,7 @@ without an HTTP server). Backends:
   defaults' transports);
 * ``redis-postgres``: a new PostgreSQL database on DESCENT_TEST_POSTGRES_URL's server
   (dropped afterwards) and an empty Redis database index on DESCENT_TEST_REDIS_URL's server
-  (emptied afterwards).
+  (emptied afterwards), claimed in database 0 as the tests claim theirs (tests/conftest.py).
 
 Measured, after a warm-up:
 
@@ -106,22 +106,32 @@ class RedisPostgres:
         database_url = self.admin.url.set(database=self.database).render_as_string(
             hide_password=False)
         migrations.upgrade(database_url)
-        # An empty database index of its own; never flush anybody else's.
-        self.redis = None
+        # An empty database index of its own, claimed in database 0 the way the tests'
+        # redis_url fixture claims theirs (tests/conftest.py), so a test session running
+        # meanwhile never takes (and empties) it; never flush anybody else's.
+        self.redis, self.claims = None, redis.Redis.from_url(f"{REDIS_URL}/0")
+        self.owner = f"bench-service-{uuid.uuid4().hex}"
         for index in range(15, 0, -1):
+            if not self.claims.set(f"descent-test-lock:{index}", self.owner, nx=True,
+                                   ex=3600):
+                continue
             client = redis.Redis.from_url(f"{REDIS_URL}/{index}")
             if client.dbsize() == 0:
-                self.redis, redis_url = client, f"{REDIS_URL}/{index}"
+                self.redis, self.index, redis_url = client, index, f"{REDIS_URL}/{index}"
                 break
             client.close()
+            self.claims.delete(f"descent-test-lock:{index}")
         if self.redis is None:
-            raise RuntimeError("no empty Redis database index (1-15) to use")
+            raise RuntimeError("no empty, unclaimed Redis database index (1-15) to use")
         self.settings = Settings(database_url=database_url, broker_url=redis_url)
         return self
 
     def __exit__(self, *exc):
         self.redis.flushdb()
         self.redis.close()
+        if self.claims.get(f"descent-test-lock:{self.index}") == self.owner.encode():
+            self.claims.delete(f"descent-test-lock:{self.index}")
+        self.claims.close()
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
         self.admin.dispose()

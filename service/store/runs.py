@@ -414,6 +414,8 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     now = db_now()
     values.update(status=status, error_message=error_message, finished_at=now,
                   heartbeat_at=now)
+    if "epochs_done" in values:  # what it stored replaces what was reserved
+        values["stored_bytes"] = _settled_bytes_after(run_id, rows, params, rewrite)
     owned = session.execute(
         update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id),
         execution_options=UNSYNCHRONIZED,
@@ -427,15 +429,27 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
         session.execute(Params.__table__.insert(), [
             {"run_id": run_id, "which": which, "dtype": dtype, "data": data}
             for which, (dtype, data) in params.items()])
-    if "epochs_done" in values:  # what it stored replaces what was reserved
-        rows = session.scalar(select(func.count()).select_from(Epoch)
-                              .where(Epoch.run_id == run_id))
-        session.execute(update(Run).where(Run.id == run_id)
-                        .values(stored_bytes=settled_bytes(params, rows)),
-                        execution_options=UNSYNCHRONIZED)
     if before_commit is not None:
         before_commit(session)
     session.commit()
+
+
+def _settled_bytes_after(run_id: int, rows: list[dict], params: Optional[dict],
+                         rewrite: bool):
+    """``settled_bytes`` of a run once ``complete_run`` has written ``rows`` and ``params``,
+    as an expression for the run's one UPDATE: the history rows stored so far (those
+    ``rows`` replace left out) plus ``rows``. Only this claim writes the run's history, so
+    the count cannot change under it.
+
+    One UPDATE of the run row, not a second one after the inserts: on PostgreSQL a second
+    update of a row this transaction already updated fires the runs -> sweeps foreign key
+    check, which takes a KEY SHARE lock on the run's sweep row; two workers ending runs of
+    one sweep then both held it and deadlocked asking for the sweep row FOR UPDATE
+    (``store.sweeps.run_ended``)."""
+    kept = select(func.count()).select_from(Epoch).where(Epoch.run_id == run_id)
+    if rewrite and rows:
+        kept = kept.where(Epoch.epoch < rows[0]["epoch"])
+    return (kept.scalar_subquery() + len(rows)) * HISTORY_ROW_BYTES + settled_bytes(params, 0)
 
 
 def store_params(session: Session, run_id: int, which: str, dtype: str, data: bytes) -> None:

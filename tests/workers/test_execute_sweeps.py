@@ -2,12 +2,18 @@
 transaction that ends a run dispatches the next cell, and successive halving stops a run
 exactly at its rung with state stopped_early and its history kept."""
 
+import threading
+
+import pytest
+
 import kernels
 from service import sweepspace
 from service.runspec import complete_spec
 from service.store import datasets as store_datasets
+from service.store import make_engine, make_sessionmaker
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
+from service.store.usage import HISTORY_ROW_BYTES
 from workers.execute import execute_run
 
 
@@ -58,3 +64,58 @@ def test_a_cut_run_stops_at_its_rung_and_keeps_its_history(db_sessions):
         assert run.epochs_done == 10 and run.status == "stopped_early"
         assert [row.epoch for row in store_runs.history(session, ids[1])] == list(range(11))
         assert store_runs.get_params(session, ids[1], "final") is not None
+
+
+@pytest.mark.postgres
+def test_two_runs_of_one_sweep_ending_at_once_do_not_deadlock(postgres_url):
+    """Two workers end runs of the same sweep at the same moment: each transaction writes
+    its run (history, parameters, stored bytes) and then locks the sweep row to dispatch and
+    settle. Neither may hold a lock on the sweep row before that (a second update of its run
+    row would take a KEY SHARE lock on it through the runs -> sweeps foreign key), or the
+    two wait on each other and PostgreSQL aborts one with a deadlock."""
+    engine = make_engine(postgres_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        _, ids, _ = make_sweep(sessions, [0.5, 1.0])
+        attempts = {}
+        for run_id in ids:
+            with sessions() as session:
+                attempts[run_id] = store_runs.claim_run(session, run_id, "w").attempts
+        barrier = threading.Barrier(2, timeout=30)
+        errors, sent = [], []
+
+        def end(run_id):
+            def hook(session):
+                barrier.wait()  # both runs written, neither sweep lock asked for yet
+                sent.extend(store_sweeps.run_ended(session, sweep_id_of(session, run_id)))
+            try:
+                with sessions() as session:
+                    store_runs.complete_run(
+                        session, run_id, attempts[run_id], [row(run_id, 0), row(run_id, 1)],
+                        {"epochs_done": 1, "final_error": 0.5}, "succeeded",
+                        params={"final": ("float64", b"x" * 10)}, before_commit=hook)
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                errors.append(exc)
+
+        threads = [threading.Thread(target=end, args=(run_id,)) for run_id in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        with sessions() as session:
+            for run_id in ids:
+                run = store_runs.get_run(session, run_id)
+                assert run.status == "succeeded"
+                assert run.stored_bytes == 10 + 2 * HISTORY_ROW_BYTES
+            assert store_sweeps.get_sweep(session, run.sweep_id).status == "succeeded"
+    finally:
+        engine.dispose()
+
+
+def sweep_id_of(session, run_id):
+    return store_runs.get_run(session, run_id).sweep_id
+
+
+def row(run_id, epoch):
+    return {"run_id": run_id, "epoch": epoch, "error": 0.5, "seconds": 0.0}
