@@ -7,10 +7,12 @@ clipping and plateau stopping of section 1b (``learning_rate_at`` gives a schedu
 
 The jitted engine (numba, and SciPy's BLAS that its products call) loads on the first use of
 ``train``, ``predict``, ``gradients`` or ``trace_step``, or on ``load_engine()``: the names,
-defaults and validation of a run spec do not need it. BLAS thread limits (threadpoolctl)
-reach the engine's BLAS once it is loaded.
+defaults and validation of a run spec do not need it. The BLAS library it calls is loaded at
+import (kernels.blaslib), so thread limits (threadpoolctl) set after ``import kernels``
+reach it.
 """
 
+from .blaslib import load_engine_blas
 from .datasets import BUILTIN_DATASETS, dataset_info, load_dataset
 from .init import init_params
 from .names import (
@@ -26,6 +28,8 @@ from .names import (
     default_output_activation,
 )
 from .schedule import learning_rate_at
+
+load_engine_blas()
 
 # What runs the jitted engine is imported on first use (PEP 562): importing numba and SciPy
 # and loading the compiled kernels takes about a second, which a process that only validates

@@ -43,14 +43,12 @@ def test_the_process_environment_names_versions_blas_and_cpu():
 
 
 def test_the_blas_threads_are_those_the_kernels_run_with():
-    """Read after the worker's thread limit (workers.celery_app.limit_threads, which follows
-    the warm-up), in a fresh process: the BLAS numba's np.dot calls (SciPy's), with the
-    limit's thread count."""
+    """Read after the worker's thread limit (workers.celery_app.limit_threads), in a fresh
+    process: the BLAS numba's np.dot calls (SciPy's), with the limit's thread count."""
     script = """
 import os
 from threadpoolctl import threadpool_info, threadpool_limits
 import kernels
-kernels.load_engine()
 threadpool_limits(1)
 from workers.environment import process_environment
 blas = process_environment()["blas"]
