@@ -127,6 +127,17 @@ def _fail(sessions, run_id: int, attempt: int, message: str, sweep_id: Optional[
     return "failed"
 
 
+class ClaimInterrupted(Exception):
+    """The database failed while a delivery held claim ``attempt`` of a run (raised from
+    that error). The delivery has stopped training and its heartbeat; its retry passes
+    ``attempt`` back to execute_run as ``resume_attempt`` so that whichever worker gets it
+    takes the run over at once instead of waiting for the claim to go stale."""
+
+    def __init__(self, attempt: int):
+        super().__init__(f"database error during attempt {attempt}")
+        self.attempt = attempt
+
+
 class Claim(NamedTuple):
     """What training a claimed run needs, read in its claim's transaction."""
 
@@ -137,8 +148,8 @@ class Claim(NamedTuple):
     sweep_id: Optional[int]
 
 
-def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
-           timings: ReaperSettings, threads: Threads) -> Union[Claim, str]:
+def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSettings,
+           threads: Threads, resume_attempt: Optional[int]) -> Union[Claim, str]:
     """Claim the run for this delivery, or the string execute_run returns when it is not
     this delivery's to train."""
     needs = {}
@@ -163,6 +174,7 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
                 return "missing"
             session.refresh(current)
             if (current.status == "running" and not current.cancel_requested
+                    and current.attempts != resume_attempt  # its owner gave it up
                     and owner_alive(session, current, timings.stale_seconds)):
                 return "busy"
             # Claim the run as seen: a competing claim since then makes this one fail.
@@ -181,7 +193,8 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue],
 
 
 def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
-                timings: ReaperSettings = ReaperSettings(), threads: Threads = Threads()) -> str:
+                timings: ReaperSettings = ReaperSettings(), threads: Threads = Threads(),
+                resume_attempt: Optional[int] = None) -> str:
     """Train run ``run_id`` if it is queued (or was being trained by a lost worker) and
     record its history, parameters and final state. Never raises for a bad run: that run
     ends ``failed``. ``enqueue(run_id)`` sends the runs a sweep dispatches when this one
@@ -197,10 +210,23 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
     ends ``failed`` "worker lost (N attempts)" instead of training again. The heartbeat
     beats every ``timings.heartbeat_seconds``. The run trains with ``run_threads`` BLAS
     threads (its spec's ``threads`` within ``threads.cap``), recorded in its environment.
+
+    A database error raises: before the claim, as it is; after it, as ClaimInterrupted
+    with the claim's attempt, which the retry passes back as ``resume_attempt`` (a run
+    still running under that attempt is then taken over, its owner alive or not).
     """
-    claimed = _claim(sessions, run_id, enqueue, timings, threads)
+    claimed = _claim(sessions, run_id, enqueue, timings, threads, resume_attempt)
     if isinstance(claimed, str):
         return claimed
+    try:
+        return _train_claimed(sessions, run_id, claimed, enqueue, timings, threads)
+    except (OperationalError, InterfaceError) as exc:
+        raise ClaimInterrupted(claimed.attempt) from exc
+
+
+def _train_claimed(sessions, run_id: int, claimed: Claim, enqueue: Optional[Enqueue],
+                   timings: ReaperSettings, threads: Threads) -> str:
+    """execute_run's work once the run is claimed."""
     attempt, spec, source, stopping, sweep_id = claimed
     try:  # decompressed with no transaction open (on SQLite one holds the write lock)
         X, y = load_dataset(*source)
@@ -225,7 +251,7 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"
     except (OperationalError, InterfaceError):
-        raise  # the database, not the run: workers.tasks tries again later
+        raise  # the database, not the run: execute_run raises ClaimInterrupted
     except Exception as exc:  # a bad spec or data that slipped through: the run fails
         log.exception("run %s failed", run_id)
         return _fail(sessions, run_id, attempt, f"{type(exc).__name__}: {exc}", sweep_id,

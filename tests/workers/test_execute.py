@@ -17,7 +17,7 @@ from service.store import runs as store_runs
 from service.store.arrays import params_from_npz, params_to_npz
 from service.store.models import utcnow
 from tests.eventually import eventually
-from workers.execute import blas_threads, execute_run, split_validation
+from workers.execute import ClaimInterrupted, blas_threads, execute_run, split_validation
 
 from .conftest import store_run
 
@@ -389,9 +389,10 @@ def test_superseded_attempt_stops_writing(db_sessions):
 
 def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
     """A database that fails mid-run for longer than the stale interval (0 s here) does not
-    fail the run: execute_run raises (the task retries later) and the next delivery, in
-    this same process, takes the run over. (Within the interval the history writer keeps
-    its rows and tries again: tests/workers/test_history_retry.py.)"""
+    fail the run: execute_run raises ClaimInterrupted, naming its claim, from the database's
+    error (the task retries later) and the next delivery, in this same process, takes the
+    run over. (Within the interval the history writer keeps its rows and tries again:
+    tests/workers/test_history_retry.py.)"""
     from sqlalchemy.exc import OperationalError
 
     from workers import history
@@ -404,8 +405,9 @@ def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
 
     monkeypatch.setattr(history, "FLUSH_SECONDS", 0.0)
     monkeypatch.setattr(store_runs, "record_progress", down)
-    with pytest.raises(OperationalError):
+    with pytest.raises(ClaimInterrupted) as raised:
         execute_run(sessions, run_id, timings=ReaperSettings(stale_seconds=0.0))
+    assert raised.value.attempt == 1 and isinstance(raised.value.__cause__, OperationalError)
     run, _, _ = load(sessions, run_id)
     assert run.status == "running" and run.attempts == 1
 
@@ -413,6 +415,38 @@ def test_database_errors_are_left_to_the_task_to_retry(sessions, monkeypatch):
     assert execute_run(sessions, run_id) == "succeeded"  # its owner (this process) is idle
     run, rows, _ = load(sessions, run_id)
     assert run.attempts == 2 and len(rows) == 21
+
+
+def test_the_retry_of_an_interrupted_claim_takes_the_run_over_on_any_worker(sessions,
+                                                                             monkeypatch):
+    """A run whose final transaction lost the database, claimed by a worker on another host
+    whose heartbeat is still fresh, is taken over at once by the retry that names the
+    interrupted claim (resume_attempt), not left for the reaper; a delivery that names no
+    claim, or an older one, still finds it busy."""
+    from sqlalchemy.exc import OperationalError
+
+    from workers import execute
+
+    run_id = store_run(sessions, epochs=10)
+
+    def lost(*args, **kwargs):
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(execute, "worker_name", lambda: "another-host:4242")
+    monkeypatch.setattr(store_runs, "complete_run", lost)
+    with pytest.raises(ClaimInterrupted) as raised:
+        execute_run(sessions, run_id)
+    monkeypatch.undo()
+    run, _, _ = load(sessions, run_id)
+    assert (run.status, run.worker, run.attempts) == ("running", "another-host:4242", 1)
+
+    fresh = ReaperSettings(stale_seconds=3600.0)
+    assert execute_run(sessions, run_id, timings=fresh) == "busy"
+    assert execute_run(sessions, run_id, timings=fresh, resume_attempt=0) == "busy"
+    assert execute_run(sessions, run_id, timings=fresh,
+                       resume_attempt=raised.value.attempt) == "succeeded"
+    run, rows, params = load(sessions, run_id)
+    assert run.attempts == 2 and len(rows) == 11 and set(params) == {"initial", "final"}
 
 
 def test_datasets_are_cached_by_content(sessions):
