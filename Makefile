@@ -29,7 +29,7 @@ $(BIN)/python: | $(UV)
 
 # The service alone (make up, make demo): no test tools, no torch, installed by uv (pip where
 # uv is missing or fails). Output goes to $(VENV)/install.log and is shown only on failure;
-# nothing is byte-compiled ahead (most installed modules are never imported).
+# only what the service imports at start is byte-compiled (the bytecode target), not the rest.
 $(VENV)/.installed-service: pyproject.toml | $(BIN)/python
 	@echo "Installing Descent and its dependencies into $(VENV) (first time only)..."
 	@{ test -x $(UV) && $(UV) pip install -q --python $(BIN)/python -e . \
@@ -46,11 +46,13 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
-# Descent's own modules compiled to bytecode ahead (a second; compileall skips what is up to
-# date): where PYTHONDONTWRITEBYTECODE is set, as on this project's machines, every process (API,
-# workers, each test's subprocesses) would otherwise compile them from source at import.
+# Descent's modules, and the installed ones its processes import at start, compiled to bytecode
+# ahead on every core (service/precompile.py: about a second; what is up to date is skipped).
+# uv installs no bytecode, and where PYTHONDONTWRITEBYTECODE is set, as on this project's
+# machines, every process (`descent up`, the API, the workers, tests' subprocesses) would
+# otherwise compile each module it imports from source at every start.
 bytecode: | $(BIN)/python
-	@$(BIN)/python -m compileall -q -j 0 kernels service workers >/dev/null || true
+	@$(BIN)/python -m service.precompile || true
 
 up: $(VENV)/.installed-service bytecode
 	$(BIN)/descent up --port $(PORT) --workers $(WORKERS) --submit examples/xor.json

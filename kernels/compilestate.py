@@ -45,6 +45,35 @@ def training_kernels_cached() -> bool:
         return False
 
 
+def _rest_marker() -> Path:
+    return engine_cache_folder() / "rest-cached.json"
+
+
+def _toolchain() -> dict:
+    """What else a cached kernel depends on (numba's index checks it entry by entry)."""
+    import platform
+
+    import numba
+
+    return {"numba": numba.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
+
+
+def rest_kernels_cached() -> bool:
+    """Whether a warm-up of every specialisation (workers.warmup.warm_rest) already filled
+    the disk cache of this engine with this toolchain: then there is nothing to warm."""
+    try:
+        with open(_rest_marker()) as f:
+            return json.load(f) == _toolchain()
+    except (OSError, ValueError):
+        return False
+
+
+def record_rest_cached() -> None:
+    """Remember that every specialisation of this engine is in the disk cache."""
+    _write_json(_rest_marker(), _toolchain())
+
+
 def expected_compile_seconds() -> float:
     """How long the last cold compile of the training kernels took here, or the default."""
     try:
