@@ -13,22 +13,27 @@ from service.compiling import compiling_note, seconds_left
 SWEEP_FINAL = ("succeeded", "failed", "cancelled")
 # How long the API may stay unreachable (a restart, say) before following gives up.
 UNREACHABLE_SECONDS = 10.0
+# The first wait between fetches; each next one doubles, up to the caller's ``poll``: a tiny
+# run that ends in tens of milliseconds is shown ended at once, a long one costs no more.
+FIRST_POLL_SECONDS = 0.025
 
 
 def poll_until(fetch: Callable[[], dict], current: dict, show: Callable[[dict], None],
                finished: Callable[[dict], bool], poll: float,
                timeout: float | None = None) -> dict:
-    """Show ``current``; until ``finished(current)``, wait ``poll`` seconds, ``fetch()`` it
-    again and show it. Failed fetches (ApiUnreachable) are tolerated for
+    """Show ``current``; until ``finished(current)``, wait (FIRST_POLL_SECONDS, doubling up
+    to ``poll`` seconds), ``fetch()`` it again and show it. Failed fetches (ApiUnreachable) are tolerated for
     UNREACHABLE_SECONDS in a row. Returns the final state, or after ``timeout`` seconds (if
     given) the state then, unfinished."""
     failures_since = None
     deadline = None if timeout is None else time.monotonic() + timeout
+    wait = min(FIRST_POLL_SECONDS, poll)
     while True:
         show(current)
         if finished(current) or (deadline is not None and time.monotonic() >= deadline):
             return current
-        time.sleep(poll)
+        time.sleep(wait)
+        wait = min(wait * 2, poll)
         try:
             current = fetch()
             failures_since = None
