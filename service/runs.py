@@ -93,6 +93,7 @@ def submit_run(session, queue, limits, owner: str, fields: dict, dataset=None,
     check_quotas(session, owner, limits, runs=1, stored_bytes=usage.run_bytes(spec))
     run = store_runs.create_run(session, spec, dataset.id, name=spec.get("name"),
                                 tags=spec.get("tags"), owner=owner, rerun_of=rerun_of)
+    run.dataset = dataset  # the answer describes it: no query to load it again
     # Keep no orphan: a run nobody will ever train must not sit in "queued".
     enqueue_or_undo(session, queue, [run.id], lambda: session.delete(run), f"run {run.id}")
     return run
