@@ -166,8 +166,9 @@ def server_body_ceiling(limits) -> int:
                    "one host.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- CELERY OPTIONS]")
 def worker(concurrency, loglevel, name, celery_args):
-    """Run one Celery worker that trains queued runs (replaces this process with
-    `celery -A workers.celery_app worker`).
+    """Run one Celery worker that trains queued runs (replaces this process with it:
+    `python -m workers.start`, or `celery -A workers.celery_app worker` when Celery options
+    follow `--`).
 
     Reads DESCENT_DATABASE_URL and DESCENT_BROKER_URL. Start as many as you like, on this
     machine or others sharing the database and a Redis broker; each compiles (or loads from

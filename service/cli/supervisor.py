@@ -18,7 +18,13 @@ def api_argv(host: str, port: int, threads: int, loglevel: str) -> list[str]:
 
 def celery_worker_argv(concurrency: int, loglevel: str, name: str | None = None,
                        quiet: bool = False, extra=()) -> list[str]:
-    """The command line of one Celery worker of the Descent app (prefork pool)."""
+    """The command line of one Celery worker of the Descent app (prefork pool, no mingle, no
+    gossip): ``python -m workers.start``, which skips Celery's command line; with raw Celery
+    options (``extra``), Celery's own."""
+    if not extra:
+        argv = [sys.executable, "-m", "workers.start", "--concurrency", str(concurrency),
+                "--loglevel", loglevel]
+        return argv + (["--hostname", name] if name else []) + (["--quiet"] if quiet else [])
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
     if quiet:
         argv.append("--quiet")  # no banner

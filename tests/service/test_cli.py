@@ -461,7 +461,8 @@ def test_cancel_and_health(live_api):
 @pytest.mark.slow
 def test_worker_trains_what_the_api_queues_and_stops_on_sigterm(tmp_path):
     """`descent api` and `descent worker` as separate processes (the scale-out layout): the
-    worker is celery itself (exec), trains a queued run and exits 0 on SIGTERM."""
+    worker replaces the command (exec: Celery's worker, started by workers.start), trains a
+    queued run and exits 0 on SIGTERM."""
     env = service_env(tmp_path)
     api_process, base_url, api_log = start_api(tmp_path, **env)
     worker_log = tmp_path / "worker.log"
@@ -477,7 +478,7 @@ def test_worker_trains_what_the_api_queues_and_stops_on_sigterm(tmp_path):
             assert run["status"] == "succeeded", (run, worker_log.read_text())
             assert run["epochs_done"] == 40
             cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
-            assert b"celery" in cmdline and b"worker" in cmdline  # exec'd, same pid
+            assert b"workers.start" in cmdline  # exec'd, same pid
         finally:
             stop(worker, worker_log, within=30)
     finally:
@@ -556,7 +557,7 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
 
         children = descendants(process.pid)
         commands = " | ".join(children.values())
-        assert "celery" in commands and " api " in commands, commands
+        assert "workers.start" in commands and " api " in commands, commands
         assert len(children) >= 3, commands  # API, celery main process, one pool process
     finally:
         started = time.monotonic()
@@ -598,3 +599,18 @@ def test_up_trains_runs_and_stops_cleanly_on_sigterm(tmp_path):
     output = log.read_text()
     assert code == 0, output
     assert "token     .descent/token (user local;" in output
+
+
+def test_a_worker_starts_without_celerys_command_line_unless_celery_options_follow():
+    from service.cli.supervisor import celery_worker_argv
+    from workers.start import parse
+
+    argv = celery_worker_argv(2, "info", "w1@host", quiet=True)
+    assert argv[1:] == ["-m", "workers.start", "--concurrency", "2", "--loglevel", "info",
+                        "--hostname", "w1@host", "--quiet"]
+    args = parse(argv[3:])
+    assert (args.concurrency, args.loglevel, args.hostname, args.quiet) == \
+        (2, "info", "w1@host", True)
+    raw = celery_worker_argv(2, "info", extra=("--max-tasks-per-child", "10"))
+    assert raw[1:5] == ["-m", "celery", "-A", "workers.celery_app"]
+    assert "--without-mingle" in raw and raw[-2:] == ["--max-tasks-per-child", "10"]
