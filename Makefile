@@ -62,7 +62,7 @@ demo: $(VENV)/.installed-service bytecode
 	$(BIN)/python examples/train_xor.py
 
 test: $(VENV)/.installed chromium bytecode
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 # The browser tests (tests/browser) drive Debian's chromium: installed here when missing and
 # run as root (CI); otherwise a hint, and those tests skip (fail under DESCENT_REQUIRE_SERVICES=1).
