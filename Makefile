@@ -9,6 +9,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 WORKERS ?= 2
+# pytest-xdist processes for make test (0: one process, no xdist); the tests that race
+# deadlines stay in one xdist_group (tests/conftest.py), so never beside each other.
+TEST_WORKERS ?= 2
 # uv installs the service's packages in a few seconds where pip takes about twenty: the one on
 # PATH, or one installed once per user (by pip, from PyPI) into this folder, which every
 # clone then shares. Where neither works, pip does everything, as before.
@@ -61,7 +64,7 @@ demo: $(VENV)/.installed-service bytecode
 	$(BIN)/python examples/train_xor.py
 
 test: $(VENV)/.installed chromium bytecode
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 # The browser tests (tests/browser) drive Debian's chromium: installed here when missing and
 # run as root (CI); otherwise a hint, and those tests skip (fail under DESCENT_REQUIRE_SERVICES=1).

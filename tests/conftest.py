@@ -38,13 +38,37 @@ _WARMUP = pytest.StashKey[subprocess.Popen]()
 # worker` processes they start, and their rank: they run after the others (see below).
 LATE_TESTS = {"kernels": 1, "service/test_cli.py": 2, "integration": 2, "multihost": 2,
               "browser": 2}
+# Tests whose real worker processes race deadlines that are the behaviour under test (fast
+# reapers, restarts, slow links): under pytest-xdist (make test) they run one at a time, in
+# one group, beside the other tests but never beside each other.
+TIMING_TESTS = ("integration/test_faults.py", "integration/test_sweeps_search.py", "multihost")
+
+
+def _relative(item) -> str | None:
+    try:
+        return Path(item.path).relative_to(TESTS).as_posix()
+    except ValueError:
+        return None
+
+
+def _matches(path: str | None, prefixes) -> list[str]:
+    return [prefix for prefix in prefixes
+            if path is not None and (path == prefix or path.startswith(prefix + "/"))]
+
+
+def _xdist_worker(config) -> bool:
+    """Whether this process is a pytest-xdist worker (not the controller, not a plain run)."""
+    return hasattr(config, "workerinput")
 
 
 def pytest_sessionstart(session):
     """Fill numba's cache in the background. On a fresh clone it is empty, and the first
     worker process would spend a minute compiling every kernel while this one waits; done
     beside the other tests (on the other core, at a lower priority), it is ready when the
-    LATE_TESTS run. With a warm cache this only loads it, in a second or two."""
+    LATE_TESTS run. With a warm cache this only loads it, in a second or two. Under
+    pytest-xdist the controller does it, once for all its workers."""
+    if _xdist_worker(session.config):
+        return
     session.config.stash[_WARMUP] = subprocess.Popen(
         [sys.executable, "-c", "from workers.warmup import warm_kernels; warm_kernels()"],
         cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -60,15 +84,29 @@ def pytest_sessionfinish(session):
         warmup.wait()
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadgroup`` (make test), each test is a unit of work of its own but
+    the TIMING_TESTS are one unit, which one xdist worker runs one test after another;
+    being the largest unit, it is handed out first. (The group comes from the test's path,
+    not an ``xdist_group`` mark: pytest 9.2 keeps a node's id where xdist 3.8 no longer
+    appends the group to it.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TimingGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0].removeprefix("tests/")
+            return "timing" if _matches(path, TIMING_TESTS) else nodeid
+
+    return TimingGroup(config, log)
+
+
 def pytest_collection_modifyitems(items):
     """The LATE_TESTS last, by rank (a stable sort: otherwise the usual order)."""
     def rank(item) -> int:
-        try:
-            path = Path(item.path).relative_to(TESTS).as_posix()
-        except ValueError:
-            return 0
-        return max((rank for prefix, rank in LATE_TESTS.items()
-                    if path == prefix or path.startswith(prefix + "/")), default=0)
+        return max((LATE_TESTS[prefix] for prefix in _matches(_relative(item), LATE_TESTS)),
+                   default=0)
 
     items.sort(key=rank)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES, make_token
-from tests.integration.conftest import ROOT, TEARDOWN_GRACE, Backend, WorkerPool
+from tests.integration.conftest import (ROOT, TEARDOWN_GRACE, Backend, WorkerPool,
+                                       embedded_database)
 
 CHROMIUM = os.environ.get("DESCENT_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -94,10 +95,9 @@ class Service:
 
 
 @pytest.fixture
-def service(tmp_path, monkeypatch):
+def service(tmp_path, monkeypatch, sqlite_template):
     """Descent on its embedded defaults in ``tmp_path``: the migrated SQLite database, the
     API on a free port and one worker process; ``token`` is an API token of user alice."""
-    import migrations
     from waitress import create_server
 
     from service.app import create_app
@@ -107,7 +107,7 @@ def service(tmp_path, monkeypatch):
     for name in [k for k in os.environ if k.startswith("DESCENT_")]:
         monkeypatch.delenv(name)
     settings = Settings()
-    migrations.upgrade(settings.database_url)
+    embedded_database(sqlite_template, settings)
     backend = Backend("embedded", settings, {}, tmp_path)
     workers = WorkerPool(backend).start(1)
     app = create_app({"SETTINGS": settings})

@@ -7,6 +7,7 @@ temporary folder) and on Redis + PostgreSQL (marked ``redis`` and ``postgres``).
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,12 +52,10 @@ def _clean_env() -> dict:
                                      marks=[pytest.mark.redis, pytest.mark.postgres])])
 def backend(request, tmp_path, monkeypatch):
     """The embedded defaults, then Redis + PostgreSQL."""
-    import migrations
-
     monkeypatch.chdir(tmp_path)  # relative default paths (descent.db, descent-queue) land here
     if request.param == "embedded":
         settings = Settings()  # the defaults, resolved in the working directory
-        migrations.upgrade(settings.database_url)
+        embedded_database(request.getfixturevalue("sqlite_template"), settings)
         env = {}
     else:
         postgres_url = request.getfixturevalue("postgres_url")
@@ -64,6 +63,16 @@ def backend(request, tmp_path, monkeypatch):
         settings = Settings(database_url=postgres_url, broker_url=redis_url)
         env = {"DESCENT_DATABASE_URL": postgres_url, "DESCENT_BROKER_URL": redis_url}
     return Backend(request.param, settings, env, tmp_path)
+
+
+def embedded_database(template: Path, settings: Settings) -> None:
+    """The embedded default database (descent.db in the working directory), migrated: a copy
+    of the session's migrated ``template``, readable by its owner only as Descent makes it."""
+    from sqlalchemy import make_url
+
+    path = Path(make_url(settings.database_url).database)
+    shutil.copyfile(template, path)
+    path.chmod(0o600)
 
 
 @dataclass

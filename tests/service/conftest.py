@@ -151,3 +151,14 @@ def train_run(sessions, run_id: int, status: str = "succeeded"):
         session.commit()
     return result
 
+
+
+def pytest_itemcollected(item):
+    """Give each schemathesis case (one item per API operation) its own node id. Under
+    pytest 9.2 they all keep the test function's id, and pytest-xdist, which hands out tests
+    by id, would run only one of them."""
+    from _pytest.nodeid import NodeId
+
+    parent, _, last = item.nodeid.rpartition("::")
+    if parent and last != item.name:
+        item._id = NodeId.parse(f"{parent}::{item.name}")

@@ -290,9 +290,11 @@ def test_cli_prints_specs_side_by_side_with_differences_marked(live_api):
 def test_cli_reports_bad_and_missing_ids(live_api):
     base_url, _ = live_api
     env = {"DESCENT_API_URL": base_url}
-    one = invoke(["compare", "1"], env=env)
+    # A run of its own: the module's other tests may run in another xdist worker.
+    run = str(submit_cli(base_url))
+    one = invoke(["compare", run], env=env)
     assert one.exit_code == 2 and "give 2 to 10 run ids" in one.output, one.output
-    twice = invoke(["compare", "1", "1"], env=env)
-    assert twice.exit_code == 2 and "run 1 is listed twice" in twice.output
-    missing = invoke(["compare", "1", "987654"], env=env)
+    twice = invoke(["compare", run, run], env=env)
+    assert twice.exit_code == 2 and f"run {run} is listed twice" in twice.output
+    missing = invoke(["compare", run, "987654"], env=env)
     assert missing.exit_code == 1 and "run 987654 does not exist" in missing.output
