@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import multiprocessing
 import os
 import re
 import signal
@@ -78,7 +79,8 @@ def precompile(paths: list[Path], workers: int | None = None) -> int:
     if workers == 1 or len(names) < 50:
         return _compile(names)
     chunks = [names[i::workers * 4] for i in range(workers * 4)]  # interleaved: even sizes
-    with ProcessPoolExecutor(workers) as pool:
+    # Spawned, not forked: a caller with threads (a test runner, say) forks badly.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return sum(pool.map(_compile, chunks))
 
 

@@ -84,6 +84,7 @@ def pytest_sessionfinish(session):
         warmup.wait()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without xdist runs the suite in one process
 def pytest_xdist_make_scheduler(config, log):
     """Under ``--dist loadgroup`` (make test), each test is a unit of work of its own but
     the TIMING_TESTS are one unit, which one xdist worker runs one test after another;
