@@ -25,7 +25,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -124,15 +124,23 @@ def record_startup(timeout: float = 180.0) -> set[str]:
         with open(errors, "w") as stderr:
             process = subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE,
                                        stderr=stderr, text=True, start_new_session=True)
-            deadline = time.monotonic() + timeout
+            # A start that hangs silently is killed, which ends the read below.
+            guard = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+            guard.start()
             try:
                 for line in process.stdout:
-                    if line.startswith("$ descent show") or time.monotonic() > deadline:
+                    if line.startswith("$ descent show"):
                         break
                 else:
-                    raise RuntimeError(f"`descent up` ended early; see {errors}")
+                    stderr.flush()
+                    raise RuntimeError("`descent up` ended or timed out:\n"
+                                       + errors.read_text()[-3000:])
             finally:
-                os.killpg(process.pid, signal.SIGINT)
+                guard.cancel()
+                try:
+                    os.killpg(process.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
                 try:
                     process.wait(60)
                 except subprocess.TimeoutExpired:

@@ -22,9 +22,9 @@ def poll_until(fetch: Callable[[], dict], current: dict, show: Callable[[dict], 
                finished: Callable[[dict], bool], poll: float,
                timeout: float | None = None) -> dict:
     """Show ``current``; until ``finished(current)``, wait (FIRST_POLL_SECONDS, doubling up
-    to ``poll`` seconds), ``fetch()`` it again and show it. Failed fetches (ApiUnreachable) are tolerated for
-    UNREACHABLE_SECONDS in a row. Returns the final state, or after ``timeout`` seconds (if
-    given) the state then, unfinished."""
+    to ``poll`` seconds), ``fetch()`` it again and show it. Failed fetches (ApiUnreachable)
+    are tolerated for UNREACHABLE_SECONDS in a row. Returns the final state, or after
+    ``timeout`` seconds (if given) the state then, unfinished."""
     failures_since = None
     deadline = None if timeout is None else time.monotonic() + timeout
     wait = min(FIRST_POLL_SECONDS, poll)

@@ -147,7 +147,8 @@ class WorkerPool:
             try:
                 worker.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(worker.process.pid, signal.SIGKILL)  # its own session: itself and its pool
+                # its own session: the worker and its pool
+                os.killpg(worker.process.pid, signal.SIGKILL)
                 worker.process.wait()
 
 
