@@ -990,7 +990,9 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     G = bufs[5]
     every = ctl[I_EVERY]
     last = errors.shape[0] - 1
-    in_place = pending  # full batches in order: the rows stay loaded from step to step
+    # Full batches in order: the rows stay loaded from step to step (the first call, pending
+    # epoch 0's error, loads them).
+    in_place = pending and first_epoch > 1
     flat_X = X.reshape(X.size)
     n_in = _U(X.shape[1])
     ctl[I_STATUS] = RAN
@@ -1018,6 +1020,11 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
                 if not math.isfinite(E):
                     ctl[I_STATUS] = DIVERGED
                     return e
+                if epoch == 1 and metric == PLATEAU_ERROR:  # the rule's best starts at epoch 0
+                    hyper[H_BEST] = E
+                    if ctl[I_RESTORE] != 0:
+                        for k in range(_U(P.shape[0])):
+                            best[k] = P[k]
                 # Decided before this step's update, so P is still epoch - 1's.
                 if metric == PLATEAU_ERROR and _plateau_update(E, epoch - 1, ctl, hyper, P, best):
                     ctl[I_STATUS] = PLATEAU

@@ -168,7 +168,9 @@ def _train_in_chunks(run: "_Run", epochs: int, callback, checkpoints: list[int])
     after each; returns (epochs done, diverged, stopped by the callback)."""
     run.evaluate_initial()
     done, recorded = 0, -1  # the first Progress reports epoch 0 too
-    diverged, stopped = not np.isfinite(run.errors[0]), False
+    # Lagging, epoch 0's error comes from the first step's forward pass (the kernel stops
+    # before any update when it is not finite).
+    diverged, stopped = not run.lagging and not np.isfinite(run.errors[0]), False
     chunk = 1
     while done < epochs and not diverged and not stopped and not run.plateaued:
         k, at_checkpoint = _next_chunk(chunk, done, epochs, checkpoints)
@@ -225,8 +227,9 @@ class _Run:
         self.val_errors = np.full(epochs + 1, np.nan)
         self.val_accuracy = np.full(epochs + 1, np.nan)
         self.blas_min = np.uint64(knobs.BLAS_MIN)
-        # Full batches in dataset order leave each epoch's error to the next step's forward pass.
-        self.lagging = batch >= n and not shuffle
+        # Full batches in dataset order leave each epoch's error to the next step's forward
+        # pass (epoch 0's too, unless no step runs).
+        self.lagging = batch >= n and not shuffle and epochs > 0
         self.last = epochs  # the run's last epoch, always evaluated
         self.every = 1
         self.extra: set[int] = set()  # epochs evaluated off the schedule (checkpoints, stops)
@@ -306,10 +309,13 @@ class _Run:
 
     def evaluate_initial(self) -> None:
         """Record epoch 0: the initial parameters on the training and validation rows; the
-        plateau rule's best starts there."""
-        self.evaluate(0)
+        plateau rule's best starts there. Lagging, the training rows' error is the first
+        step's forward pass, recorded (and the plateau rule's best set) by the kernel."""
+        if not self.lagging:
+            self.evaluate(0)
         self.evaluate_validation(0)
-        if self.metric != E.PLATEAU_OFF:
+        if self.metric == E.PLATEAU_VAL_ERROR or (
+                self.metric == E.PLATEAU_ERROR and not self.lagging):
             metric = self.val_errors if self.metric == E.PLATEAU_VAL_ERROR else self.errors
             self.hyper[E.H_BEST] = metric[0]
             self.best[:] = self.flat[:self.best.shape[0]]
@@ -328,7 +334,7 @@ class _Run:
         return E.train_epochs(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net, self.network.loss,
             self.consts, self.ws.bufs, self.rows, self.batch, self.shuffle, self.seed, done + 1,
-            k, self.lagging and done > 0 and self.scheduled(done),
+            k, self.lagging and self.scheduled(done),
             self.order, self.errors, self.accuracy,
             self.Xv, self.Yv, self.labels_v, self.vws.net, self.vws.bufs, self.vrows,
             self.val_errors, self.val_accuracy, self.blas_min,

@@ -267,12 +267,15 @@ def test_divergence_at_chunk_boundaries(batch_mode, monkeypatch):
     assert np.all(np.isfinite(res.errors[:-1])) and not math.isfinite(res.errors[-1])
 
 
-def test_non_finite_initial_error_is_divergence():
-    """Finite but huge given parameters whose epoch-0 error overflows: nothing is trained."""
+@pytest.mark.parametrize("batch_mode,shuffle", [("full", False), ("full", True), ("sgd", False)])
+def test_non_finite_initial_error_is_divergence(batch_mode, shuffle):
+    """Finite but huge given parameters whose epoch-0 error overflows: nothing is trained
+    (full batches in order take epoch 0's error from the first step's forward pass)."""
     X = np.array([[1.0, 2.0], [3.0, -1.0]])
     y = np.array([0.5, 0.25])
     params = {"weights": [np.full((3, 2), 1e160), np.full((1, 3), 1e160)], "biases": [np.zeros(3), np.zeros(1)]}
-    kw = dict(layers=[2, 3, 1], activation="linear", output_activation="linear", epochs=5, params=params)
+    kw = dict(layers=[2, 3, 1], activation="linear", output_activation="linear", epochs=5, params=params,
+              batch_mode=batch_mode, shuffle=shuffle)
     want = ref.train(X, y, **kw)
     assert want.diverged and want.epochs_done == 0
     res = kernels.train(X, y, **kw)
