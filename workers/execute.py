@@ -78,11 +78,12 @@ CACHED_DATASETS = 8
 CACHED_BYTES = 64 * 1024 * 1024  # larger datasets are not kept
 
 
-def dataset_source(dataset):
-    """What ``load_dataset`` needs of a stored dataset, read while its session is open: its
-    cache key, and its data unless this process has it already."""
-    key = (dataset.id, dataset.content_hash)
-    return key, None if key in _DATASETS else dataset.data
+def dataset_source(session, context) -> tuple:
+    """What ``load_dataset`` needs of a run's dataset (``context``: its
+    store_runs.ClaimContext), read in the claim's transaction: its cache key, and its data
+    unless this process has it already."""
+    key = (context.dataset_id, context.content_hash)
+    return key, None if key in _DATASETS else store_runs.dataset_data(session, key[0])
 
 
 def load_dataset(key, data) -> tuple:
@@ -155,19 +156,22 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
     needs = {}
 
     def read_needs(session, run):  # in the claim's transaction
-        needs["source"] = dataset_source(run.dataset)
-        # Where it trains, fenced by this claim like every other write of the worker.
-        store_runs.record_environment(session, run.id, run.attempts, run_environment(
-            run.spec.get("dtype"), run.dataset.id, run.dataset.name, run.dataset.content_hash,
-            threads=run_threads(run.spec, threads)))
-        needs["stopping"] = (store_sweeps.early_stopping_of(session, run.sweep_id)
-                             if run.sweep_id else None)
+        needs["source"] = dataset_source(session, context)
 
     with sessions() as session:
+        # What the run trains on and where, read first in the claim's transaction: the
+        # claim records its environment itself (fenced like every other write of the worker).
+        context = store_runs.claim_context(session, run_id)
+        if context is None:
+            return "missing"
+        environment = run_environment(
+            context.spec.get("dtype"), context.dataset_id, context.dataset_name,
+            context.content_hash, threads=run_threads(context.spec, threads))
         # The usual case, a queued run, in one statement; then redeliveries.
         run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",),
                                    max_attempts=timings.max_attempts,
-                                   before_commit=read_needs)
+                                   before_commit=read_needs, environment=environment,
+                                   exhausted=context.attempts >= timings.max_attempts)
         if run is None:
             current = store_runs.get_run(session, run_id)
             if current is None:
@@ -181,15 +185,16 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
             run = store_runs.claim_run(session, run_id, worker_name(),
                                        attempts=current.attempts,
                                        max_attempts=timings.max_attempts,
-                                       before_commit=read_needs)
+                                       before_commit=read_needs, environment=environment)
             if run is None:
                 session.refresh(current)
                 if current.status in store_runs.FINAL_STATES:
                     session.close()
                     sweep_run_ended(sessions, current.sweep_id, enqueue)
                 return current.status
-        return Claim(run.attempts, dict(run.spec), needs["source"], needs["stopping"],
-                     run.sweep_id)
+        stopping = ((context.early_stopping, context.metric)
+                    if context.early_stopping else None)
+        return Claim(run.attempts, dict(run.spec), needs["source"], stopping, run.sweep_id)
 
 
 def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,

@@ -5,15 +5,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from sqlalchemy import (String, and_, case, cast, delete, func, literal, or_, select, tuple_,
                         update)
 from sqlalchemy.orm import Session
 
 from .clock import db_ago, db_now
-from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, SweepCell,
-                     SweepRung)
+from .models import (FINAL_STATES, RUN_STATES, Dataset, Epoch, Params, Run, Sweep,
+                     SweepCell, SweepRung)
 from .history import spread_positions
 from .usage import HISTORY_ROW_BYTES, run_bytes, settled_bytes
 from .where import tag_column, tag_equals
@@ -237,9 +237,41 @@ class LostRun(Exception):
     delivery of its task (a redelivery after a lost worker or a broker timeout), or deleted."""
 
 
+class ClaimContext(NamedTuple):
+    """What a worker reads of a run before claiming it: the run's fields that never change
+    (its spec, dataset, sweep), its dataset's identity, its sweep's early stopping rule,
+    and its claim count when read."""
+
+    spec: dict
+    attempts: int
+    dataset_id: int
+    dataset_name: str
+    content_hash: str
+    sweep_id: Optional[int]
+    early_stopping: Optional[dict]
+    metric: Optional[str]
+
+
+def claim_context(session: Session, run_id: int) -> Optional[ClaimContext]:
+    """The run's ClaimContext in one query, or None when there is no such run."""
+    row = session.execute(
+        select(Run.spec, Run.attempts, Dataset.id, Dataset.name, Dataset.content_hash,
+               Run.sweep_id, Sweep.early_stopping, Sweep.metric)
+        .join(Dataset, Dataset.id == Run.dataset_id)
+        .outerjoin(Sweep, Sweep.id == Run.sweep_id)
+        .where(Run.id == run_id)).first()
+    return None if row is None else ClaimContext(*row)
+
+
+def dataset_data(session: Session, dataset_id: int) -> Optional[bytes]:
+    """A stored dataset's compressed arrays."""
+    return session.scalar(select(Dataset.data).where(Dataset.id == dataset_id))
+
+
 def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int] = None,
               states: Sequence[str] = ("queued", "running"),
-              max_attempts: Optional[int] = None, before_commit=None) -> Optional[Run]:
+              max_attempts: Optional[int] = None, before_commit=None,
+              environment: Optional[dict] = None, exhausted: bool = True) -> Optional[Run]:
     """Mark a run in one of ``states`` (queued, or running under a lost worker) as running
     by ``worker``, and clear the history and parameters of an earlier attempt. Returns None
     when the run should not train (gone, finished, cancelled, or, with ``attempts``, claimed
@@ -254,7 +286,12 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
     With ``max_attempts``, a run already claimed that many times is not trained again: it
     ends ``failed`` with "worker lost (N attempts)" (the deliveries before died with it).
     ``before_commit(session, run)``, if given, reads more in the claim's transaction (what
-    the worker needs to train), saving a transaction of its own.
+    the worker needs to train), saving a transaction of its own. ``environment``, if given,
+    is recorded by the claim itself (workers.environment; a new claim replaces it).
+    ``exhausted=False``: the caller has just read the run with fewer than ``max_attempts``
+    claims (claim_context, in this transaction), so the statement that fails an exhausted
+    run is skipped; the claim itself still requires fewer, so a claim in between only
+    makes this one find no run.
 
     Its times (started_at, heartbeat_at) are the database's clock (service.store.clock), as
     are every heartbeat and final time below: staleness is judged on that one clock.
@@ -264,10 +301,12 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
     if attempts is not None:
         where.append(Run.attempts == attempts)
     if max_attempts is not None:
-        session.execute(
-            update(Run).where(*where, Run.attempts >= max_attempts)
-            .values(status="failed", finished_at=now, error_message=worker_lost_message()),
-            execution_options=UNSYNCHRONIZED)
+        if exhausted:
+            session.execute(
+                update(Run).where(*where, Run.attempts >= max_attempts)
+                .values(status="failed", finished_at=now,
+                        error_message=worker_lost_message()),
+                execution_options=UNSYNCHRONIZED)
         where.append(Run.attempts < max_attempts)
     run = session.execute(
         update(Run)
@@ -275,7 +314,8 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
         .values(status="running", worker=worker, attempts=Run.attempts + 1,
                 started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0,
                 final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
-                final_val_error=None, stop_reason=None, error_message=None, environment=None)
+                final_val_error=None, stop_reason=None, error_message=None,
+                environment=environment)
         .returning(Run),
         execution_options={**UNSYNCHRONIZED, "populate_existing": True},
     ).scalar()
@@ -302,15 +342,6 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
         before_commit(session, run)
     session.commit()
     return run
-
-
-def record_environment(session: Session, run_id: int, attempt: int, environment: dict) -> bool:
-    """Record where claim ``attempt`` of the run trains (workers.environment); returns False,
-    writing nothing, when the run is no longer running under that claim. The caller
-    commits (a worker does it in the claim's transaction)."""
-    return bool(session.execute(
-        update(Run).where(_owned(run_id, attempt)).values(environment=environment),
-        execution_options=UNSYNCHRONIZED).rowcount)
 
 
 def worker_lost_message():

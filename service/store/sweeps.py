@@ -125,6 +125,11 @@ def fill_slots(session: Session, sweep_id: int, sweep: Optional[Sweep] = None) -
     sweep = sweep if sweep is not None else _lock_sweep(session, sweep_id)
     if sweep is None or sweep.cancel_requested:
         return []
+    if (sweep.max_concurrency is None and sweep.kind not in MODEL_BASED
+            and sweep.status != "queued"):
+        # Nothing waits: a sweep without a concurrency limit dispatches every cell it
+        # stores in the transaction that creates it (status "queued" until a run starts).
+        return []
     waiting = (select(SweepCell).join(Run, Run.id == SweepCell.run_id)
                .where(SweepCell.sweep_id == sweep_id, SweepCell.dispatched.is_(False),
                       Run.status == "queued")
@@ -315,14 +320,6 @@ def record_rung(session: Session, sweep_id: int, rung: int, run_id: int,
                           promoted=promoted))
     session.flush()
     return promoted
-
-
-def early_stopping_of(session: Session, sweep_id: int) -> Optional[tuple[dict, str]]:
-    """(early stopping config, metric) of a sweep, or None when it has none."""
-    sweep = session.get(Sweep, sweep_id)
-    if sweep is None or not sweep.early_stopping:
-        return None
-    return sweep.early_stopping, sweep.metric
 
 
 __all__ = ["FINAL_STATES", "cancel_sweep", "cells", "counts", "create_cell", "create_cells",

@@ -170,21 +170,36 @@ def test_a_run_trains_with_its_threads_within_the_cap_and_records_them(sessions,
         assert env["threads"] == used and env["blas"]["num_threads"] == used
 
 
-def test_a_new_claim_replaces_the_environment_and_a_lost_claim_writes_none(sessions):
+def test_a_claim_records_its_environment_and_a_new_claim_replaces_it(sessions):
     run_id = store_run(sessions, epochs=3)
     with sessions() as session:
-        first = store_runs.claim_run(session, run_id, "w1").attempts
-        assert store_runs.record_environment(session, run_id, first, {"mark": 1})
-        session.commit()
-        # Claimed again (its worker was lost): the first claim may no longer write.
+        store_runs.claim_run(session, run_id, "w1", environment={"mark": 1})
+        assert session.get(Run, run_id, populate_existing=True).environment == {"mark": 1}
+        # Claimed again (its worker was lost): the new claim's environment, or none.
         session.execute(update(Run).where(Run.id == run_id).values(status="queued"))
         session.commit()
-        second = store_runs.claim_run(session, run_id, "w2").attempts
+        store_runs.claim_run(session, run_id, "w2")
         assert session.get(Run, run_id, populate_existing=True).environment is None
-        assert not store_runs.record_environment(session, run_id, first, {"mark": 1})
-        assert store_runs.record_environment(session, run_id, second, {"mark": 2})
+        session.execute(update(Run).where(Run.id == run_id).values(status="queued"))
         session.commit()
-        assert session.get(Run, run_id, populate_existing=True).environment == {"mark": 2}
+        store_runs.claim_run(session, run_id, "w3", environment={"mark": 3})
+        assert session.get(Run, run_id, populate_existing=True).environment == {"mark": 3}
+
+
+def test_a_claim_that_skips_the_exhausted_check_still_never_claims_past_the_cap(sessions):
+    run_id = store_run(sessions, epochs=3)
+    with sessions() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(attempts=3))
+        session.commit()
+        # A caller that read the run with fewer claims (another claim came in between):
+        # no claim, and the run is left for the path that fails it.
+        assert store_runs.claim_run(session, run_id, "w1", states=("queued",),
+                                    max_attempts=3, exhausted=False) is None
+        run = session.get(Run, run_id, populate_existing=True)
+        assert (run.status, run.attempts) == ("queued", 3)
+        assert store_runs.claim_run(session, run_id, "w1", states=("queued",),
+                                    max_attempts=3) is None
+        assert session.get(Run, run_id, populate_existing=True).status == "failed"
 
 
 def test_data_that_does_not_match_its_hash_fails_the_run(sessions):
