@@ -8,9 +8,17 @@ the elementwise passes and the waits between products.
 
     .venv/bin/python bench/gemm_shapes.py                       # float32, full batch (10000)
     .venv/bin/python bench/gemm_shapes.py --dtype float64 --batch 256
+    .venv/bin/python bench/gemm_shapes.py --numpy-blas          # the same calls, NumPy's BLAS
+
+``--numpy-blas`` makes the same calls through the OpenBLAS NumPy bundles (the one NumPy's
+matmul peak and the sklearn and NumPy peers use: another build, often another version),
+through its CBLAS interface with ctypes: what the engine's products would take there.
 """
 
 import argparse
+import ctypes
+import glob
+import os
 import time
 
 import numpy as np
@@ -21,10 +29,41 @@ SIZES = [784, 256, 128, 10]
 N = 10000  # samples per epoch, as bench/kernels.py's net c
 
 
-def engine_calls(dtype: str, b: int):
+def numpy_blas_gemm(dtype: str):
+    """A function called as scipy.linalg.blas's xgemm (F-ordered operands) that runs NumPy's
+    bundled OpenBLAS (ILP64 CBLAS, column-major) on them; SystemExit where NumPy has none."""
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    found = sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*.so*")))
+    if not found:
+        raise SystemExit(f"--numpy-blas: no bundled OpenBLAS in {os.path.abspath(libs)}")
+    lib = ctypes.CDLL(found[0])
+    kind = "d" if dtype == "float64" else "s"
+    cblas = getattr(lib, f"scipy_cblas_{kind}gemm64_")
+    scalar = ctypes.c_double if dtype == "float64" else ctypes.c_float
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    cblas.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, i64, scalar, ptr,
+                      i64, ptr, i64, scalar, ptr, i64]
+    col_major, no_trans, trans = 102, 111, 112
+
+    def gemm(alpha, a, b, beta=0.0, c=None, trans_a=0, trans_b=0, overwrite_c=1):
+        assert a.flags.f_contiguous and b.flags.f_contiguous and c.flags.f_contiguous
+        m, n = c.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        cblas(col_major, trans if trans_a else no_trans, trans if trans_b else no_trans,
+              m, n, k, alpha, a.ctypes.data, a.shape[0], b.ctypes.data, b.shape[0], beta,
+              c.ctypes.data, c.shape[0])
+        return c
+
+    return gemm
+
+
+def engine_calls(dtype: str, b: int, numpy_blas: bool = False):
     """(label, FLOPs, call) for each product of one step on a batch of b rows."""
     rng = np.random.default_rng(0)
-    gemm = blas.dgemm if dtype == "float64" else blas.sgemm
+    if numpy_blas:
+        gemm = numpy_blas_gemm(dtype)
+    else:
+        gemm = blas.dgemm if dtype == "float64" else blas.sgemm
     A = [rng.standard_normal((b, s)).astype(dtype) for s in SIZES]  # layer outputs
     D = [rng.standard_normal((b, s)).astype(dtype) for s in SIZES]  # deltas
     W = [rng.standard_normal((SIZES[i + 1], SIZES[i])).astype(dtype) for i in range(3)]
@@ -53,12 +92,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--batch", type=int, default=N)
+    parser.add_argument("--numpy-blas", action="store_true",
+                        help="call NumPy's bundled OpenBLAS instead of SciPy's (the engine's)")
     args = parser.parse_args()
+    print(f"{args.dtype}, batch {args.batch}, through "
+          f"{'NumPy' if args.numpy_blas else 'SciPy (the engine)'}'s OpenBLAS")
     steps = -(-N // args.batch)
     for threads in (1, 2):
         with threadpoolctl.threadpool_limits(threads, user_api="blas"):
             total = 0.0
-            for label, flops, call in engine_calls(args.dtype, args.batch):
+            for label, flops, call in engine_calls(args.dtype, args.batch, args.numpy_blas):
                 call()
                 reps = max(1, int(2e9 / flops))
                 best = float("inf")
