@@ -89,7 +89,7 @@ def main() -> None:
                     "grid": {"layers": grid["layers"]}})
     for run_id in warm:  # compiles or loads the kernels, caches the dataset
         execute.execute_run(sessions, run_id, threads=threads)
-    train_alone = kernels.train
+    train_alone, split_alone = kernels.train, execute.split_validation
     totals: dict = collections.defaultdict(float)
     timed_phases(totals)
     print(f"{database_url.split(':')[0]}: 48 runs of bench/sweep.py's grid, {args.epochs} "
@@ -107,7 +107,7 @@ def main() -> None:
         with execute.blas_threads(1):
             started = time.perf_counter()
             for spec in specs:
-                X_train, y_train, validation = execute.split_validation(
+                X_train, y_train, validation = split_alone(
                     X, y, spec["validation_split"], spec["seed"])
                 train_alone(X_train, y_train, validation=validation,
                             **execute.train_arguments(spec))

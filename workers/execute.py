@@ -116,6 +116,28 @@ def split_validation(X, y, fraction: float, seed: int):
     return X[train_rows], y[train_rows], (X[val_rows], y[val_rows])
 
 
+# Splits of cached datasets by (dataset key, fraction, seed): a sweep's runs usually share
+# one, and a worker then splits its dataset once, not once per run.
+_SPLITS: "OrderedDict[tuple, tuple]" = OrderedDict()
+CACHED_SPLITS = 4
+
+
+def split_for_run(key: tuple, X, y, fraction: float, seed: int):
+    """split_validation of the dataset ``key`` loaded by ``load_dataset``, from this
+    process's cache when it is small enough to be cached itself; callers must not modify
+    the arrays."""
+    if key not in _DATASETS:
+        return split_validation(X, y, fraction, seed)
+    split_key = (key, fraction, seed)
+    if split_key in _SPLITS:
+        _SPLITS.move_to_end(split_key)
+    else:
+        _SPLITS[split_key] = split_validation(X, y, fraction, seed)
+        while len(_SPLITS) > CACHED_SPLITS:
+            _SPLITS.popitem(last=False)
+    return _SPLITS[split_key]
+
+
 def _fail(sessions, run_id: int, attempt: int, message: str, sweep_id: Optional[int],
           enqueue: Optional[Enqueue]) -> str:
     to_send = []
@@ -245,8 +267,8 @@ def _train_claimed(sessions, run_id: int, claimed: Claim, enqueue: Optional[Enqu
                            retry_seconds=timings.stale_seconds,
                            plateau=spec.get("stop_on_plateau"))
     try:
-        X_train, y_train, validation = split_validation(
-            X, y, spec.get("validation_split", 0.0), spec["seed"])
+        X_train, y_train, validation = split_for_run(
+            source[0], X, y, spec.get("validation_split", 0.0), spec["seed"])
         with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds), \
                 blas_threads(run_threads(spec, threads)):
             result = kernels.train(X_train, y_train, callback=writer, validation=validation,

@@ -471,3 +471,26 @@ def test_datasets_are_cached_by_content(sessions):
     spec = {k: run.spec[k] for k in NUMERIC}
     assert np.array_equal(errors_of(rows), kernels.train(X2, y2, **spec).errors)
     assert not np.array_equal(errors_of(rows), kernels.train(X, y, **spec).errors)
+
+
+@pytest.mark.parametrize("batch_mode", ["sgd", "minibatch", "full"])
+def test_runs_sharing_a_split_train_as_on_a_fresh_one(sessions, batch_mode):
+    """A worker splits a cached dataset once per (fraction, seed): the second run with the
+    same split reuses the arrays the first trained on, which training left as they were."""
+    from workers import execute
+
+    spec = dict(dataset="circles", layers=[2, 8, 1], epochs=4, validation_split=0.25,
+                seed=3, learning_rate=0.5, batch_mode=batch_mode, shuffle=True)
+    first = store_run(sessions, **spec)
+    assert execute_run(sessions, first) == "succeeded"
+    cached = [v for k, v in execute._SPLITS.items() if k[1:] == (0.25, 3)]
+    assert len(cached) == 1
+    X, y = kernels.load_dataset("circles")
+    fresh = split_validation(X, y, 0.25, 3)
+    for got, want in zip(cached[0][:2] + cached[0][2], fresh[:2] + fresh[2]):
+        assert np.array_equal(got, want)
+    second = store_run(sessions, **spec)
+    assert execute_run(sessions, second) == "succeeded"
+    (_, rows1, _), (_, rows2, _) = load(sessions, first), load(sessions, second)
+    assert np.array_equal(errors_of(rows1), errors_of(rows2))
+    assert np.array_equal(errors_of(rows2), direct(load(sessions, second)[0].spec).errors)
