@@ -6,10 +6,11 @@ clock enters the judgement, so a host whose clock is minutes off neither gets it
 taken back nor takes back others' (docs/scaling.md, fault 5).
 
 On PostgreSQL ``now`` is ``CURRENT_TIMESTAMP`` (a ``timestamptz``, the start of the
-transaction; every write that stores it is a short transaction's first statement). SQLite
-keeps times as text in SQLAlchemy's format (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC, which the
-store writes): its ``now`` is rendered in that very format (to the millisecond), so text
-comparisons order it correctly against the times SQLAlchemy wrote.
+transaction; every write that stores it comes at the start of a short transaction: first,
+or after one read, as a worker's claim). SQLite keeps times as text in SQLAlchemy's format
+(``YYYY-MM-DD HH:MM:SS.ffffff``, UTC, which the store writes): its ``now`` is rendered in
+that very format (to the millisecond), so text comparisons order it correctly against the
+times SQLAlchemy wrote.
 """
 
 from sqlalchemy import DateTime, Float, literal
