@@ -54,6 +54,10 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _U = np.uint64
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
+# Arguments passed as typed values, not literals: numba compiles a callee once per literal
+# it is called with, so a literal 0 or False beside a run-time int or bool would double it.
+_I0 = np.int64(0)
+_NO_DECAY = np.bool_(False)
 
 
 # ------------------------------------------------------------------------------- BLAS
@@ -660,8 +664,8 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
     Writes dE/d(layer input) into dA (when need_dA) with the weights before the update, then
     stores the gradients in G (laid out like P) and, by ``apply``, updates nothing (STORE),
     applies ``W -= lr * dE/dW`` (APPLY_SGD) or the optimizer's step (APPLY_STEP, with the
-    state S, see _step_range; by row or by layer, see ROW_STEP_MIN). Small products run as fused loops that pass over each weight
-    row once; large ones use BLAS.
+    state S, see _step_range; by row or by layer, see ROW_STEP_MIN). Small products run as
+    fused loops that pass over each weight row once; large ones use BLAS.
     """
     n_in = sizes[l]
     n_out = sizes[l + 1]
@@ -686,7 +690,7 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
                 P[k] -= lr * G[k]
         elif apply == APPLY_STEP:
             _step_range(P, G, S, n, w0, b0, code, decay, consts)
-            _step_range(P, G, S, n, b0, b0 + n_out, code, False, consts)
+            _step_range(P, G, S, n, b0, b0 + n_out, code, _NO_DECAY, consts)
         return
     if need_dA:
         for k in range(b * n_in):
@@ -730,7 +734,7 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
     if apply == APPLY_STEP:
         if not row_steps:
             _step_range(P, G, S, n, w0, b0, code, decay, consts)
-        _step_range(P, G, S, n, b0, b0 + n_out, code, False, consts)
+        _step_range(P, G, S, n, b0, b0 + n_out, code, _NO_DECAY, consts)
 
 
 @njit(**_JIT)
@@ -842,7 +846,7 @@ def _clipped_step(P, G, S, net, code, decay, clip, consts):
         w0 = poff[l]
         b0 = w0 + sizes[l + 1] * sizes[l]
         _step_range(P, G, S, n, w0, b0, code, decay, consts)
-        _step_range(P, G, S, n, b0, b0 + sizes[l + 1], code, False, consts)
+        _step_range(P, G, S, n, b0, b0 + sizes[l + 1], code, _NO_DECAY, consts)
 
 
 @njit(**_JIT)
@@ -938,13 +942,14 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
     total = 0.0
     correct = 0
     order = np.empty(0, np.int64)
+    in_order = order.shape[0] == 0  # always; a run-time bool like train_epochs' (see _I0)
     logits_only = _logits_suffice(net, loss, acc_mode)
     flat_X = X.reshape(X.size)
     n_in = _U(X.shape[1])
     for start in range(0, n, rows):
         b = _U(min(rows, n - start))
-        _load_rows(X, Y, order, start, b, bufs, True)
-        inp, i0 = _batch_input(flat_X, n_in, start, bufs, True)
+        _load_rows(X, Y, order, start, b, bufs, in_order)
+        inp, i0 = _batch_input(flat_X, n_in, start, bufs, in_order)
         if logits_only:
             _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0)
         else:
@@ -967,14 +972,16 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
 
     errors and accuracy are the whole history (index = epoch). After each evaluated epoch
     (a multiple of ctl[I_EVERY], or the run's last, errors.shape[0] - 1) its whole-set error
-    (and the validation rows') is recorded; other epochs evaluate nothing. Except in full-batch mode without shuffling, where the forward pass of
-    the next step is exactly that evaluation and is reused: there the last epoch's error stays
-    pending (recorded by the next call, given ``pending``, or by ``evaluate``).
+    (and the validation rows') is recorded; other epochs evaluate nothing. Except in
+    full-batch mode without shuffling, where the forward pass of the next step is exactly
+    that evaluation and is reused: there the last epoch's error stays pending (recorded by
+    the next call, given ``pending``, or by ``evaluate``).
 
     lrs[epoch] is the epoch's float64 learning rate. Plain sgd (ctl[I_GENERAL] == 0) updates
     P inside the backward pass; otherwise each batch counts a step (t in ctl) and the
     optimizer, with its state S, steps each weight row inside the backward pass as soon as
-    its gradients are known, or, with clipping, after all of them (_clipped_step). With a plateau metric in ctl, each recorded metric goes through _plateau_update.
+    its gradients are known, or, with clipping, after all of them (_clipped_step). With a
+    plateau metric in ctl, each recorded metric goes through _plateau_update.
     Returns the number of epochs trained, with ctl[I_STATUS] saying why it stopped: RAN (all
     of them), DIVERGED (a recorded error was not finite) or PLATEAU (its last epoch met the
     plateau rule; with full batches in order and metric val_error its error is pending).
@@ -987,6 +994,11 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     code = ctl[I_OPT]
     decay = hyper[H_DECAY] != 0.0
     clip = hyper[H_CLIP]
+    # How the backward pass applies the gradients (see _layer_backward): plain sgd inside
+    # it; with clipping, after it (the norm needs every gradient of the batch first); else
+    # each weight row as soon as its gradients are known. A run-time value, not a constant
+    # per call site: one compiled backward pass instead of three (seconds of a cold compile).
+    apply = APPLY_SGD if not general else (STORE if clip > 0.0 else APPLY_STEP)
     G = bufs[5]
     every = ctl[I_EVERY]
     last = errors.shape[0] - 1
@@ -1012,7 +1024,7 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
             inp, i0 = _batch_input(flat_X, n_in, start, bufs, not shuffle)
             _forward(P, net, bufs, b, consts, blas_min, inp, i0)
             if pending:
-                t, c = _batch_metrics(net, bufs, b, labels, 0, loss, acc_mode)
+                t, c = _batch_metrics(net, bufs, b, labels, _I0, loss, acc_mode)
                 E = _mean_error(t, n, M, loss)
                 errors[epoch - 1] = E
                 accuracy[epoch - 1] = c / n
@@ -1030,16 +1042,11 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
                     ctl[I_STATUS] = PLATEAU
                     return e
             _output_delta(net, bufs, b, loss, consts)
-            if not general:
-                _backward(P, net, bufs, b, consts, APPLY_SGD, blas_min, S, code, decay, inp, i0)
-                continue
-            _begin_step(ctl, hyper, lr, consts)
-            if clip > 0.0:  # the norm needs every gradient of the batch first
-                _backward(P, net, bufs, b, consts, STORE, blas_min, S, code, decay, inp, i0)
+            if general:
+                _begin_step(ctl, hyper, lr, consts)
+            _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0)
+            if general and clip > 0.0:
                 _clipped_step(P, G, S, net, code, decay, clip, consts)
-            else:  # each weight row steps as soon as its gradients are known
-                _backward(P, net, bufs, b, consts, APPLY_STEP, blas_min, S, code, decay, inp,
-                          i0)
         if not evaluated:
             continue
         if Xv.shape[0] > 0:
@@ -1077,13 +1084,14 @@ def gradients(X, Y, P, net, loss, consts, bufs, blas_min):
     The buffers must hold X.shape[0] rows."""
     n = _U(X.shape[0])
     order = np.empty(0, np.int64)
-    _load_rows(X, Y, order, 0, n, bufs, True)
+    in_order = order.shape[0] == 0  # typed values, not literals, as train_epochs' (see _I0)
+    _load_rows(X, Y, order, _I0, n, bufs, in_order)
     flat_X = X.reshape(X.size)
     _forward(P, net, bufs, n, consts, blas_min, flat_X, _U0)
-    t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), 0, loss, ACC_NONE)
+    t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), _I0, loss, np.int64(ACC_NONE))
     _output_delta(net, bufs, n, loss, consts)
-    _backward(P, net, bufs, n, consts, STORE, blas_min, np.empty(0, P.dtype), OPT_SGD, False,
-              flat_X, _U0)
+    _backward(P, net, bufs, n, consts, np.int64(STORE), blas_min, np.empty(0, P.dtype),
+              np.int64(OPT_SGD), _NO_DECAY, flat_X, _U0)
     return _mean_error(t, X.shape[0], Y.shape[1], loss)
 
 
