@@ -51,6 +51,9 @@ from .codes import (  # noqa: F401  (the engine's globals: numba compiles them i
 ensure_blas()
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# The functions only jitted code calls (named _...) get no Python or C wrapper: less code to
+# generate for each of them (about 1 s of a 9 s cold compile).
+_JIT_INNER = dict(_JIT, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 _U = np.uint64
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
@@ -348,7 +351,7 @@ def _tanh_of_typed(v):
     return (lambda v: _tanh32(v)) if v == types.float32 else (lambda v: _tanh(v))
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _activate(buf, start, count, width, code, consts):
     """buf[start:start + count] = f(itself), rows of ``width`` (in place so loops vectorise)."""
     zero = consts[C_ZERO]
@@ -387,7 +390,7 @@ def _activate(buf, start, count, width, code, consts):
     # LINEAR: nothing to do.
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _times_derivative(G, A, a0, count, code, consts):
     """G[:count] *= f'(z), with f'(z) written through the outputs A[a0:a0 + count] = f(z)."""
     one = consts[C_ONE]
@@ -413,13 +416,13 @@ def _times_derivative(G, A, a0, count, code, consts):
 # ----------------------------------------------------------------------------- losses
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _softplus(t):
     """log(1 + exp(t)) without overflow, in float64."""
     return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _row_loss(Y, A, Z, y0, a0, M, act, loss):
     """Loss of one row before the batch mean, in float64: sum_j 1/2 (y - yhat)^2, or the
     cross-entropy sum computed from the logits. The row starts at Y[y0], A[a0] and Z[y0]."""
@@ -449,7 +452,7 @@ def _row_loss(Y, A, Z, y0, a0, M, act, loss):
     return total
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _label_correct(A, a0, M, label, acc_mode):
     """1 if the output row at A[a0] predicts ``label`` (argmax, or yhat >= 1/2 with one output)."""
     if acc_mode == ACC_ARGMAX:
@@ -462,7 +465,7 @@ def _label_correct(A, a0, M, label, acc_mode):
     return 1 if predicted == label else 0
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _logits_suffice(net, loss, acc_mode):
     """Whether the loss and accuracy come from the output logits alone (softmax with
     cross-entropy), so that an evaluation pass can skip the output activation."""
@@ -471,7 +474,7 @@ def _logits_suffice(net, loss, acc_mode):
     return loss == CROSS_ENTROPY and output == SOFTMAX and acc_mode != ACC_THRESHOLD
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     """(summed row loss, number correct) of the forward pass in ``bufs``, whose row s is
     sample offset + s of the set in its own order. Every path that records an error goes
@@ -482,7 +485,7 @@ def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     return _output_metrics(net, bufs, b, labels, offset, loss, acc_mode)
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _output_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     """_batch_metrics from the outputs (and logits) row by row."""
     sizes, poff, aoff, acts = net
@@ -500,7 +503,7 @@ def _output_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     return total, correct
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _softmax_ce_metrics(bufs, b, M, labels, offset, acc_mode):
     """(summed row loss, number correct) of a softmax cross-entropy output, from the logits
     in zout alone: the same sums as _row_loss and _label_correct (argmax of the logits is
@@ -540,7 +543,7 @@ def _softmax_ce_metrics(bufs, b, M, labels, offset, acc_mode):
     return total, correct
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _output_delta(net, bufs, b, loss, consts):
     """delta1 = dE/dz of the output layer for the batch of b rows in ``bufs``."""
     sizes, poff, aoff, acts = net
@@ -584,7 +587,7 @@ def _output_delta(net, bufs, b, loss, consts):
 # ------------------------------------------------------------------- forward, backward
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min, consts):
     """Z[z0:] = A[a0:] @ W[l].T + B[l] for b rows: BLAS for large products, loops for small."""
     n_in = sizes[l]
@@ -615,7 +618,7 @@ def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min, consts):
             Z[rz + o] = acc + P[b0 + o]
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0):
     """Forward pass of the b input rows at inp[i0:] (layer 0 of abuf, or the data itself)
     up to the output layer's pre-activations (in zout), leaving every hidden layer's output
@@ -631,7 +634,7 @@ def _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0):
     _dense_forward(P, sizes, poff, L - 1, src, s0, zout, _U0, b, blas_min, consts)
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _forward(P, net, bufs, b, consts, blas_min, inp, i0):
     """Forward pass of the b input rows at inp[i0:] (see _forward_logits); leaves every
     layer's output in abuf and the output layer's pre-activations in zout."""
@@ -656,7 +659,7 @@ STORE, APPLY_SGD, APPLY_STEP = 0, 1, 2
 ROW_STEP_MIN = 32768
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b, blas_min,
                     S, code, decay, consts):
     """Gradients of layer l from its delta D (b rows of n_out).
@@ -737,7 +740,7 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
         _step_range(P, G, S, n, b0, b0 + n_out, code, _NO_DECAY, consts)
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0):
     """Backpropagate the output delta in delta1 through every layer, filling the gradient
     buffer and updating P as ``apply`` says (see _layer_backward)."""
@@ -758,7 +761,7 @@ def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0)
 # ------------------------------------------------------------------------- optimizers
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _clip_gradients(G, clip, consts):
     """Scale G by clip / (norm + 1e-6) when its L2 norm (squares summed in float64, in
     order) exceeds clip (torch.nn.utils.clip_grad_norm_ with the contract's condition)."""
@@ -774,7 +777,7 @@ def _clip_gradients(G, clip, consts):
             G[k] *= scale
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _step_range(P, G, S, n, lo, hi, code, decay, consts):
     """One optimizer step on P[lo:hi] from the gradients G[lo:hi] (weight decay when
     ``decay``), in one pass; S holds the momentum buffer or Adam's m at S[k], v at S[n + k].
@@ -824,7 +827,7 @@ def _step_range(P, G, S, n, lo, hi, code, decay, consts):
             P[k] = p - step * m / (np.sqrt(v) / bc2s + eps)
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _begin_step(ctl, hyper, lr, consts):
     """Count the batch's step (t) and set its scalars: Adam's step size and sqrt(bc2)."""
     ctl[I_T] += 1
@@ -835,7 +838,7 @@ def _begin_step(ctl, hyper, lr, consts):
         consts[C_BC2S] = math.sqrt(1.0 - math.pow(hyper[H_BETA2], t))
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _clipped_step(P, G, S, net, code, decay, clip, consts):
     """The update of a batch whose gradients are all in G: clip them, then step every
     layer (weights with weight decay, then biases)."""
@@ -849,7 +852,7 @@ def _clipped_step(P, G, S, net, code, decay, clip, consts):
         _step_range(P, G, S, n, b0, b0 + sizes[l + 1], code, _NO_DECAY, consts)
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _plateau_update(value, epoch, ctl, hyper, P, best):
     """The plateau rule for ``epoch``'s metric ``value`` (each evaluated epoch counted once,
     in order): an improvement (value < best - min_delta; never NaN) resets the count and,
@@ -880,7 +883,7 @@ def plateau_update(value, epoch, ctl, hyper, P, best):
 # ------------------------------------------------------------------------ epoch loops
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _shuffle_order(order, seed, epoch):
     """Fisher-Yates shuffle of 0..n-1 driven by SplitMix64 keyed by (seed, epoch)."""
     golden = np.uint64(0x9E3779B97F4A7C15)
@@ -903,7 +906,7 @@ def _shuffle_order(order, seed, epoch):
         order[k] = t
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _load_rows(X, Y, order, start, b, bufs, in_order):
     """Copy the batch's targets into ybuf and, unless the batch is rows start.. in order
     (which the passes read where they are, see _batch_input), its input rows into layer 0
@@ -920,7 +923,7 @@ def _load_rows(X, Y, order, start, b, bufs, in_order):
             ybuf[s * M + j] = Y[r, np.int64(j)]
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _batch_input(flat_X, n_in, start, bufs, in_order):
     """(array, offset) of a batch's first input row: the data itself (flat_X, X's rows
     flattened) for rows start.. in order, else layer 0 of abuf where _load_rows put them."""
@@ -929,13 +932,13 @@ def _batch_input(flat_X, n_in, start, bufs, in_order):
     return bufs[0], _U0
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _mean_error(total, n, M, loss):
     """The contract's E from a sum of row losses over n rows of M outputs."""
     return total / (n * M) if loss == MSE else total / n
 
 
-@njit(**_JIT)
+@njit(**_JIT_INNER)
 def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min):
     """(E, accuracy) over the whole set, in blocks of ``rows`` rows."""
     n = X.shape[0]
