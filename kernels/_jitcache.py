@@ -2,8 +2,8 @@
 
 numba's own ``cache=True`` writes beside the source (``__pycache__``) or, with
 NUMBA_CACHE_DIR, in a subfolder named after the source's absolute path: a new clone, a moved
-checkout or a new virtualenv finds nothing there and compiles every kernel again (about a
-minute on two cores). Here the folder is named after a hash of the source file's bytes, so
+checkout or a new virtualenv finds nothing there and compiles every kernel again (20-45 s on
+two cores). Here the folder is named after a hash of the source file's bytes, so
 any checkout of the same engine finds the kernels any earlier one compiled:
 
     $NUMBA_CACHE_DIR/descent-<module>-<hash>/        when NUMBA_CACHE_DIR is set

@@ -22,8 +22,8 @@ from typing import Optional
 from .cachepaths import cache_path, engine_cache_folder
 
 # Seconds a cold compile of the float64 training kernels is expected to take when this
-# machine never measured one (two busy cores: about 30 s).
-DEFAULT_COMPILE_SECONDS = 30.0
+# machine never measured one (two cores: 8 s on a fast one, about twice that on a slow one).
+DEFAULT_COMPILE_SECONDS = 15.0
 # A "compiling" status older than this is not believed.
 STALE_SECONDS = 1800.0
 

@@ -1,6 +1,6 @@
 """Load every kernel specialisation (compiling on first use) so runs never wait for numba.
 
-A cold compile of everything takes over a minute on two cores, most of it for kernels a
+A cold compile of everything takes 20-45 s on two cores, more than half of it for kernels a
 first run does not need. So a worker warms in two stages: ``warm_first`` (float64 training,
 what a default run uses) before its pool forks, so runs start as soon as that is ready; then
 ``start_warm_rest`` compiles the rest (float64 inference and gradients, everything float32)
