@@ -272,6 +272,7 @@ def eval_every(args) -> int:
 
 
 def run_sklearn(args) -> float:
+    from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
     from sklearn.neural_network import MLPClassifier
@@ -295,9 +296,9 @@ def run_sklearn(args) -> float:
         warnings.simplefilter("ignore", ConvergenceWarning)
         # Warm-up, as Descent's side has its warm-up sweep: joblib's worker processes are
         # started (and import sklearn) here, and the timed fit reuses them.
-        GridSearchCV(model.set_params(max_iter=1), {"hidden_layer_sizes": [(w,) for w in WIDTHS]},
+        GridSearchCV(clone(model).set_params(max_iter=1),
+                     {"hidden_layer_sizes": [(w,) for w in WIDTHS]},
                      cv=PredefinedSplit(fold), n_jobs=2, refit=False).fit(X, y)
-        model.set_params(max_iter=args.epochs)
         wait_quiet(args.wait_quiet, "sklearn")
         with Load() as load:
             clock = time.perf_counter()

@@ -175,11 +175,6 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
            threads: Threads, resume_attempt: Optional[int]) -> Union[Claim, str]:
     """Claim the run for this delivery, or the string execute_run returns when it is not
     this delivery's to train."""
-    needs = {}
-
-    def read_needs(session, run):  # in the claim's transaction
-        needs["source"] = dataset_source(session, context)
-
     with sessions() as session:
         # What the run trains on and where, read first in the claim's transaction: the
         # claim records its environment itself (fenced like every other write of the worker).
@@ -189,6 +184,11 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
         environment = run_environment(
             context.spec.get("dtype"), context.dataset_id, context.dataset_name,
             context.content_hash, threads=run_threads(context.spec, threads))
+        needs = {}
+
+        def read_needs(session, run):  # once claimed, still in the claim's transaction
+            needs["source"] = dataset_source(session, context)
+
         # The usual case, a queued run, in one statement; then redeliveries.
         run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",),
                                    max_attempts=timings.max_attempts,
