@@ -214,8 +214,10 @@ def test_a_killed_pool_process_has_its_run_redelivered(backend, workers, api):
     """acks_late + reject_on_worker_lost: when the process training a run dies, the broker
     delivers the run again and it is retrained from scratch (attempt 2, no duplicate rows)."""
     workers.start(1)
+    # About 2.5 s on a fast core: long enough past the first progress write (after 0.5 s,
+    # workers.history.FLUSH_SECONDS) to be caught running (800 epochs could end first).
     spec = {"dataset": "digits", "layers": [64, 16, 10], "loss": "cross_entropy",
-            "learning_rate": 0.05, "epochs": 800}
+            "learning_rate": 0.05, "epochs": 4000}
     run = wait_running(api, submit(api, spec), timeout=30)
     run_id = run["id"]
     pid = int(run["worker"].rsplit(":", 1)[1])  # host:pid of the pool process
