@@ -179,15 +179,21 @@ def create_sweep(session, queue, limits, owner: str, body: dict) -> Sweep:
         max_concurrency=body.get("max_concurrency"), early_stopping=body.get("early_stopping"),
         metric=body["metric"])
     label = body.get("name") or f"sweep {sweep.id}"
-    store_sweeps.create_cells(session, sweep.id, [
+    # Without a concurrency limit every cell is dispatched as it is stored, in this one
+    # transaction; with one, fill_slots dispatches the first max_concurrency.
+    unlimited = body.get("max_concurrency") is None
+    ids = store_sweeps.create_cells(session, sweep.id, [
         {"position": cell["position"], "config": cell["config"],
          "config_hash": sweepspace.config_hash(cell["config"]), "spec": cell["spec"],
          "dataset_id": cell["dataset"].id,
          "name": cell["spec"].get("name") or f"{label} #{cell['position']}",
          "tags": cell["spec"].get("tags")}
-        for cell in expanded])
-    session.commit()
-    to_send = store_sweeps.fill_slots(session, sweep.id)
+        for cell in expanded], dispatched=unlimited)
+    if unlimited:
+        to_send = ids
+    else:
+        session.commit()
+        to_send = store_sweeps.fill_slots(session, sweep.id)
     enqueue_or_undo(session, queue, to_send,
                     lambda: store_sweeps.delete_sweep(session, sweep.id), f"sweep {sweep.id}")
     return sweep

@@ -63,7 +63,14 @@ def create_run(session: Session, spec: dict, dataset_id: int, name=None, tags=No
 def new_run(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
             owner: Optional[str] = None) -> Run:
     """A queued Run row for a validated, complete spec, not yet added to a session."""
-    return Run(
+    return Run(**new_run_values(spec, dataset_id, name, tags, sweep_id, owner),
+               environment=None)  # (set: a deferred column never read back for a new run)
+
+
+def new_run_values(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
+                   owner: Optional[str] = None) -> dict:
+    """The column values of a queued run (``new_run``'s), for a bulk INSERT of many."""
+    return dict(
         owner=owner,
         name=name,
         spec=spec,
@@ -78,7 +85,6 @@ def new_run(spec: dict, dataset_id: int, name=None, tags=None, sweep_id=None,
         epochs=spec["epochs"],
         seed=spec["seed"],
         stored_bytes=run_bytes(spec),  # reserved until the run ends (see complete_run)
-        environment=None,  # (set: a deferred column never read back for a new run)
     )
 
 

@@ -10,12 +10,12 @@ import hashlib
 import json
 from typing import Optional
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import FINAL_STATES, Run, Sweep, SweepCell, SweepRung, utcnow
-from .runs import cancel_runs, create_run, new_run
+from .runs import cancel_runs, create_run, new_run_values
 
 ACTIVE = ("queued", "running")
 # Sweeps whose cells a sampler proposes one slot at a time (service.store.search).
@@ -73,12 +73,14 @@ def create_cell(session: Session, sweep_id: int, position: int, config: dict, co
     return run.id
 
 
-def create_cells(session: Session, sweep_id: int, cells: list[dict]) -> list[int]:
+def create_cells(session: Session, sweep_id: int, cells: list[dict],
+                 dispatched: bool = False) -> list[int]:
     """``create_cell`` for many configurations at once (each a dict of its keyword
     arguments: position, config, config_hash, spec, dataset_id, name, tags), in a few
-    statements instead of a few per cell; returns the run ids of the cells stored. Should a
-    concurrent creation store some first, falls back to one cell at a time. The caller
-    commits."""
+    statements instead of a few per cell; returns the run ids of the cells stored, in the
+    order of ``cells``. ``dispatched``: the cells are stored as dispatched (their runs are
+    enqueued by the caller) instead of waiting for ``fill_slots``. Should a concurrent
+    creation store some first, falls back to one cell at a time. The caller commits."""
     hashes = [c["config_hash"] for c in cells]
     existing = set(session.scalars(select(SweepCell.config_hash).where(
         SweepCell.sweep_id == sweep_id, SweepCell.config_hash.in_(hashes))))
@@ -88,19 +90,25 @@ def create_cells(session: Session, sweep_id: int, cells: list[dict]) -> list[int
     owner = session.get(Sweep, sweep_id).owner
     try:
         with session.begin_nested():
-            runs = [new_run(c["spec"], c["dataset_id"], name=c.get("name"), tags=c.get("tags"),
-                            sweep_id=sweep_id, owner=owner) for c in todo]
-            session.add_all(runs)
-            session.flush()
-            session.add_all([SweepCell(sweep_id=sweep_id, position=c["position"],
-                                       config=c["config"], config_hash=c["config_hash"],
-                                       run_id=run.id, dispatched=False)
-                             for c, run in zip(todo, runs)])
-            session.flush()
+            # Bulk INSERTs (one statement each, with the new ids returned in order): the
+            # unit of work took about half a millisecond per row of a large sweep.
+            ids = list(session.scalars(
+                insert(Run).returning(Run.id, sort_by_parameter_order=True),
+                [new_run_values(c["spec"], c["dataset_id"], name=c.get("name"),
+                                tags=c.get("tags"), sweep_id=sweep_id, owner=owner)
+                 for c in todo]))
+            session.execute(insert(SweepCell), [
+                {"sweep_id": sweep_id, "position": c["position"], "config": c["config"],
+                 "config_hash": c["config_hash"], "run_id": run_id, "dispatched": dispatched}
+                for c, run_id in zip(todo, ids)])
     except IntegrityError:  # a concurrent creation stored some of them first
         ids = [create_cell(session, sweep_id, **c) for c in todo]
-        return [run_id for run_id in ids if run_id is not None]
-    return [run.id for run in runs]
+        ids = [run_id for run_id in ids if run_id is not None]
+        if dispatched and ids:
+            session.execute(update(SweepCell).where(SweepCell.run_id.in_(ids))
+                            .values(dispatched=True))
+        return ids
+    return ids
 
 
 def cells(session: Session, sweep_id: int) -> list[tuple[SweepCell, Run]]:
@@ -172,14 +180,10 @@ def _propose_cells(session: Session, sweep: Sweep, free: int) -> list[int]:
         return []
     stored = search_settings(sweep)
     label = sweep.name or f"sweep {sweep.id}"
-    ids = create_cells(session, sweep.id, [
+    return create_cells(session, sweep.id, [
         {**cell, "dataset_id": stored["dataset_id"], "name": f"{label} #{cell['position']}",
          "tags": stored["template"].get("tags")}
-        for cell in proposed])
-    session.execute(update(SweepCell).where(SweepCell.run_id.in_(ids))
-                    .values(dispatched=True))
-    session.flush()
-    return ids
+        for cell in proposed], dispatched=True)
 
 
 def search_settings(sweep: Sweep) -> dict:

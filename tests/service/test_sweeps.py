@@ -170,6 +170,42 @@ def test_bulk_cell_creation_stores_only_new_configurations(client, sessions):
     assert count(sessions, SweepCell) == 7 and count(sessions, Run) == 7
 
 
+def test_a_sweep_without_a_concurrency_limit_stores_every_cell_dispatched(client, sessions,
+                                                                          queue_dir):
+    """Its cells are dispatched in the transaction that stores them (no fill_slots pass),
+    every run is enqueued once, and create_cells returns the run ids in the cells' order."""
+    sweep = post(client, GRID)
+    ids = [run["id"] for run in sweep["runs"]]
+    assert sorted(queued_run_ids(queue_dir)) == sorted(ids) and len(ids) == 6
+    with sessions() as session:
+        stored = session.scalars(select(SweepCell).where(SweepCell.sweep_id == sweep["id"])
+                                 .order_by(SweepCell.position)).all()
+        assert all(cell.dispatched for cell in stored)
+        assert [cell.run_id for cell in stored] == ids
+        assert all(session.get(Run, run_id).enqueued_at is not None for run_id in ids)
+
+
+def test_bulk_cells_that_collide_fall_back_to_one_at_a_time_still_dispatched(client,
+                                                                            sessions):
+    """Two cells of one batch with the same configuration break the bulk INSERT's unique
+    key: create_cells then stores them one at a time (the first only) and, asked to,
+    marks what it stored dispatched."""
+    sweep = post(client, {**GRID, "max_concurrency": 1})
+    with sessions() as session:
+        first = session.scalars(select(SweepCell).where(SweepCell.sweep_id == sweep["id"])
+                                .order_by(SweepCell.position)).first()
+        spec = session.get(Run, first.run_id).spec
+        config = {"learning_rate": 9.0}
+        cell = {"position": 7, "config": config, "config_hash": sweepspace.config_hash(config),
+                "spec": dict(spec, learning_rate=9.0), "dataset_id": cell_dataset(session)}
+        ids = store_sweeps.create_cells(session, sweep["id"], [cell, {**cell, "position": 8}],
+                                        dispatched=True)
+        session.commit()
+        assert len(ids) == 1
+        stored = session.scalar(select(SweepCell).where(SweepCell.run_id == ids[0]))
+        assert stored.position == 7 and stored.dispatched
+
+
 def cell_dataset(session):
     return session.scalars(select(Run.dataset_id)).first()
 
