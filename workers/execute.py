@@ -193,7 +193,8 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
         run = store_runs.claim_run(session, run_id, worker_name(), states=("queued",),
                                    max_attempts=timings.max_attempts,
                                    before_commit=read_needs, environment=environment,
-                                   exhausted=context.attempts >= timings.max_attempts)
+                                   exhausted=context.attempts >= timings.max_attempts,
+                                   entity=False)
         if run is None:
             current = store_runs.get_run(session, run_id)
             if current is None:
@@ -207,7 +208,8 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
             run = store_runs.claim_run(session, run_id, worker_name(),
                                        attempts=current.attempts,
                                        max_attempts=timings.max_attempts,
-                                       before_commit=read_needs, environment=environment)
+                                       before_commit=read_needs, environment=environment,
+                                       entity=False)
             if run is None:
                 session.refresh(current)
                 if current.status in store_runs.FINAL_STATES:
@@ -216,7 +218,7 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
                 return current.status
         stopping = ((context.early_stopping, context.metric)
                     if context.early_stopping else None)
-        return Claim(run.attempts, dict(run.spec), needs["source"], stopping, run.sweep_id)
+        return Claim(run.attempts, dict(context.spec), needs["source"], stopping, run.sweep_id)
 
 
 def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,

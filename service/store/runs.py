@@ -1,14 +1,15 @@
 """Queries and state changes of runs, their history and parameters."""
 
 import base64
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
-from sqlalchemy import (String, and_, case, cast, delete, func, literal, or_, select, tuple_,
-                        update)
+from sqlalchemy import (String, and_, bindparam, case, cast, delete, func, literal, or_,
+                        select, tuple_, update)
 from sqlalchemy.orm import Session
 
 from .clock import db_ago, db_now
@@ -258,14 +259,23 @@ class ClaimContext(NamedTuple):
     metric: Optional[str]
 
 
+# The statements a worker runs for every run (its claim and its end) are built once, with
+# bound parameters: building an UPDATE of a dozen columns per call cost about a millisecond
+# (bench/run_overhead.py), as much as the database took to run it.
+# They are Core statements (on the tables, not the mapped classes) where no ORM object is
+# wanted: the ORM's handling of a statement cost another quarter of a millisecond.
+_RUNS, _DATASETS, _SWEEPS = Run.__table__.c, Dataset.__table__.c, Sweep.__table__.c
+_CLAIM_CONTEXT = (
+    select(_RUNS.spec, _RUNS.attempts, _DATASETS.id, _DATASETS.name, _DATASETS.content_hash,
+           _RUNS.sweep_id, _SWEEPS.early_stopping, _SWEEPS.metric)
+    .select_from(Run.__table__.join(Dataset.__table__, _DATASETS.id == _RUNS.dataset_id)
+                 .outerjoin(Sweep.__table__, _SWEEPS.id == _RUNS.sweep_id))
+    .where(_RUNS.id == bindparam("run_id")))
+
+
 def claim_context(session: Session, run_id: int) -> Optional[ClaimContext]:
     """The run's ClaimContext in one query, or None when there is no such run."""
-    row = session.execute(
-        select(Run.spec, Run.attempts, Dataset.id, Dataset.name, Dataset.content_hash,
-               Run.sweep_id, Sweep.early_stopping, Sweep.metric)
-        .join(Dataset, Dataset.id == Run.dataset_id)
-        .outerjoin(Sweep, Sweep.id == Run.sweep_id)
-        .where(Run.id == run_id)).first()
+    row = session.execute(_CLAIM_CONTEXT, {"run_id": run_id}).first()
     return None if row is None else ClaimContext(*row)
 
 
@@ -274,10 +284,38 @@ def dataset_data(session: Session, dataset_id: int) -> Optional[bytes]:
     return session.scalar(select(Dataset.data).where(Dataset.id == dataset_id))
 
 
+class Claimed(NamedTuple):
+    """What ``claim_run(..., entity=False)`` returns of the claimed run."""
+
+    attempts: int
+    sweep_id: Optional[int]
+
+
+@functools.cache
+def _claim_statement(match_attempts: bool, limit_attempts: bool, entity: bool):
+    """claim_run's UPDATE (see there), by which conditions it has and what it returns."""
+    now = db_now()
+    c = Run if entity else _RUNS
+    where = [c.id == bindparam("run_id"), c.status.in_(bindparam("states", expanding=True)),
+             c.cancel_requested.is_(False)]
+    if match_attempts:
+        where.append(c.attempts == bindparam("attempts"))
+    if limit_attempts:
+        where.append(c.attempts < bindparam("max_attempts"))
+    return (update(Run if entity else Run.__table__).where(*where)
+            .values(status="running", worker=bindparam("worker"), attempts=c.attempts + 1,
+                    started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0,
+                    final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
+                    final_val_error=None, stop_reason=None, error_message=None,
+                    environment=bindparam("environment"))
+            .returning(*((Run,) if entity else (c.attempts, c.sweep_id))))
+
+
 def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int] = None,
               states: Sequence[str] = ("queued", "running"),
               max_attempts: Optional[int] = None, before_commit=None,
-              environment: Optional[dict] = None, exhausted: bool = True) -> Optional[Run]:
+              environment: Optional[dict] = None, exhausted: bool = True,
+              entity: bool = True) -> Union[Run, Claimed, None]:
     """Mark a run in one of ``states`` (queued, or running under a lost worker) as running
     by ``worker``, and clear the history and parameters of an earlier attempt. Returns None
     when the run should not train (gone, finished, cancelled, or, with ``attempts``, claimed
@@ -301,30 +339,30 @@ def claim_run(session: Session, run_id: int, worker: str, attempts: Optional[int
 
     Its times (started_at, heartbeat_at) are the database's clock (service.store.clock), as
     are every heartbeat and final time below: staleness is judged on that one clock.
+
+    ``entity=False`` returns only a Claimed (attempts, sweep_id), not the Run: what a
+    worker needs, without building an ORM object of every column.
     """
     now = db_now()
-    where = [Run.id == run_id, Run.status.in_(states), Run.cancel_requested.is_(False)]
+    if max_attempts is not None and exhausted:
+        where = [Run.id == run_id, Run.status.in_(states), Run.cancel_requested.is_(False),
+                 Run.attempts >= max_attempts]
+        if attempts is not None:
+            where.append(Run.attempts == attempts)
+        session.execute(
+            update(Run).where(*where)
+            .values(status="failed", finished_at=now, error_message=worker_lost_message()),
+            execution_options=UNSYNCHRONIZED)
+    params = {"run_id": run_id, "states": list(states), "worker": worker,
+              "environment": environment}
     if attempts is not None:
-        where.append(Run.attempts == attempts)
+        params["attempts"] = attempts
     if max_attempts is not None:
-        if exhausted:
-            session.execute(
-                update(Run).where(*where, Run.attempts >= max_attempts)
-                .values(status="failed", finished_at=now,
-                        error_message=worker_lost_message()),
-                execution_options=UNSYNCHRONIZED)
-        where.append(Run.attempts < max_attempts)
-    run = session.execute(
-        update(Run)
-        .where(*where)
-        .values(status="running", worker=worker, attempts=Run.attempts + 1,
-                started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0,
-                final_error=None, best_error=None, best_epoch=None, final_accuracy=None,
-                final_val_error=None, stop_reason=None, error_message=None,
-                environment=environment)
-        .returning(Run),
-        execution_options={**UNSYNCHRONIZED, "populate_existing": True},
-    ).scalar()
+        params["max_attempts"] = max_attempts
+    result = session.execute(
+        _claim_statement(attempts is not None, max_attempts is not None, entity), params,
+        execution_options={**UNSYNCHRONIZED, "populate_existing": True})
+    run = result.scalar() if entity else result.first()
     if run is None:
         # A cancel requested before this delivery (possibly while a lost worker trained
         # it) ends the run now; its history so far is kept.
@@ -448,13 +486,15 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     for ``record_progress``. Commits."""
     assert status in FINAL_STATES
     values = _summary_values(summary)
-    now = db_now()
-    values.update(status=status, error_message=error_message, finished_at=now,
-                  heartbeat_at=now)
-    if "epochs_done" in values:  # what it stored replaces what was reserved
-        values["stored_bytes"] = _settled_bytes_after(run_id, rows, params, rewrite)
+    values.update(status=status, error_message=error_message)
+    # What it stored replaces what was reserved (see _complete_statement).
+    settle = None if "epochs_done" not in values else "before" if rewrite and rows else "all"
+    params_in = {f"v_{name}": value for name, value in values.items()}
+    params_in.update(run_id=run_id, attempt=attempt, rows_written=len(rows),
+                     param_bytes=settled_bytes(params, 0),
+                     first_epoch=rows[0]["epoch"] if rows else None)
     owned = session.execute(
-        update(Run).where(_owned(run_id, attempt)).values(**values).returning(Run.id),
+        _complete_statement(tuple(values), settle, attempt is not None), params_in,
         execution_options=UNSYNCHRONIZED,
     ).scalar()
     if owned is None:
@@ -471,22 +511,35 @@ def complete_run(session: Session, run_id: int, attempt: Optional[int], rows: li
     session.commit()
 
 
-def _settled_bytes_after(run_id: int, rows: list[dict], params: Optional[dict],
-                         rewrite: bool):
-    """``settled_bytes`` of a run once ``complete_run`` has written ``rows`` and ``params``,
-    as an expression for the run's one UPDATE: the history rows stored so far (those
-    ``rows`` replace left out) plus ``rows``. Only this claim writes the run's history, so
-    the count cannot change under it.
+@functools.cache
+def _complete_statement(columns: tuple, settle: Optional[str], match_attempt: bool):
+    """complete_run's UPDATE of the run row: ``columns`` from the parameters ``v_<name>``,
+    finished_at and heartbeat_at the database's now, and with ``settle`` its stored_bytes.
 
-    One UPDATE of the run row, not a second one after the inserts: on PostgreSQL a second
-    update of a row this transaction already updated fires the runs -> sweeps foreign key
-    check, which takes a KEY SHARE lock on the run's sweep row; two workers ending runs of
-    one sweep then both held it and deadlocked asking for the sweep row FOR UPDATE
-    (``store.sweeps.run_ended``)."""
-    kept = select(func.count()).select_from(Epoch).where(Epoch.run_id == run_id)
-    if rewrite and rows:
-        kept = kept.where(Epoch.epoch < rows[0]["epoch"])
-    return (kept.scalar_subquery() + len(rows)) * HISTORY_ROW_BYTES + settled_bytes(params, 0)
+    stored_bytes is then what the run stored: its history rows (those stored before plus
+    the ``rows_written`` this transaction writes; ``settle`` "before": only the stored ones
+    before ``first_epoch`` count, the rest being replaced, else "all") and ``param_bytes``
+    of parameters. Only this claim writes the run's history, so the count cannot change
+    under it. One UPDATE of the run row, not a second one after the inserts: on PostgreSQL
+    a second update of a row this transaction already updated fires the runs -> sweeps
+    foreign key check, which takes a KEY SHARE lock on the run's sweep row; two workers
+    ending runs of one sweep then both held it and deadlocked asking for the sweep row FOR
+    UPDATE (``store.sweeps.run_ended``)."""
+    now = db_now()
+    values = {name: bindparam(f"v_{name}") for name in columns}
+    values.update(finished_at=now, heartbeat_at=now)
+    if settle is not None:
+        epochs = Epoch.__table__.c
+        kept = select(func.count()).select_from(Epoch.__table__).where(
+            epochs.run_id == bindparam("run_id"))
+        if settle == "before":
+            kept = kept.where(epochs.epoch < bindparam("first_epoch"))
+        values["stored_bytes"] = ((kept.scalar_subquery() + bindparam("rows_written"))
+                                  * HISTORY_ROW_BYTES + bindparam("param_bytes"))
+    where = [_RUNS.id == bindparam("run_id"), _RUNS.status == "running"]
+    if match_attempt:
+        where.append(_RUNS.attempts == bindparam("attempt"))
+    return update(Run.__table__).where(*where).values(**values).returning(_RUNS.id)
 
 
 def store_params(session: Session, run_id: int, which: str, dtype: str, data: bytes) -> None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Optional
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,18 +125,23 @@ def _lock_sweep(session: Session, sweep_id: int) -> Optional[Sweep]:
                            execution_options={"populate_existing": True}).scalar()
 
 
+def _dispatches_nothing(sweep) -> bool:
+    """Whether fill_slots has nothing to do for the sweep (a Sweep or a row of its columns
+    cancel_requested, max_concurrency, kind, status): it is cancelled, or nothing waits."""
+    # A sweep without a concurrency limit dispatches every cell it stores in the
+    # transaction that creates it (status "queued" until a run starts).
+    return sweep.cancel_requested or (sweep.max_concurrency is None
+                                      and sweep.kind not in MODEL_BASED
+                                      and sweep.status != "queued")
+
+
 def fill_slots(session: Session, sweep_id: int, sweep: Optional[Sweep] = None) -> list[int]:
     """Mark waiting cells dispatched while fewer than ``max_concurrency`` dispatched runs of
     the sweep are queued or running; returns their run ids, to enqueue after the caller
     commits. Nothing is dispatched for a cancelled sweep. ``sweep``: the row as this
     transaction already locked it (see ``_lock_sweep``)."""
     sweep = sweep if sweep is not None else _lock_sweep(session, sweep_id)
-    if sweep is None or sweep.cancel_requested:
-        return []
-    if (sweep.max_concurrency is None and sweep.kind not in MODEL_BASED
-            and sweep.status != "queued"):
-        # Nothing waits: a sweep without a concurrency limit dispatches every cell it
-        # stores in the transaction that creates it (status "queued" until a run starts).
+    if sweep is None or _dispatches_nothing(sweep):
         return []
     waiting = (select(SweepCell).join(Run, Run.id == SweepCell.run_id)
                .where(SweepCell.sweep_id == sweep_id, SweepCell.dispatched.is_(False),
@@ -234,20 +239,42 @@ def update_status(session: Session, sweep_id: int,
         return None
     status = derive_status(sweep, counts(session, sweep_id))
     if status != sweep.status:
-        sweep.status = status
-        if status in ("succeeded", "failed", "cancelled"):
-            sweep.finished_at = utcnow()
+        for name, value in _status_values(status).items():
+            setattr(sweep, name, value)
     session.flush()
     return sweep
+
+
+def _status_values(status: str) -> dict:
+    """The sweep's columns that change when it enters ``status``."""
+    if status in ("succeeded", "failed", "cancelled"):
+        return {"status": status, "finished_at": utcnow()}
+    return {"status": status}
+
+
+# run_ended's statements, built once (see store.runs: a worker runs them for every run).
+_SWEEP_ROWS, _RUN_ROWS = Sweep.__table__.c, Run.__table__.c
+_LOCK_SWEEP_ROW = (select(_SWEEP_ROWS.status, _SWEEP_ROWS.cancel_requested,
+                          _SWEEP_ROWS.max_concurrency, _SWEEP_ROWS.kind)
+                   .where(_SWEEP_ROWS.id == bindparam("sweep_id")).with_for_update())
+_COUNTS = (select(_RUN_ROWS.status, func.count()).where(_RUN_ROWS.sweep_id == bindparam("sweep_id"))
+           .group_by(_RUN_ROWS.status))
 
 
 def run_ended(session: Session, sweep_id: int) -> list[int]:
     """What the transaction that ends one of the sweep's runs also does: dispatch the next
     waiting cells and update the sweep's state. Returns the run ids to enqueue after
     commit."""
-    sweep = _lock_sweep(session, sweep_id)
-    if sweep is None:
+    row = session.execute(_LOCK_SWEEP_ROW, {"sweep_id": sweep_id}).first()
+    if row is None:
         return []
+    if _dispatches_nothing(row):  # the usual case, without loading the sweep's ORM object
+        status = derive_status(row, dict(session.execute(_COUNTS, {"sweep_id": sweep_id}).all()))
+        if status != row.status:
+            session.execute(update(Sweep.__table__).where(_SWEEP_ROWS.id == sweep_id)
+                            .values(**_status_values(status)))
+        return []
+    sweep = _lock_sweep(session, sweep_id)  # locked already: the same row, as an object
     to_send = fill_slots(session, sweep_id, sweep)
     update_status(session, sweep_id, sweep)
     return to_send
