@@ -6,6 +6,7 @@ Run by hand (not part of the test suite):
     .venv/bin/python bench/sweep.py --epochs 100 --workers 2
     .venv/bin/python bench/sweep.py --eval-every 1     # Descent's default history instead
     .venv/bin/python bench/sweep.py --wait-quiet 60    # shared machine: wait for quiet first
+    .venv/bin/python bench/sweep.py --repeat 3         # 3 sweeps and 3 fits: ratio of medians
     .venv/bin/python bench/sweep.py --database-url postgresql+psycopg://... --broker-url redis://...
 
 The grid is learning rate (4) x batch size (4) x hidden width (3) of a 64-W-10 network
@@ -44,6 +45,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -247,24 +249,27 @@ def run_descent(args, folder: Path) -> tuple[float, dict]:
             **body, "base": {**base, "epochs": 1, "eval_every": 1}}).get_json()
         wait_sweep(client, warm["id"])
         settle_workers()
-        wait_quiet(args.wait_quiet, "descent")
-        with Load() as load:
-            started = datetime.now(timezone.utc)
-            clock = time.perf_counter()
-            response = client.post("/api/v1/sweeps", json=body)
-            posted = time.perf_counter() - clock
-            assert response.status_code == 202, response.get_json()
-            sweep = wait_sweep(client, response.get_json()["id"], every=1.0)
-            polled = time.perf_counter() - clock
-        specs = {(run["spec"]["eval_every"], run["spec"]["threads"]) for run in sweep["runs"]}
-        if specs != {(eval_every(args), 1)}:
-            raise SystemExit(f"runs trained with (eval_every, threads) {specs}")
-        last = max(_utc(run["finished_at"]) for run in sweep["runs"])
-        wall = (last - started).total_seconds()
-        print(f"descent: {len(sweep['runs'])} runs {sweep['counts']}, wall {wall:.2f} s "
-              f"(POST {posted * 1000:.0f} ms, poll loop saw {polled:.2f} s), {load}")
-        print_gaps(sweep["runs"], started)
-        return wall, sweep
+        walls = []
+        for _ in range(args.repeat):
+            wait_quiet(args.wait_quiet, "descent")
+            with Load() as load:
+                started = datetime.now(timezone.utc)
+                clock = time.perf_counter()
+                response = client.post("/api/v1/sweeps", json=body)
+                posted = time.perf_counter() - clock
+                assert response.status_code == 202, response.get_json()
+                sweep = wait_sweep(client, response.get_json()["id"], every=1.0)
+                polled = time.perf_counter() - clock
+            specs = {(run["spec"]["eval_every"], run["spec"]["threads"])
+                     for run in sweep["runs"]}
+            if specs != {(eval_every(args), 1)}:
+                raise SystemExit(f"runs trained with (eval_every, threads) {specs}")
+            last = max(_utc(run["finished_at"]) for run in sweep["runs"])
+            walls.append((last - started).total_seconds())
+            print(f"descent: {len(sweep['runs'])} runs {sweep['counts']}, wall {walls[-1]:.2f} s"
+                  f" (POST {posted * 1000:.0f} ms, poll loop saw {polled:.2f} s), {load}")
+            print_gaps(sweep["runs"], started)
+        return walls, sweep
     finally:
         stop_workers(workers)
         app.extensions["descent"]["engine"].dispose()
@@ -302,14 +307,16 @@ def run_sklearn(args) -> float:
         GridSearchCV(clone(model).set_params(max_iter=1),
                      {"hidden_layer_sizes": [(w,) for w in WIDTHS]},
                      cv=PredefinedSplit(fold), n_jobs=2, refit=False).fit(X, y)
-        wait_quiet(args.wait_quiet, "sklearn")
-        with Load() as load:
-            clock = time.perf_counter()
-            search.fit(X, y)
-            wall = time.perf_counter() - clock
-    print(f"sklearn: GridSearchCV {len(search.cv_results_['params'])} fits, wall {wall:.2f} s, "
-          f"best validation accuracy {search.best_score_:.3f}, {load}")
-    return wall
+        walls = []
+        for _ in range(args.repeat):
+            wait_quiet(args.wait_quiet, "sklearn")
+            with Load() as load:
+                clock = time.perf_counter()
+                search.fit(X, y)
+                walls.append(time.perf_counter() - clock)
+            print(f"sklearn: GridSearchCV {len(search.cv_results_['params'])} fits, wall "
+                  f"{walls[-1]:.2f} s, best validation accuracy {search.best_score_:.3f}, {load}")
+    return walls
 
 
 def main() -> None:
@@ -325,6 +332,9 @@ def main() -> None:
                              "until other processes take < 0.15 cores")
     parser.add_argument("--database-url")
     parser.add_argument("--broker-url")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="time N sweeps (new ones, same workers) and N fits; the ratio "
+                             "is of the medians")
     args = parser.parse_args()
     if args.eval_every != "epochs" and not args.eval_every.isdigit():
         parser.error("--eval-every takes 'epochs' or an integer")
@@ -345,10 +355,13 @@ def main() -> None:
         sklearn = run_sklearn(args)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    ratio = sklearn / descent
+    ratio = statistics.median(sklearn) / statistics.median(descent)
+    median = " (medians)" if args.repeat > 1 else ""
     print(f"\n48 configurations x {args.epochs} epochs on digits (eval_every {every}): "
-          f"descent {descent:.2f} s, "
-          f"sklearn GridSearchCV(n_jobs=2) {sklearn:.2f} s, ratio {ratio:.1f}x "
+          f"descent {statistics.median(descent):.2f} s{median} "
+          f"[{', '.join(f'{w:.2f}' for w in descent)}], "
+          f"sklearn GridSearchCV(n_jobs=2) {statistics.median(sklearn):.2f} s "
+          f"[{', '.join(f'{w:.2f}' for w in sklearn)}], ratio {ratio:.1f}x "
           f"(target >= {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'}); "
           f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
