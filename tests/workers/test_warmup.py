@@ -31,3 +31,42 @@ def test_warm_rest_marks_the_cache_and_a_later_start_spawns_nothing(tmp_path, mo
     warmup.warm_rest()  # in this process: from the session's warm cache
     assert compilestate.rest_kernels_cached()
     assert warmup.start_warm_rest() is None
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from kernels import compilestate
+with compilestate.first_compile_lock():
+    Path(sys.argv[1]).write_text("held")
+    time.sleep(1.0)
+    Path(sys.argv[2]).write_text("released")
+"""
+
+
+def test_warm_first_waits_for_another_process_compiling_then_only_loads(tmp_path,
+                                                                         monkeypatch):
+    """While another process holds the first-compile lock (make up's early warm-up
+    compiling), a worker's warm_first waits for it, then loads what it compiled: it
+    finishes after the lock's release and records no compile time of its own."""
+    import subprocess
+    import sys
+    import time
+
+    held, released = tmp_path / "held", tmp_path / "released"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(held), str(released)])
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        answers = iter([False, True])  # cold when it starts; cached once it got the lock
+        monkeypatch.setattr(compilestate, "training_kernels_cached", lambda: next(answers))
+        recorded = []
+        monkeypatch.setattr(compilestate, "record_compile_seconds", recorded.append)
+        monkeypatch.setattr(compilestate, "publish", lambda *args: None)
+        warmup.warm_first()
+        assert released.exists()  # it returned only after the holder let go
+        assert recorded == []  # it loaded: no compile time to remember
+    finally:
+        holder.wait(60)
