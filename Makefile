@@ -30,26 +30,13 @@ $(BIN)/python: | $(UV)
 	@{ test -x $(UV) && $(UV) venv -q --seed --python $(PYTHON) $(VENV) 2>/dev/null; } \
 	  || $(PYTHON) -m venv $(VENV)
 
-# The packages the training kernels need, as pyproject.toml requires them (quoted for the shell).
-KERNEL_PACKAGES = $(shell $(PYTHON) -c 'import tomllib; \
-  deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
-  print(" ".join(chr(39) + d + chr(39) for d in deps \
-                 if d.split(">")[0].split("=")[0] in ("numpy", "numba", "scipy")))' 2>/dev/null)
-
 # The service alone (make up, make demo): no test tools, no torch, installed by uv (pip where
 # uv is missing or fails). Output goes to $(VENV)/install.log and is shown only on failure;
 # only what the service imports at start is byte-compiled (the bytecode target), not the rest.
-# numpy, numba and scipy go in first: the float64 training kernels then compile in the
-# background (workers.warmup --first, into the per-user kernel cache) while the rest installs
-# and the service starts, instead of after it; a worker that starts meanwhile waits for that
-# compile (kernels.compilestate.first_compile_lock). Best effort: skipped without uv.
 $(VENV)/.installed-service: pyproject.toml | $(BIN)/python
 	@echo "Installing Descent and its dependencies into $(VENV) (first time only)..."
-	@{ test -x $(UV) && $(UV) pip install -q --python $(BIN)/python $(KERNEL_PACKAGES) \
-	     >$(VENV)/install.log 2>&1 \
-	   && { nohup $(BIN)/python -m workers.warmup --first >/dev/null 2>&1 & }; } || true
 	@{ test -x $(UV) && $(UV) pip install -q --python $(BIN)/python -e . \
-	     >>$(VENV)/install.log 2>&1; } \
+	     >$(VENV)/install.log 2>&1; } \
 	  || $(BIN)/python -m pip install -q --no-compile -e . >>$(VENV)/install.log 2>&1 \
 	  || { cat $(VENV)/install.log; exit 1; }
 	@touch $@

@@ -11,8 +11,6 @@ or read is simply not shown.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -59,28 +57,6 @@ def _toolchain() -> dict:
 
     return {"numba": numba.__version__, "python": platform.python_version(),
             "machine": platform.machine()}
-
-
-@contextlib.contextmanager
-def first_compile_lock():
-    """Held while a process loads or compiles the float64 training kernels
-    (workers.warmup.warm_first), so that a second one waits, then loads what the first
-    compiled, instead of compiling them too (a worker that starts while `make up`'s early
-    warm-up compiles). Best effort: no lock when its file cannot be opened; the kernel
-    reflects a holder that died by releasing its lock."""
-    try:
-        folder = engine_cache_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / "first-compile.lock", "a")
-    except OSError:
-        yield
-        return
-    with handle:  # closing it releases the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
 
 
 def rest_kernels_cached() -> bool:

@@ -9,8 +9,7 @@ processes load them when a run first needs them (compiling them themselves if it
 yet). Meanwhile a status file tells the API that the kernels are compiling
 (kernels.compilestate).
 
-``python -m workers.warmup [--first | --rest]`` warms everything (or only the float64
-training kernels, or only the rest).
+``python -m workers.warmup [--rest]`` warms everything (or only the rest).
 """
 
 import os
@@ -42,19 +41,16 @@ def _warm_inference(dtype: str) -> None:
 
 def warm_first() -> None:
     """Load or compile the float64 training kernels, publishing "compiling" meanwhile when
-    they are not in the cache (and remembering how long the compile took). While another
-    process compiles them (compilestate.first_compile_lock) this one waits, then loads."""
+    they are not in the cache (and remembering how long the compile took)."""
     cold = not compilestate.training_kernels_cached()
     compilestate.publish("compiling" if cold else "loading",
                          compilestate.expected_compile_seconds() if cold else None)
+    started = time.monotonic()
     try:
-        with compilestate.first_compile_lock():
-            compiles = not compilestate.training_kernels_cached()  # none cached them meanwhile
-            started = time.monotonic()
-            _warm_train("float64")
+        _warm_train("float64")
     finally:
         compilestate.publish("ready")
-    if compiles:
+    if cold:
         compilestate.record_compile_seconds(time.monotonic() - started)
 
 
@@ -98,9 +94,4 @@ def start_warm_rest() -> Optional[subprocess.Popen]:
 
 
 if __name__ == "__main__":
-    if "--rest" in sys.argv[1:]:
-        warm_rest()
-    elif "--first" in sys.argv[1:]:  # make up's early warm-up (Makefile)
-        warm_first()
-    else:
-        warm_kernels()
+    warm_rest() if "--rest" in sys.argv[1:] else warm_kernels()
