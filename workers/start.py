@@ -12,7 +12,9 @@ uses it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from celery.utils.log import mlevel
 
@@ -28,9 +30,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def shorten_root_warning() -> None:
+    """As root, Celery warns in nine lines (SecurityWarning) that a worker should not run as
+    root; it refuses only with pickle, which Descent never accepts. Say it in one line."""
+    if os.geteuid() != 0:
+        return
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    print("note: the worker runs as root; Celery advises an unprivileged user for workers",
+          file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the worker until it stops; its exit code."""
     args = parse(argv)
+    shorten_root_warning()
     from workers.celery_app import app
 
     # No mingle (at start, a worker on Redis waits a second for others to send their revoked
