@@ -102,12 +102,11 @@ def create_cells(session: Session, sweep_id: int, cells: list[dict],
                  "config_hash": c["config_hash"], "run_id": run_id, "dispatched": dispatched}
                 for c, run_id in zip(todo, ids)])
     except IntegrityError:  # a concurrent creation stored some of them first
-        ids = [create_cell(session, sweep_id, **c) for c in todo]
-        ids = [run_id for run_id in ids if run_id is not None]
+        ids = [run_id for run_id in (create_cell(session, sweep_id, **c) for c in todo)
+               if run_id is not None]
         if dispatched and ids:
             session.execute(update(SweepCell).where(SweepCell.run_id.in_(ids))
                             .values(dispatched=True))
-        return ids
     return ids
 
 
