@@ -11,6 +11,7 @@ or read is simply not shown.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -57,6 +58,60 @@ def _toolchain() -> dict:
 
     return {"numba": numba.__version__, "python": platform.python_version(),
             "machine": platform.machine()}
+
+
+def _first_compile_lock_file() -> Path:
+    return engine_cache_folder() / "first-compile.lock"
+
+
+def lock_first_compile() -> Optional[int]:
+    """An exclusive lock on this engine's first-compile lock file, as an inheritable file
+    descriptor: a worker passes it to the background process that compiles the float64
+    training kernels (workers.warmup), which holds it until they are cached, so a run that
+    needs them can wait for them (``wait_first_compile``). None when the lock cannot be had
+    at once (another process compiles) or the file cannot be opened."""
+    try:
+        folder = engine_cache_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(_first_compile_lock_file(), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def first_compile_running() -> bool:
+    """Whether a process holds the first-compile lock now (see ``lock_first_compile``)."""
+    return _first_compile_lock(fcntl.LOCK_EX | fcntl.LOCK_NB) is False
+
+
+def wait_first_compile() -> None:
+    """Return once no process holds the first-compile lock (at once when none does; a
+    holder that dies releases it)."""
+    _first_compile_lock(fcntl.LOCK_EX)
+
+
+def _first_compile_lock(operation: int) -> Optional[bool]:
+    """Take and release the first-compile lock: True if taken, False if held elsewhere
+    (non-blocking), None when the file cannot be opened."""
+    try:
+        fd = os.open(_first_compile_lock_file(), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, operation)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def rest_kernels_cached() -> bool:

@@ -1,5 +1,6 @@
 """``train``: the validated public entry point over the jitted epoch loops."""
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -105,6 +106,7 @@ def train(
     lr_schedule=None,
     stop_on_plateau=None,
     eval_every=1,
+    engine="jit",
 ) -> TrainResult:
     """Train a fully connected network by gradient descent, as API.md section 1 defines.
 
@@ -121,6 +123,9 @@ def train(
     ``eval_every=k``: the whole-set evaluations (training and validation rows) run only at
     epochs 0, k, 2k, ..., at the last epoch run, and at ``checkpoints``; the history holds
     those epochs, numbered by ``epochs_evaluated``.
+    ``engine="python"`` runs the engine's code uncompiled (kernels.interpreted): the same
+    bits without waiting for numba's compile, about 1000x slower, float64 only; for tiny
+    runs on a machine whose kernel cache is still empty.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -140,13 +145,16 @@ def train(
     lrs = learning_rates(lr, check_schedule(lr_schedule, lr), epochs)
     plateau = check_plateau(stop_on_plateau, validation is not None)
     eval_every = check_eval_every(eval_every)
+    kernel_engine = _kernel_engine(engine, network.dtype)
 
     run = _Run(network, (X, Y, labels), val_rows, validated=validation is not None,
                acc_mode=acc_mode, flat=pack(initial, network), lr=lr,
                batch=batch_rows(batch_mode, batch_size, X.shape[0]), shuffle=shuffle, seed=seed,
-               epochs=epochs)
+               epochs=epochs, engine=kernel_engine)
     run.configure(opt, lrs, plateau, eval_every)
-    done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
+    with np.errstate(all="ignore") if engine == "python" else contextlib.nullcontext():
+        # NumPy scalars warn where compiled code wraps or overflows silently (the same values)
+        done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
     plateaued = run.plateaued and not diverged
     if plateau is not None and plateau["restore_best"] and not diverged:
         run.flat[:] = run.best
@@ -160,6 +168,19 @@ def train(
         stop_reason="plateau" if plateaued else None,
         best_epoch=int(run.ctl[E.I_BEST_EPOCH]) if plateau is not None else None,
     )
+
+
+def _kernel_engine(engine, dtype: np.dtype):
+    """The engine module for ``train``'s ``engine`` argument: "jit" (numba) or "python"."""
+    if engine == "jit":
+        return E
+    if engine != "python":
+        raise ValueError(f"engine must be 'jit' or 'python', not {engine!r}")
+    if dtype != np.float64:
+        raise ValueError("engine 'python' runs float64 only")
+    from . import interpreted
+
+    return interpreted.engine()
 
 
 def _train_in_chunks(run: "_Run", epochs: int, callback, checkpoints: list[int]):
@@ -210,7 +231,8 @@ class _Run:
 
     def __init__(self, network: Network, rows: tuple, val_rows: tuple, *, validated: bool,
                  acc_mode: int, flat: np.ndarray, lr: float, batch: int, shuffle: bool,
-                 seed: int, epochs: int):
+                 seed: int, epochs: int, engine=E):
+        self.engine = engine  # the compiled engine, or kernels.interpreted's
         self.network, self.acc_mode, self.flat = network, acc_mode, flat
         self.batch, self.shuffle, self.seed = batch, shuffle, seed
         self.X, self.Y, self.labels = rows
@@ -294,7 +316,7 @@ class _Run:
         off eval_every's schedule (a checkpoint, the last before a stop) gets its validation
         rows evaluated too, and is not judged by the plateau rule (so that checkpoints and
         callbacks do not change the numbers)."""
-        self.errors[epoch], self.accuracy[epoch] = E.evaluate(
+        self.errors[epoch], self.accuracy[epoch] = self.engine.evaluate(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net,
             self.network.loss, self.consts, self.ws.bufs, self.rows, self.blas_min,
         )
@@ -304,7 +326,7 @@ class _Run:
             return
         value = self.errors[epoch]
         if epoch > 0 and self.metric == E.PLATEAU_ERROR and np.isfinite(value):
-            if E.plateau_update(value, epoch, self.ctl, self.hyper, self.flat, self.best):
+            if self.engine.plateau_update(value, epoch, self.ctl, self.hyper, self.flat, self.best):
                 self.ctl[E.I_STATUS] = E.PLATEAU
 
     def evaluate_initial(self) -> None:
@@ -323,7 +345,7 @@ class _Run:
     def evaluate_validation(self, epoch: int) -> None:
         """Record the validation rows' error (and accuracy) as ``epoch``'s, if any."""
         if self.validated:
-            self.val_errors[epoch], self.val_accuracy[epoch] = E.evaluate(
+            self.val_errors[epoch], self.val_accuracy[epoch] = self.engine.evaluate(
                 self.Xv, self.Yv, self.labels_v, self.acc_mode, self.flat, self.vws.net,
                 self.network.loss, self.consts, self.vws.bufs, self.vrows, self.blas_min,
             )
@@ -331,7 +353,7 @@ class _Run:
     def train_epochs(self, done: int, k: int) -> int:
         """Train up to ``k`` epochs after the first ``done`` in one jitted call; returns how
         many ran (fewer when an error was not finite or the plateau rule stopped training)."""
-        return E.train_epochs(
+        return self.engine.train_epochs(
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net, self.network.loss,
             self.consts, self.ws.bufs, self.rows, self.batch, self.shuffle, self.seed, done + 1,
             k, self.lagging and self.scheduled(done),

@@ -38,14 +38,20 @@ _warm_rest = None
 
 @worker_init.connect
 def _warm_up(**_):
-    """In the main process, before the pool forks: compile (or load from the kernel cache)
-    the float64 training kernels, so each forked child starts with them ready, and start
-    compiling the rest in the background (workers.warmup); then cap threads."""
+    """In the main process, before the pool forks: load the float64 training kernels from
+    the kernel cache, so each forked child starts with them ready, and compile the rest in
+    the background (workers.warmup); then cap threads. With them not cached yet, compile
+    everything in the background instead: the pool starts at once, and a run that arrives
+    meanwhile trains interpreted or waits for the compile (workers.engines)."""
     global _warm_rest
-    from workers.warmup import start_warm_rest, warm_first
+    from kernels import compilestate
+    from workers.warmup import start_warm_rest, start_warm_up, warm_first
 
-    warm_first()
-    _warm_rest = start_warm_rest()
+    if compilestate.training_kernels_cached() and not compilestate.first_compile_running():
+        warm_first()
+        _warm_rest = start_warm_rest()
+    else:
+        _warm_rest = start_warm_up()
     limit_threads(settings.worker_threads)  # after the warm-up, which loads every BLAS
 
 

@@ -18,6 +18,7 @@ from service.store import sweeps as store_sweeps
 from service.store.arrays import content_hash, params_to_npz
 from service.store.datasets import dataset_arrays_from
 from workers.dispatch import Enqueue, send_runs, sweep_run_ended
+from workers.engines import choose_engine
 from workers.environment import run_environment
 from workers.history import HistoryWriter
 from workers.liveness import Heartbeat, owner_alive, worker_name
@@ -273,8 +274,10 @@ def _train_claimed(sessions, run_id: int, claimed: Claim, enqueue: Optional[Enqu
             source[0], X, y, spec.get("validation_split", 0.0), spec["seed"])
         with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds), \
                 blas_threads(run_threads(spec, threads)):
+            engine = choose_engine(spec, len(X_train),
+                                   0 if validation is None else len(validation[0]), run_id)
             result = kernels.train(X_train, y_train, callback=writer, validation=validation,
-                                   checkpoints=writer.rungs or None,
+                                   checkpoints=writer.rungs or None, engine=engine,
                                    **train_arguments(spec))
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)

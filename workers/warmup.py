@@ -2,12 +2,17 @@
 
 A cold compile of everything takes 20-45 s on two cores, more than half of it for kernels a
 first run does not need. So a worker warms in two stages: ``warm_first`` (float64 training,
-what a default run uses) before its pool forks, so runs start as soon as that is ready; then
-``start_warm_rest`` compiles the rest (float64 inference and gradients, everything float32)
-in a background process of lower priority that fills the disk cache, from which the pool's
-processes load them when a run first needs them (compiling them themselves if it is not done
-yet). Meanwhile a status file tells the API that the kernels are compiling
-(kernels.compilestate).
+what a default run uses), then ``warm_rest`` (float64 inference and gradients, everything
+float32), which fills the disk cache from which the pool's processes load them when a run
+first needs them (compiling them themselves if it is not done yet). Meanwhile a status file
+tells the API that the kernels are compiling (kernels.compilestate).
+
+With the float64 training kernels cached, a worker loads them before its pool forks (about a
+second) and runs ``warm_rest`` in a background process of lower priority. With them not
+cached (a machine's first start), ``start_warm_up`` runs both stages in a background process
+instead, which holds the first-compile lock (compilestate.lock_first_compile) until the
+first is cached; the pool starts at once, and runs that arrive meanwhile train interpreted
+when tiny or wait for that lock (workers.engines).
 
 ``python -m workers.warmup [--rest]`` warms everything (or only the rest).
 """
@@ -76,9 +81,27 @@ def start_warm_rest() -> Optional[subprocess.Popen]:
     two seconds of CPU at every start)."""
     if compilestate.rest_kernels_cached():
         return None
+    return _background(["--rest"], nice=10)
 
+
+def start_warm_up() -> Optional[subprocess.Popen]:
+    """Both stages in a background process (ended with its parent) that holds the
+    first-compile lock until the float64 training kernels are cached, then lowers its
+    priority for the rest. None when another process holds that lock already (it compiles
+    them; this worker's runs wait for it like any other's)."""
+    fd = compilestate.lock_first_compile()
+    if fd is None:
+        return None
+    try:
+        return _background(["--first-holding", str(fd)], nice=0, pass_fds=(fd,))
+    finally:
+        os.close(fd)  # the child's copy keeps the lock
+
+
+def _background(arguments: list, nice: int, pass_fds=()) -> subprocess.Popen:
     def setup():
-        os.nice(10)
+        if nice:
+            os.nice(nice)
         if sys.platform.startswith("linux"):
             import ctypes
             import signal
@@ -88,10 +111,27 @@ def start_warm_rest() -> Optional[subprocess.Popen]:
             except (OSError, AttributeError):
                 pass
 
-    return subprocess.Popen([sys.executable, "-m", "workers.warmup", "--rest"],
+    return subprocess.Popen([sys.executable, "-m", "workers.warmup", *arguments],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=setup)
+                            preexec_fn=setup, pass_fds=pass_fds)
+
+
+def _warm_holding(fd: int) -> None:
+    """start_warm_up's process: the first stage while holding the lock on ``fd``, then the
+    rest at a lower priority."""
+    try:
+        warm_first()
+    finally:
+        os.close(fd)  # releases the first-compile lock: waiting runs go on
+    os.nice(10)
+    if not compilestate.rest_kernels_cached():
+        warm_rest()
 
 
 if __name__ == "__main__":
-    warm_rest() if "--rest" in sys.argv[1:] else warm_kernels()
+    if sys.argv[1:2] == ["--first-holding"]:
+        _warm_holding(int(sys.argv[2]))
+    elif "--rest" in sys.argv[1:]:
+        warm_rest()
+    else:
+        warm_kernels()

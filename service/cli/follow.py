@@ -87,7 +87,8 @@ def follow_run(client: Client, run: dict, out, poll: float = 0.2,
 
         def show(current: dict) -> None:
             status = styled_status(current["status"])
-            kernels = compiling.poll() if current["status"] == "queued" else None
+            kernels = compiling.poll() if current["status"] == "queued" or (
+                current["status"] == "running" and not current.get("epochs_done")) else None
             if kernels and not told:  # the whole sentence once, above the bar
                 told.append(True)
                 progress.console.print(f"[dim]The worker is {compiling_note(kernels)}.[/]")

@@ -110,7 +110,7 @@ def run(run_id):
                                         run.stop_reason, run.best_epoch) if final else []
     return render_template(
         "run.html", run=run, final=final, params=_params_available(run_id),
-        spec_json=pretty_json(run.spec), waiting=waiting_note(run.status),
+        spec_json=pretty_json(run.spec), waiting=waiting_note(run.status, run.epochs_done),
         training=_facts(trainingview.training_rows(run.spec)), outcome=_facts(outcome),
         # best_epoch is the best error's epoch unless a plateau rule chose it (its metric,
         # its min_delta): then it is shown as the outcome's best epoch
@@ -180,13 +180,16 @@ def run_history(run_id):
             "epochs": run.epochs, "epochs_done": run.epochs_done,
             "final_error": run.final_error, "best_error": run.best_error,
             "best_epoch": run.best_epoch, "final_accuracy": run.final_accuracy,
-            "waiting": waiting_note(run.status),
+            "waiting": waiting_note(run.status, run.epochs_done),
             "history": queries.curve(run_id, RUN_CURVE_POINTS)}
 
 
-def waiting_note(status: str):
-    """Why a queued run has not started, when the workers are compiling the kernels."""
-    return compiling_note(kernels_status()) if status == "queued" else None
+def waiting_note(status: str, epochs_done=None):
+    """Why a run has not started training, when the workers are compiling the kernels (a
+    queued run, or one a worker took that waits for the compile)."""
+    if status == "queued" or (status == "running" and not epochs_done):
+        return compiling_note(kernels_status())
+    return None
 
 
 @bp.route("/ui/runs/<int:run_id>/history.csv")
