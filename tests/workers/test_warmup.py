@@ -31,3 +31,17 @@ def test_warm_rest_marks_the_cache_and_a_later_start_spawns_nothing(tmp_path, mo
     warmup.warm_rest()  # in this process: from the session's warm cache
     assert compilestate.rest_kernels_cached()
     assert warmup.start_warm_rest() is None
+
+
+def test_the_background_warm_up_holds_the_first_compile_lock_until_its_first_stage_ends():
+    process = warmup.start_warm_up()  # the session's cache is warm: it loads, then lets go
+    assert process is not None
+    try:
+        assert process.args[-2] == "--first-holding"
+        assert warmup.start_warm_up() is None  # held by that process (it had it at its start)
+        compilestate.wait_first_compile()
+        assert compilestate.training_kernels_cached()
+        assert not compilestate.first_compile_running()
+    finally:
+        process.terminate()
+        process.wait(30)
