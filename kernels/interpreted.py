@@ -9,8 +9,8 @@ microseconds per operation (about 1000x slower than compiled, so only for tiny r
 the bits against the compiled engine.
 
 What numba provides beyond plain Python is supplied here, with the same results:
-- the BLAS intrinsics call the same library (SciPy's OpenBLAS) through ``scipy.linalg.blas``,
-  with the same arguments;
+- the BLAS intrinsics make the same calls of the same C function (numba's wrapper of SciPy's
+  BLAS, ``numba_xxgemm``/``numba_xxgemv``), through ctypes;
 - the float64 exp, expm1, sigmoid and tanh (fused multiply-adds, bit casts) are the engine's
   own functions compiled alone: well under a second on an empty cache, then cached;
 - bit casts use NumPy views. float32 is not supported (its kernels compile in the background).
@@ -92,43 +92,65 @@ def _bits_as_float(bits):
     return np.int64(bits).view(np.float64)
 
 
-def _column_major(flat, offset, rows, cols):
-    """rows x cols column-major (leading dimension rows) at flat[offset:], as an F-ordered view."""
-    start = int(offset)
-    return flat[start:start + int(rows) * int(cols)].reshape(int(cols), int(rows)).T
+def _address(array, offset) -> int:
+    """The address of array[offset] (a flat array)."""
+    return array.ctypes.data + int(offset) * array.itemsize
 
 
-def _blas(name, flat):
-    from scipy.linalg import blas
+def _scalar_slot(array, value):
+    """A one-element array of the array's dtype holding ``value`` (BLAS reads alpha and beta
+    through pointers)."""
+    return np.array([value], dtype=array.dtype)
 
-    if flat.dtype != np.float64:
+
+def _blas_helper(name: str, *argtypes):
+    """numba's own C wrapper of SciPy's BLAS (``numba_xx<name>``, what the engine's intrinsics
+    call), called through ctypes with the GIL held (it may import SciPy's cython_blas)."""
+    import ctypes
+
+    from numba import _helperlib
+
+    prototype = ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)
+    return prototype(_helperlib.c_helpers[name])
+
+
+_helpers: dict = {}
+
+
+def _helper(name: str):
+    import ctypes
+
+    if name not in _helpers:
+        char, size, pointer = ctypes.c_char, ctypes.c_ssize_t, ctypes.c_void_p
+        if name == "xxgemm":
+            types = (char, char, char, size, size, size, pointer, pointer, size, pointer,
+                     size, pointer, pointer, size)
+        else:
+            types = (char, char, size, size, pointer, pointer, size, pointer, pointer, pointer)
+        _helpers[name] = _blas_helper(name, *types)
+    return _helpers[name]
+
+
+def _kind(array) -> bytes:
+    if array.dtype != np.float64:
         _unsupported()
-    return getattr(blas, "d" + name)
+    return b"d"
 
 
 def _gemm(ta, tb, m, n, k, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
-    """The engine's _gemm intrinsic (column-major xGEMM on flat arrays from offsets, with
-    leading dimensions equal to the stored rows, as every call in the engine has them)."""
-    trans_a, trans_b = ta == ord("t"), tb == ord("t")
-    a = _column_major(A, a0, lda, m if trans_a else k)
-    b = _column_major(B, b0, ldb, k if trans_b else n)
-    c = _column_major(C, c0, ldc, n)
-    out = _blas("gemm", C)(alpha, a, b, beta=beta, c=c, trans_a=trans_a, trans_b=trans_b,
-                           overwrite_c=1)
-    if not np.shares_memory(out, c):
-        c[...] = out
-    return 0
+    """The engine's _gemm intrinsic: the same call of numba's BLAS wrapper."""
+    alpha_slot, beta_slot = _scalar_slot(C, alpha), _scalar_slot(C, beta)
+    status = _helper("xxgemm")(
+        _kind(C), bytes([int(ta)]), bytes([int(tb)]), int(m), int(n), int(k),
+        alpha_slot.ctypes.data, _address(A, a0), int(lda), _address(B, b0), int(ldb),
+        beta_slot.ctypes.data, _address(C, c0), int(ldc))
+    return status
 
 
 def _gemv(trans, m, n, alpha, A, a0, lda, x, x0, beta, y, y0):
-    """The engine's _gemv intrinsic: y[y0:] = alpha * op(A[a0:]) @ x[x0:] + beta * y[y0:]."""
-    transposed = trans == ord("t")
-    a = _column_major(A, a0, lda, n)
-    length_x, length_y = (m, n) if transposed else (n, m)
-    xs = x[int(x0):int(x0) + int(length_x)]
-    ys = y[int(y0):int(y0) + int(length_y)]
-    out = _blas("gemv", y)(alpha, a, xs, beta=beta, y=ys, trans=int(transposed),
-                           overwrite_y=1)
-    if not np.shares_memory(out, ys):
-        ys[...] = out
-    return 0
+    """The engine's _gemv intrinsic: the same call of numba's BLAS wrapper."""
+    alpha_slot, beta_slot = _scalar_slot(y, alpha), _scalar_slot(y, beta)
+    status = _helper("xxgemv")(
+        _kind(y), bytes([int(trans)]), int(m), int(n), alpha_slot.ctypes.data,
+        _address(A, a0), int(lda), _address(x, x0), beta_slot.ctypes.data, _address(y, y0))
+    return status

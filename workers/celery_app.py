@@ -47,11 +47,13 @@ def _warm_up(**_):
     from kernels import compilestate
     from workers.warmup import start_warm_rest, start_warm_up, warm_first
 
-    if compilestate.training_kernels_cached() and not compilestate.first_compile_running():
+    cached = compilestate.training_kernels_cached() and not compilestate.first_compile_running()
+    if not cached:
+        _warm_rest = start_warm_up()
+    if cached or (_warm_rest is None and not compilestate.first_compile_running()):
+        # (no lock file to be had: compile here, before the fork, as runs cannot wait on one)
         warm_first()
         _warm_rest = start_warm_rest()
-    else:
-        _warm_rest = start_warm_up()
     limit_threads(settings.worker_threads)  # after the warm-up, which loads every BLAS
 
 
