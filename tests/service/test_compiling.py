@@ -90,3 +90,12 @@ def test_the_run_page_of_a_queued_run_says_the_kernels_compile(client, app, toke
     assert live["waiting"].startswith("compiling the training kernels, first start only, ~")
     compilestate.publish("ready")
     assert browser.get(f"/ui/runs/{run_id}/history.json").get_json()["waiting"] is None
+
+
+def test_a_run_taken_but_not_started_is_said_to_wait_too(app, compiling_here):
+    from service.dashboard.runs import waiting_note
+
+    with app.app_context():
+        assert waiting_note("running", 0).startswith("compiling the training kernels")
+        assert waiting_note("running", 3) is None  # training: it waits for nothing
+        assert waiting_note("succeeded", 0) is None
