@@ -71,6 +71,13 @@ def _assert_same_bits(a: kernels.TrainResult, b: kernels.TrainResult) -> None:
         b.diverged, b.stopped, b.epochs_done, b.stop_reason, b.best_epoch)
 
 
+def _both_engines_agree(X, y, **kwargs) -> kernels.TrainResult:
+    """Train with each engine; assert the same bits; return the compiled engine's result."""
+    compiled = kernels.train(X, y, **kwargs)
+    _assert_same_bits(compiled, kernels.train(X, y, engine="python", **kwargs))
+    return compiled
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_random_specs_give_the_compiled_bits(seed):
     rng = np.random.default_rng(seed)
@@ -84,9 +91,7 @@ def test_random_specs_give_the_compiled_bits(seed):
             kwargs["stop_on_plateau"] = {"patience": 2}
     elif rng.random() < 0.3:
         kwargs["stop_on_plateau"] = {"metric": "error", "patience": 2}
-    compiled = kernels.train(X, y, **kwargs)
-    interpreted = kernels.train(X, y, engine="python", **kwargs)
-    _assert_same_bits(compiled, interpreted)
+    _both_engines_agree(X, y, **kwargs)
 
 
 @pytest.mark.parametrize("batch_mode", ["sgd", "minibatch", "full"])
@@ -95,28 +100,24 @@ def test_blas_products_give_the_compiled_bits(monkeypatch, batch_mode):
     monkeypatch.setattr(knobs, "BLAS_MIN", 1)
     rng = np.random.default_rng(7)
     X, y = rng.standard_normal((20, 4)), rng.integers(0, 3, size=20)
-    kwargs = dict(layers=[4, 6, 3], activation="tanh", loss="cross_entropy", epochs=3,
-                  batch_mode=batch_mode, batch_size=8, learning_rate=0.3, seed=3,
-                  optimizer="adam", validation=(X[:7], y[:7]))
-    _assert_same_bits(kernels.train(X, y, **kwargs),
-                      kernels.train(X, y, engine="python", **kwargs))
+    _both_engines_agree(X, y, layers=[4, 6, 3], activation="tanh", loss="cross_entropy",
+                        epochs=3, batch_mode=batch_mode, batch_size=8, learning_rate=0.3,
+                        seed=3, optimizer="adam", validation=(X[:7], y[:7]))
 
 
 def test_the_example_run_gives_the_compiled_bits():
     X, y = kernels.load_dataset("xor")
-    kwargs = dict(layers=[2, 8, 1], activation="sigmoid", output_activation="sigmoid",
-                  loss="mse", learning_rate=2.0, batch_mode="full", epochs=200, seed=0)
-    _assert_same_bits(kernels.train(X, y, **kwargs),
-                      kernels.train(X, y, engine="python", **kwargs))
+    _both_engines_agree(X, y, layers=[2, 8, 1], activation="sigmoid",
+                        output_activation="sigmoid", loss="mse", learning_rate=2.0,
+                        batch_mode="full", epochs=200, seed=0)
 
 
 def test_a_diverging_run_diverges_alike():
     X, y = kernels.load_dataset("xor")
-    kwargs = dict(layers=[2, 4, 1], activation="relu", output_activation="linear",
-                  loss="mse", learning_rate=1e6, batch_mode="sgd", epochs=20, seed=1)
-    compiled = kernels.train(X, y, **kwargs)
+    compiled = _both_engines_agree(X, y, layers=[2, 4, 1], activation="relu",
+                                   output_activation="linear", loss="mse", learning_rate=1e6,
+                                   batch_mode="sgd", epochs=20, seed=1)
     assert compiled.diverged
-    _assert_same_bits(compiled, kernels.train(X, y, engine="python", **kwargs))
 
 
 def test_bad_engine_arguments_are_named():
