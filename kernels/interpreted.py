@@ -103,31 +103,27 @@ def _scalar_slot(array, value):
     return np.array([value], dtype=array.dtype)
 
 
-def _blas_helper(name: str, *argtypes):
-    """numba's own C wrapper of SciPy's BLAS (``numba_xx<name>``, what the engine's intrinsics
-    call), called through ctypes with the GIL held (it may import SciPy's cython_blas)."""
-    import ctypes
-
-    from numba import _helperlib
-
-    prototype = ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)
-    return prototype(_helperlib.c_helpers[name])
-
-
 _helpers: dict = {}
 
 
 def _helper(name: str):
-    import ctypes
-
+    """numba's own C wrapper of SciPy's BLAS, ``numba_xxgemm`` or ``numba_xxgemv`` (what the
+    engine's intrinsics call), through ctypes with the GIL held (its first call imports
+    SciPy's cython_blas)."""
     if name not in _helpers:
+        import ctypes
+
+        from numba import _helperlib
+
         char, size, pointer = ctypes.c_char, ctypes.c_ssize_t, ctypes.c_void_p
-        if name == "xxgemm":
-            types = (char, char, char, size, size, size, pointer, pointer, size, pointer,
-                     size, pointer, pointer, size)
-        else:
-            types = (char, char, size, size, pointer, pointer, size, pointer, pointer, pointer)
-        _helpers[name] = _blas_helper(name, *types)
+        if name == "xxgemm":  # kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
+            argtypes = (char, char, char, size, size, size, pointer, pointer, size, pointer,
+                        size, pointer, pointer, size)
+        else:  # kind, trans, m, n, alpha, a, lda, x, beta, y
+            argtypes = (char, char, size, size, pointer, pointer, size, pointer, pointer,
+                        pointer)
+        prototype = ctypes.PYFUNCTYPE(ctypes.c_int, *argtypes)
+        _helpers[name] = prototype(_helperlib.c_helpers[name])
     return _helpers[name]
 
 
@@ -140,17 +136,15 @@ def _kind(array) -> bytes:
 def _gemm(ta, tb, m, n, k, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
     """The engine's _gemm intrinsic: the same call of numba's BLAS wrapper."""
     alpha_slot, beta_slot = _scalar_slot(C, alpha), _scalar_slot(C, beta)
-    status = _helper("xxgemm")(
+    return _helper("xxgemm")(
         _kind(C), bytes([int(ta)]), bytes([int(tb)]), int(m), int(n), int(k),
         alpha_slot.ctypes.data, _address(A, a0), int(lda), _address(B, b0), int(ldb),
         beta_slot.ctypes.data, _address(C, c0), int(ldc))
-    return status
 
 
 def _gemv(trans, m, n, alpha, A, a0, lda, x, x0, beta, y, y0):
     """The engine's _gemv intrinsic: the same call of numba's BLAS wrapper."""
     alpha_slot, beta_slot = _scalar_slot(y, alpha), _scalar_slot(y, beta)
-    status = _helper("xxgemv")(
+    return _helper("xxgemv")(
         _kind(y), bytes([int(trans)]), int(m), int(n), alpha_slot.ctypes.data,
         _address(A, a0), int(lda), _address(x, x0), beta_slot.ctypes.data, _address(y, y0))
-    return status
