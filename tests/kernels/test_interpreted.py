@@ -126,3 +126,18 @@ def test_bad_engine_arguments_are_named():
         kernels.train(X, y, layers=[2, 2, 1], epochs=1, engine="fortran")
     with pytest.raises(ValueError, match="float64"):
         kernels.train(X, y, layers=[2, 2, 1], epochs=1, engine="python", dtype="float32")
+
+
+def test_checkpoints_and_a_stopping_callback_give_the_compiled_bits():
+    """The chunks between callbacks differ in length (each engine times its own), which must
+    not change the numbers; a stop at a checkpoint stops both at the same epoch."""
+    rng = np.random.default_rng(11)
+    X, y = rng.standard_normal((30, 3)), rng.integers(0, 2, size=30)
+
+    def stop_at_six(progress):
+        return progress.epochs_done >= 6
+
+    compiled = _both_engines_agree(X, y, layers=[3, 5, 1], activation="tanh",
+                                   loss="cross_entropy", epochs=20, batch_size=4, seed=2,
+                                   checkpoints=[3, 6, 12], callback=stop_at_six)
+    assert compiled.stopped and compiled.epochs_done == 6
