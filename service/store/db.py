@@ -1,8 +1,11 @@
 """Engines and sessions: SQLite (WAL, busy timeout) by default, PostgreSQL in production."""
 
 import os
+import select
+import time
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,7 +47,51 @@ def make_engine(url: str, idle_in_transaction_seconds: float | None = None) -> E
         # up on the server's side (hours), and every reaper would wait on those rows.
         milliseconds = max(1, round(idle_in_transaction_seconds * 1000))
         connect_args["options"] = f"-c idle_in_transaction_session_timeout={milliseconds}"
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, connect_args=connect_args)
+    ping_when_in_doubt(engine)
+    return engine
+
+
+# A pooled connection back in use within this many seconds is trusted when its socket is
+# quiet; one idle longer is pinged (a NAT or load balancer may have dropped it silently).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def ping_when_in_doubt(engine: Engine) -> None:
+    """SQLAlchemy's pre-ping, for a pooled PostgreSQL connection only when it is in doubt:
+    when the server has sent it something while idle (a server that restarts, or ends the
+    session, says so and closes the socket), or when it has been idle more than
+    PING_AFTER_IDLE_SECONDS. A ping is a round trip on every checkout; a worker checks out
+    a connection twice per run, a request at least once, and on a busy 2-core machine each
+    round trip waits for the server's process to be scheduled. A connection found dead is
+    replaced by the pool before the caller sees it."""
+
+    @event.listens_for(engine, "checkin")
+    def _note_idle_since(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check_alive(dbapi_connection, record, _proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None:  # a connection just opened
+            return
+        if (time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS
+                and socket_quiet(dbapi_connection)):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"connection found dead on checkout: {error}") from error
+
+
+def socket_quiet(dbapi_connection) -> bool:
+    """Whether a psycopg connection is open with nothing to read on its socket (an idle
+    connection's server says nothing unless it is going away)."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        return False
+    poller = select.poll()
+    poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
 
 
 def create_private_sqlite_file(url: str) -> None:
