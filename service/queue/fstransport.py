@@ -17,6 +17,11 @@ such as the API's queue client):
   (a producer between its open and its lock);
 * ``_put`` writes under a name consumers ignore and renames it into place, so a complete
   message appears at once;
+* an exchange's table (``<exchange>.exchange`` in the control folder, which each consumer
+  adds its queue to when it starts) is created without truncation and read and written only
+  under its lock, an empty file being an empty table: kombu creates it with a truncating
+  open before it locks it, so a second worker starting at the same moment read it empty and
+  died with JSONDecodeError ("Unrecoverable error") before it was ready;
 * a consumer waiting out its polling interval wakes as soon as one of its messages is
   acknowledged or rejected: with a prefetch of one, that is when it may take the next
   message, and sleeping the interval out would leave the worker idle for half of it on
@@ -56,6 +61,43 @@ class Channel(filesystem.Channel):
             os.rename(partial, os.path.join(self.data_folder_out, name))
         except OSError as exc:
             raise filesystem.ChannelError(f"Cannot add message {name!r} to the queue") from exc
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        path = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        try:
+            with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "rb+", buffering=0) as f:
+                filesystem.lock(f, filesystem.LOCK_EX)
+                try:
+                    data = f.read()
+                    table = [filesystem.exchange_queue_t(*row)
+                             for row in (loads(bytes_to_str(data)) if data else [])]
+                    if entry not in table:
+                        table.insert(0, entry)
+                        f.seek(0)
+                        f.truncate()
+                        f.write(str_to_bytes(dumps(table)))
+                finally:
+                    filesystem.unlock(f)
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot open {path}") from exc
+
+    def get_table(self, exchange):
+        path = self._exchange_file(exchange)
+        try:
+            with open(path, "rb") as f:
+                filesystem.lock(f, filesystem.LOCK_SH)
+                try:
+                    data = f.read()
+                finally:
+                    filesystem.unlock(f)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot open {path}") from exc
+        rows = loads(bytes_to_str(data)) if data else []  # empty: a creator yet to write
+        return [filesystem.exchange_queue_t(*row) for row in rows]
 
     def basic_ack(self, delivery_tag, multiple=False):
         super().basic_ack(delivery_tag, multiple)

@@ -135,3 +135,39 @@ def test_a_consumer_takes_its_next_message_when_the_last_is_acked(tmp_path):
             assert time.monotonic() - started < 10
             assert sorted(m.payload["n"] for m in received) == [1, 2]
             received[1].ack()
+
+
+def test_an_exchange_table_not_written_yet_reads_empty_and_takes_a_queue(tmp_path):
+    """A worker that created the exchange's table file but has not written it yet (kombu
+    opens, then locks, then writes): a second one starting meanwhile adds its queue to an
+    empty table instead of dying with JSONDecodeError before it is ready."""
+    with connection(tmp_path / "q") as conn:
+        channel = conn.default_channel
+        channel.control_folder.mkdir(exist_ok=True)
+        (channel.control_folder / "celery.exchange").write_bytes(b"")
+        assert channel.get_table("celery") == []
+        channel._queue_bind("celery", "celery", None, "celery")
+        assert [row.queue for row in channel.get_table("celery")] == ["celery"]
+
+
+def test_consumers_starting_at_once_all_get_their_queue_bound(tmp_path):
+    queues, errors = [f"q{k}" for k in range(8)], []
+    start = threading.Barrier(len(queues))
+
+    def bind(queue):
+        try:
+            with connection(tmp_path / "q") as conn:
+                start.wait()
+                conn.default_channel._queue_bind("shared", queue, None, queue)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bind, args=(queue,)) for queue in queues]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    with connection(tmp_path / "q") as conn:
+        bound = sorted(row.queue for row in conn.default_channel.get_table("shared"))
+    assert bound == queues
