@@ -86,11 +86,13 @@ def ping_when_in_doubt(engine: Engine) -> None:
 
 def socket_quiet(dbapi_connection) -> bool:
     """Whether a psycopg connection is open with nothing to read on its socket (an idle
-    connection's server says nothing unless it is going away)."""
-    if dbapi_connection.closed or dbapi_connection.broken:
+    connection's server says nothing unless it is going away). False for another driver's
+    connection, which is then pinged at every checkout, as by pool_pre_ping."""
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None or dbapi_connection.closed or dbapi_connection.broken:
         return False
     poller = select.poll()
-    poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLPRI)
+    poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
     return not poller.poll(0)
 
 

@@ -7,8 +7,6 @@ from sqlalchemy import text
 from service.store import db
 from tests.eventually import eventually
 
-pytestmark = pytest.mark.postgres
-
 
 @pytest.fixture
 def engine(postgres_url):
@@ -34,6 +32,7 @@ def _count_pings(engine, monkeypatch) -> list:
     return pings
 
 
+@pytest.mark.postgres
 def test_a_connection_the_server_ended_is_replaced_on_checkout(engine, postgres_server):
     first = _backend_pid(engine)
     with postgres_server.connect() as admin:
@@ -43,6 +42,7 @@ def test_a_connection_the_server_ended_is_replaced_on_checkout(engine, postgres_
     assert _backend_pid(engine) != first  # and no error: the pool replaced it
 
 
+@pytest.mark.postgres
 def test_a_connection_back_in_use_at_once_is_not_pinged(engine, monkeypatch):
     _backend_pid(engine)
     pings = _count_pings(engine, monkeypatch)
@@ -51,9 +51,17 @@ def test_a_connection_back_in_use_at_once_is_not_pinged(engine, monkeypatch):
     assert pings == []
 
 
+@pytest.mark.postgres
 def test_a_connection_idle_longer_than_the_limit_is_pinged(engine, monkeypatch):
     _backend_pid(engine)
     pings = _count_pings(engine, monkeypatch)
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
     _backend_pid(engine)
     assert len(pings) == 1
+
+
+def test_another_drivers_connection_is_never_taken_as_quiet():
+    """Only psycopg's connections show their socket; any other is pinged as before."""
+    from types import SimpleNamespace
+
+    assert not db.socket_quiet(SimpleNamespace(closed=False, broken=False))
