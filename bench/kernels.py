@@ -672,8 +672,10 @@ def run_cell(cell, ctx):
     d_threads = ctx["threads"]
     notes = []
 
-    def descent(epochs, eval_every=1):
+    def descent(epochs, eval_every=1, threads=None):
         every = {} if eval_every == 1 else {"eval_every": eval_every}  # (the stand-in has none)
+        if threads is not None and ctx["train"] is not standin_train:
+            every["threads"] = threads  # BLAS's, or parts of big batches on as many cores
         return ctx["train"](X, labels, layers=layers, activation=act, output_activation=out_act,
                             loss=loss, learning_rate=lr, batch_mode=bmode, batch_size=bsize,
                             epochs=epochs, seed=0, shuffle=False, init="uniform",
@@ -684,10 +686,10 @@ def run_cell(cell, ctx):
     # Descent: warm-up (absorbs numba compilation), then pick the epochs for ~target seconds
     # (at least MATCHED_MIN_EPOCHS in the matched cells of a full run).
     with _blas_threads(d_threads[0]):
-        t_warm, res = _timed(lambda: descent(1))
+        t_warm, res = _timed(lambda: descent(1, threads=d_threads[0]))
         e = 1
         while True:
-            t, res = _timed(lambda: descent(e))
+            t, res = _timed(lambda: descent(e, threads=d_threads[0]))
             if t >= target / 4 or e >= 10**7:
                 break
             e = int(e * min(100, max(2, target / 4 / max(t, 1e-6))))
@@ -702,7 +704,7 @@ def run_cell(cell, ctx):
     for T in d_threads:
         def run_d(k, m, T=T):
             with _blas_threads(T):
-                r = descent(k)
+                r = descent(k, threads=T)
             if r.epochs_done != k:
                 raise RuntimeError(f"Descent stopped after {r.epochs_done} of {k} epochs "
                                    f"(diverged={r.diverged})")
@@ -713,7 +715,7 @@ def run_cell(cell, ctx):
     for T in d_threads if matched else ():
         def run_de(k, m, T=T):
             with _blas_threads(T):
-                r = descent(k, eval_every=k)
+                r = descent(k, eval_every=k, threads=T)
             if r.epochs_done != k:
                 raise RuntimeError(f"Descent stopped after {r.epochs_done} of {k} epochs")
             return r.errors
@@ -1030,6 +1032,10 @@ def main(argv=None):
                          "with eval_every = epochs (columns De@T: the whole-set evaluation "
                          "before training and after the last epoch only, sklearn's work) and "
                          "compare sklearn with those; default 1: every epoch only")
+    ap.add_argument("--parallel-min", type=int, default=None, metavar="N",
+                    help="set kernels.knobs.PARALLEL_MIN (multiply-adds per part of a batch "
+                         "from which D@T with T > 1 splits batches in T parts on T cores; "
+                         "2**62: never, BLAS threads only) to measure the crossover")
     ap.add_argument("--standin", action="store_true",
                     help="use the NumPy stand-in for Descent even if kernels works")
     args = ap.parse_args(argv)
@@ -1066,6 +1072,10 @@ def main(argv=None):
             descent_info = (f"kernels.train from {os.path.dirname(kernels.__file__)} "
                             f"(first call incl. compile/cache load "
                             f"{time.perf_counter() - t0:.1f} s)")
+            from kernels import knobs
+            if args.parallel_min is not None:
+                knobs.PARALLEL_MIN = args.parallel_min
+            descent_info += f"; PARALLEL_MIN={knobs.PARALLEL_MIN}"
         except Exception as e:  # noqa: BLE001
             descent_info = f"kernels.train NOT WORKING ({e!r:.150})"
     if ctx["train"] is None:

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
@@ -544,18 +544,24 @@ def _softmax_ce_metrics(bufs, b, M, labels, offset, acc_mode):
 
 
 @njit(**_JIT_INNER)
-def _output_delta(net, bufs, b, loss, consts):
-    """delta1 = dE/dz of the output layer for the batch of b rows in ``bufs``."""
+def _loss_divisor(b, M, loss, consts):
+    """The batch mean's divisor, in the dtype: b rows (cross-entropy) or b x M outputs (mse).
+    Computed once per batch (it writes consts) before any part of the batch runs."""
+    consts[C_SCRATCH] = b if loss == CROSS_ENTROPY else b * M
+    return consts[C_SCRATCH]
+
+
+@njit(**_JIT_INNER)
+def _output_delta(net, bufs, b, loss, consts, divisor):
+    """delta1 = dE/dz of the output layer for the b rows in ``bufs``, of a batch whose mean
+    divides by ``divisor`` (_loss_divisor; the whole batch's when b rows are one part)."""
     sizes, poff, aoff, acts = net
     abuf, ybuf, D = bufs[0], bufs[2], bufs[3]
     L = sizes.shape[0] - 1
     M = sizes[L]
     act = acts[L - 1]
     a0 = aoff[L]
-    scratch = consts[C_SCRATCH:C_SCRATCH + 1]
     if loss == CROSS_ENTROPY:
-        scratch[0] = b
-        bf = scratch[0]
         if act == SOFTMAX:
             for s in range(b):
                 r = s * M
@@ -563,15 +569,13 @@ def _output_delta(net, bufs, b, loss, consts):
                 for j in range(M):
                     sy += ybuf[r + j]
                 for k in range(M):
-                    D[r + k] = (abuf[a0 + r + k] * sy - ybuf[r + k]) / bf
+                    D[r + k] = (abuf[a0 + r + k] * sy - ybuf[r + k]) / divisor
         else:  # sigmoid
             for k in range(b * M):
-                D[k] = (abuf[a0 + k] - ybuf[k]) / bf
+                D[k] = (abuf[a0 + k] - ybuf[k]) / divisor
         return
-    scratch[0] = b * M
-    bm = scratch[0]
     for k in range(b * M):
-        D[k] = (abuf[a0 + k] - ybuf[k]) / bm
+        D[k] = (abuf[a0 + k] - ybuf[k]) / divisor
     if act == SOFTMAX:
         for s in range(b):
             r = s * M
@@ -653,6 +657,7 @@ def _forward(P, net, bufs, b, consts, blas_min, inp, i0):
 # descent as it goes (W -= lr * dE/dW); or store them and apply the optimizer's step to the
 # layer's weights, then its biases, once their gradients are complete.
 STORE, APPLY_SGD, APPLY_STEP = 0, 1, 2
+_STORE = np.int64(STORE)
 # APPLY_STEP steps a layer's weights row by row when it has at least this many (rows of a
 # large layer are stepped while in cache, instead of reading its gradients back from memory),
 # else all at once after its last row (a call per row would cost more than it saves).
@@ -939,9 +944,9 @@ def _mean_error(total, n, M, loss):
 
 
 @njit(**_JIT_INNER)
-def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min):
-    """(E, accuracy) over the whole set, in blocks of ``rows`` rows."""
-    n = X.shape[0]
+def _evaluate_range(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min, lo, hi):
+    """(summed row loss, number correct) over the rows lo..hi of the set, in blocks of
+    ``rows`` rows."""
     total = 0.0
     correct = 0
     order = np.empty(0, np.int64)
@@ -949,8 +954,8 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
     logits_only = _logits_suffice(net, loss, acc_mode)
     flat_X = X.reshape(X.size)
     n_in = _U(X.shape[1])
-    for start in range(0, n, rows):
-        b = _U(min(rows, n - start))
+    for start in range(lo, hi, rows):
+        b = _U(min(rows, hi - start))
         _load_rows(X, Y, order, start, b, bufs, in_order)
         inp, i0 = _batch_input(flat_X, n_in, start, bufs, in_order)
         if logits_only:
@@ -960,7 +965,269 @@ def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min
         t, c = _batch_metrics(net, bufs, b, labels, start, loss, acc_mode)
         total += t
         correct += c
+    return total, correct
+
+
+@njit(**_JIT_INNER)
+def _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min):
+    """(E, accuracy) over the whole set, in blocks of ``rows`` rows."""
+    n = X.shape[0]
+    total, correct = _evaluate_range(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows,
+                                     blas_min, _I0, n)
     return _mean_error(total, n, Y.shape[1], loss), correct / n
+
+
+# ------------------------------------------------------------------ data-parallel parts
+# A run with ``parts`` > 1 splits each batch, and each whole-set evaluation, into that many
+# contiguous parts, each through its own buffers (row h of 2-D "pbufs", stacked like bufs),
+# run in parallel by numba's prange when the caller is compiled with parallel=True (the
+# functions below are inlined into it; in a serial caller prange is a plain loop, so the
+# interpreted engine and the serial entry points compute the same bits). Each part stores
+# its gradients; they are summed in part order and applied by shares of the parameters.
+
+
+@njit(inline="always", **_JIT)
+def _part(pbufs, h):
+    """Part h's buffers: row h of each of the stacked buffers."""
+    return (pbufs[0][h], pbufs[1][h], pbufs[2][h], pbufs[3][h], pbufs[4][h], pbufs[5][h],
+            pbufs[6][h])
+
+
+@njit(inline="always", **_JIT)
+def _as_parts(bufs):
+    """One part's stacked buffers over the buffers of a serial workspace (no copy)."""
+    return (bufs[0].reshape((1, bufs[0].shape[0])), bufs[1].reshape((1, bufs[1].shape[0])),
+            bufs[2].reshape((1, bufs[2].shape[0])), bufs[3].reshape((1, bufs[3].shape[0])),
+            bufs[4].reshape((1, bufs[4].shape[0])), bufs[5].reshape((1, bufs[5].shape[0])),
+            bufs[6].reshape((1, bufs[6].shape[0])))
+
+
+@njit(**_JIT_INNER)
+def _share(lo, hi, h, parts):
+    """Part h's contiguous share of lo..hi (uint64) among ``parts``."""
+    w = hi - lo
+    return lo + w * _U(h) // _U(parts), lo + w * _U(h + 1) // _U(parts)
+
+
+@njit(inline="always", **_JIT)
+def _evaluate_parts(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, blas_min, parts):
+    """(E, accuracy) over the whole set in ``parts`` contiguous slices, each in blocks of
+    ``rows`` rows through its own buffers, the totals summed in part order. One part gives
+    _evaluate's bits; a full batch split in the same parts gives the same bits as its
+    pending metrics (train_epochs)."""
+    n = X.shape[0]
+    totals = np.empty(parts, np.float64)
+    counts = np.empty(parts, np.int64)
+    for h in prange(parts):
+        lo = n * h // parts
+        hi = n * (h + 1) // parts
+        tp, cp = _evaluate_range(X, Y, labels, acc_mode, P, net, loss, consts, _part(pbufs, h),
+                                 rows, blas_min, lo, hi)
+        totals[h] = tp
+        counts[h] = cp
+    total = 0.0
+    correct = 0
+    for h in range(parts):
+        total += totals[h]
+        correct += counts[h]
+    return _mean_error(total, n, Y.shape[1], loss), correct / n
+
+
+@njit(inline="always", **_JIT)
+def _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts, order, start,
+                     b, load, in_order, metrics, totals, counts, divisor, blas_min, flat_X,
+                     n_in, S, code, decay):
+    """Forward and backward passes of the batch of b rows from ``start``, in ``parts``
+    contiguous parts: part h's gradients in its own G (row h of pbufs[5]), applied to
+    nothing; with ``metrics``, its summed row loss and number correct in totals[h] and
+    counts[h]. A part without rows has zero gradients."""
+    for h in prange(parts):
+        lo, hi = _share(_U0, b, h, parts)
+        rows_h = hi - lo
+        pb = _part(pbufs, h)
+        first = start + np.int64(lo)
+        if rows_h == _U0:
+            Gh = pb[5]
+            for k in range(_U(Gh.shape[0])):
+                Gh[k] = 0
+            totals[h] = 0.0
+            counts[h] = 0
+        else:
+            if load:
+                _load_rows(X, Y, order, first, rows_h, pb, in_order)
+            src, s0 = _batch_input(flat_X, n_in, first, pb, in_order)
+            _forward(P, net, pb, rows_h, consts, blas_min, src, s0)
+            if metrics:
+                tp, cp = _batch_metrics(net, pb, rows_h, labels, first, loss, acc_mode)
+                totals[h] = tp
+                counts[h] = cp
+            _output_delta(net, pb, rows_h, loss, consts, divisor)
+            _backward(P, net, pb, rows_h, consts, _STORE, blas_min, S, code, decay, src, s0)
+
+
+@njit(**_JIT_INNER)
+def _sum_share(pG, lo, hi):
+    """pG[0][lo:hi] += pG[1][lo:hi], then pG[2]'s, ... (the parts' gradients, in order)."""
+    G = pG[0]
+    for q in range(1, pG.shape[0]):
+        Gq = pG[q]
+        for k in range(lo, hi):
+            G[k] += Gq[k]
+
+
+@njit(**_JIT_INNER)
+def _step_share(P, G, S, net, lo, hi, code, decay, consts):
+    """_step_range on P[lo:hi], layer by layer: weights with weight decay, biases without."""
+    sizes, poff = net[0], net[1]
+    n = _U(P.shape[0])
+    for l in range(sizes.shape[0] - 1):
+        w0 = poff[l]
+        b0 = w0 + sizes[l + 1] * sizes[l]
+        e = b0 + sizes[l + 1]
+        _step_range(P, G, S, n, max(lo, w0), min(hi, b0), code, decay, consts)
+        _step_range(P, G, S, n, max(lo, b0), min(hi, e), code, _NO_DECAY, consts)
+
+
+@njit(inline="always", **_JIT)
+def _parts_step(P, pG, S, net, parts, code, decay, clip, consts):
+    """Sum the parts' gradients into part 0's G and apply the optimizer's step (plain sgd:
+    code OPT_SGD without decay), each part taking a share of the parameters; with clipping,
+    the summed gradients are clipped (their norm needs all of them) between the two."""
+    n = _U(P.shape[0])
+    if clip > 0.0:
+        for h in prange(parts):
+            lo, hi = _share(_U0, n, h, parts)
+            _sum_share(pG, lo, hi)
+        _clip_gradients(pG[0], clip, consts)
+        for h in prange(parts):
+            lo, hi = _share(_U0, n, h, parts)
+            _step_share(P, pG[0], S, net, lo, hi, code, decay, consts)
+    else:
+        for h in prange(parts):
+            lo, hi = _share(_U0, n, h, parts)
+            _sum_share(pG, lo, hi)
+            _step_share(P, pG[0], S, net, lo, hi, code, decay, consts)
+
+
+# ------------------------------------------------------------------ the epoch loop
+
+
+@njit(inline="always", **_JIT)
+def _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, shuffle,
+            seed, first_epoch, n_epochs, pending, order, errors, accuracy, validation, blas_min,
+            lrs, S, ctl, hyper, best, parts):
+    """train_epochs' loop, over ``parts`` (see train_epochs and train_epochs_parts), with
+    validation = (Xv, Yv, labels_v, vnet, pvbufs, vrows, val_errors, val_accuracy): Python
+    3.11 passes more than 30 arguments as *args, which numba cannot inline."""
+    Xv, Yv, labels_v, vnet, pvbufs, vrows, val_errors, val_accuracy = validation
+    n = X.shape[0]
+    M = Y.shape[1]
+    reuse = batch >= n and not shuffle
+    general = ctl[I_GENERAL] != 0
+    metric = ctl[I_METRIC]
+    code = ctl[I_OPT]
+    decay = hyper[H_DECAY] != 0.0
+    clip = hyper[H_CLIP]
+    # How the backward pass applies the gradients (see _layer_backward): plain sgd inside
+    # it; with clipping, after it (the norm needs every gradient of the batch first); else
+    # each weight row as soon as its gradients are known. A run-time value, not a constant
+    # per call site: one compiled backward pass instead of three (seconds of a cold compile).
+    apply = APPLY_SGD if not general else (STORE if clip > 0.0 else APPLY_STEP)
+    bufs = _part(pbufs, 0)
+    G = bufs[5]
+    totals = np.zeros(parts, np.float64)
+    counts = np.zeros(parts, np.int64)
+    every = ctl[I_EVERY]
+    last = errors.shape[0] - 1
+    # Full batches in order: the rows stay loaded from step to step (the first call, pending
+    # epoch 0's error, loads them).
+    in_place = pending and first_epoch > 1
+    flat_X = X.reshape(X.size)
+    n_in = _U(X.shape[1])
+    ctl[I_STATUS] = RAN
+    for e in range(n_epochs):
+        epoch = first_epoch + e
+        evaluated = epoch % every == 0 or epoch == last
+        lr = lrs[epoch]
+        consts[C_LR] = lr
+        consts[C_SHRINK] = 1.0 - lr * hyper[H_DECAY]
+        if shuffle:
+            _shuffle_order(order, seed, epoch)
+        for start in range(0, n, batch):
+            b = _U(min(batch, n - start))
+            load = not (reuse and in_place)  # else a previous step left the rows in place
+            in_place = reuse
+            divisor = _loss_divisor(b, _U(M), loss, consts)
+            inp, i0 = _batch_input(flat_X, n_in, start, bufs, not shuffle)
+            if parts == 1:
+                if load:
+                    _load_rows(X, Y, order, start, b, bufs, not shuffle)
+                _forward(P, net, bufs, b, consts, blas_min, inp, i0)
+                if pending:
+                    totals[0], counts[0] = _batch_metrics(net, bufs, b, labels, _I0, loss,
+                                                          acc_mode)
+            else:  # every part's gradients, none applied yet
+                _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts,
+                                 order, start, b, load, not shuffle, pending, totals, counts,
+                                 divisor, blas_min, flat_X, n_in, S, code, decay)
+            if pending:
+                t = totals[0]
+                c = counts[0]
+                for h in range(1, parts):
+                    t += totals[h]
+                    c += counts[h]
+                E = _mean_error(t, n, M, loss)
+                errors[epoch - 1] = E
+                accuracy[epoch - 1] = c / n
+                pending = False
+                if not math.isfinite(E):
+                    ctl[I_STATUS] = DIVERGED
+                    return e
+                if epoch == 1 and metric == PLATEAU_ERROR:  # the rule's best starts at epoch 0
+                    hyper[H_BEST] = E
+                    if ctl[I_RESTORE] != 0:
+                        for k in range(_U(P.shape[0])):
+                            best[k] = P[k]
+                # Decided before this step's update, so P is still epoch - 1's.
+                if metric == PLATEAU_ERROR and _plateau_update(E, epoch - 1, ctl, hyper, P, best):
+                    ctl[I_STATUS] = PLATEAU
+                    return e
+            if parts == 1:
+                _output_delta(net, bufs, b, loss, consts, divisor)
+                if general:
+                    _begin_step(ctl, hyper, lr, consts)
+                _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0)
+                if general and clip > 0.0:
+                    _clipped_step(P, G, S, net, code, decay, clip, consts)
+            else:
+                if general:
+                    _begin_step(ctl, hyper, lr, consts)
+                _parts_step(P, pbufs[5], S, net, parts, code, decay, clip, consts)
+        if not evaluated:
+            continue
+        if Xv.shape[0] > 0:
+            val_errors[epoch], val_accuracy[epoch] = _evaluate_parts(
+                Xv, Yv, labels_v, acc_mode, P, vnet, loss, consts, pvbufs, vrows, blas_min,
+                parts)
+        if reuse:
+            pending = True
+            if metric == PLATEAU_VAL_ERROR and _plateau_update(val_errors[epoch], epoch, ctl,
+                                                                hyper, P, best):
+                ctl[I_STATUS] = PLATEAU
+                return e + 1
+            continue
+        E, acc = _evaluate_parts(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows,
+                                 blas_min, parts)
+        errors[epoch] = E
+        accuracy[epoch] = acc
+        if not math.isfinite(E):
+            ctl[I_STATUS] = DIVERGED
+            return e + 1
+        value = val_errors[epoch] if metric == PLATEAU_VAL_ERROR else E
+        if _plateau_update(value, epoch, ctl, hyper, P, best):
+            ctl[I_STATUS] = PLATEAU
+            return e + 1
+    return n_epochs
 
 
 @njit(**_JIT)
@@ -989,96 +1256,39 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     of them), DIVERGED (a recorded error was not finite) or PLATEAU (its last epoch met the
     plateau rule; with full batches in order and metric val_error its error is pending).
     """
-    n = X.shape[0]
-    M = Y.shape[1]
-    reuse = batch >= n and not shuffle
-    general = ctl[I_GENERAL] != 0
-    metric = ctl[I_METRIC]
-    code = ctl[I_OPT]
-    decay = hyper[H_DECAY] != 0.0
-    clip = hyper[H_CLIP]
-    # How the backward pass applies the gradients (see _layer_backward): plain sgd inside
-    # it; with clipping, after it (the norm needs every gradient of the batch first); else
-    # each weight row as soon as its gradients are known. A run-time value, not a constant
-    # per call site: one compiled backward pass instead of three (seconds of a cold compile).
-    apply = APPLY_SGD if not general else (STORE if clip > 0.0 else APPLY_STEP)
-    G = bufs[5]
-    every = ctl[I_EVERY]
-    last = errors.shape[0] - 1
-    # Full batches in order: the rows stay loaded from step to step (the first call, pending
-    # epoch 0's error, loads them).
-    in_place = pending and first_epoch > 1
-    flat_X = X.reshape(X.size)
-    n_in = _U(X.shape[1])
-    ctl[I_STATUS] = RAN
-    for e in range(n_epochs):
-        epoch = first_epoch + e
-        evaluated = epoch % every == 0 or epoch == last
-        lr = lrs[epoch]
-        consts[C_LR] = lr
-        consts[C_SHRINK] = 1.0 - lr * hyper[H_DECAY]
-        if shuffle:
-            _shuffle_order(order, seed, epoch)
-        for start in range(0, n, batch):
-            b = _U(min(batch, n - start))
-            if not (reuse and in_place):  # a previous step left the rows in place
-                _load_rows(X, Y, order, start, b, bufs, not shuffle)
-                in_place = reuse
-            inp, i0 = _batch_input(flat_X, n_in, start, bufs, not shuffle)
-            _forward(P, net, bufs, b, consts, blas_min, inp, i0)
-            if pending:
-                t, c = _batch_metrics(net, bufs, b, labels, _I0, loss, acc_mode)
-                E = _mean_error(t, n, M, loss)
-                errors[epoch - 1] = E
-                accuracy[epoch - 1] = c / n
-                pending = False
-                if not math.isfinite(E):
-                    ctl[I_STATUS] = DIVERGED
-                    return e
-                if epoch == 1 and metric == PLATEAU_ERROR:  # the rule's best starts at epoch 0
-                    hyper[H_BEST] = E
-                    if ctl[I_RESTORE] != 0:
-                        for k in range(_U(P.shape[0])):
-                            best[k] = P[k]
-                # Decided before this step's update, so P is still epoch - 1's.
-                if metric == PLATEAU_ERROR and _plateau_update(E, epoch - 1, ctl, hyper, P, best):
-                    ctl[I_STATUS] = PLATEAU
-                    return e
-            _output_delta(net, bufs, b, loss, consts)
-            if general:
-                _begin_step(ctl, hyper, lr, consts)
-            _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0)
-            if general and clip > 0.0:
-                _clipped_step(P, G, S, net, code, decay, clip, consts)
-        if not evaluated:
-            continue
-        if Xv.shape[0] > 0:
-            val_errors[epoch], val_accuracy[epoch] = _evaluate(
-                Xv, Yv, labels_v, acc_mode, P, vnet, loss, consts, vbufs, vrows, blas_min)
-        if reuse:
-            pending = True
-            if metric == PLATEAU_VAL_ERROR and _plateau_update(val_errors[epoch], epoch, ctl,
-                                                                hyper, P, best):
-                ctl[I_STATUS] = PLATEAU
-                return e + 1
-            continue
-        E, acc = _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min)
-        errors[epoch] = E
-        accuracy[epoch] = acc
-        if not math.isfinite(E):
-            ctl[I_STATUS] = DIVERGED
-            return e + 1
-        value = val_errors[epoch] if metric == PLATEAU_VAL_ERROR else E
-        if _plateau_update(value, epoch, ctl, hyper, P, best):
-            ctl[I_STATUS] = PLATEAU
-            return e + 1
-    return n_epochs
+    validation = (Xv, Yv, labels_v, vnet, _as_parts(vbufs), vrows, val_errors, val_accuracy)
+    return _epochs(X, Y, labels, acc_mode, P, net, loss, consts, _as_parts(bufs), rows, batch,
+                   shuffle, seed, first_epoch, n_epochs, pending, order, errors, accuracy,
+                   validation, blas_min, lrs, S, ctl, hyper, best, np.int64(1))
+
+
+@njit(parallel=True, **_JIT)
+def train_epochs_parts(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch,
+                       shuffle, seed, first_epoch, n_epochs, pending, order, errors, accuracy,
+                       Xv, Yv, labels_v, vnet, pvbufs, vrows, val_errors, val_accuracy,
+                       blas_min, lrs, S, ctl, hyper, best, parts):
+    """train_epochs with each batch and each whole-set evaluation split in ``parts`` parts
+    run in parallel (numba threads; call it with BLAS at one thread): ``pbufs`` and
+    ``pvbufs`` stack one workspace of ``rows`` (``vrows``) rows per part, ``net`` and
+    ``vnet`` describe such a workspace. The parts' gradients are summed in part order, so
+    the bits depend on ``parts``, not on how many threads run them."""
+    validation = (Xv, Yv, labels_v, vnet, pvbufs, vrows, val_errors, val_accuracy)
+    return _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, shuffle,
+                   seed, first_epoch, n_epochs, pending, order, errors, accuracy, validation,
+                   blas_min, lrs, S, ctl, hyper, best, parts)
 
 
 @njit(**_JIT)
 def evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min):
     """(E, accuracy) of the parameters P over the whole set."""
     return _evaluate(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, blas_min)
+
+
+@njit(parallel=True, **_JIT)
+def evaluate_parts(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, blas_min, parts):
+    """evaluate split as train_epochs_parts splits it (the same bits as its evaluations)."""
+    return _evaluate_parts(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows,
+                           blas_min, parts)
 
 
 @njit(**_JIT)
@@ -1092,7 +1302,7 @@ def gradients(X, Y, P, net, loss, consts, bufs, blas_min):
     flat_X = X.reshape(X.size)
     _forward(P, net, bufs, n, consts, blas_min, flat_X, _U0)
     t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), _I0, loss, np.int64(ACC_NONE))
-    _output_delta(net, bufs, n, loss, consts)
+    _output_delta(net, bufs, n, loss, consts, _loss_divisor(n, _U(Y.shape[1]), loss, consts))
     _backward(P, net, bufs, n, consts, np.int64(STORE), blas_min, np.empty(0, P.dtype),
               np.int64(OPT_SGD), _NO_DECAY, flat_X, _U0)
     return _mean_error(t, X.shape[0], Y.shape[1], loss)

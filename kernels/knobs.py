@@ -18,6 +18,13 @@ BLAS_MIN = 4096
 # products, so through BLAS_MIN it too can change the last bits of the recorded errors.
 EVAL_ROWS = 1024
 
+# kernels.train(threads=T) splits each batch into T parts, trained in parallel on T threads
+# with one-thread BLAS each, when a part's multiply-adds per layer pass (ceil(batch / T) x
+# the network's weights) reach this; below it one part runs with T BLAS threads, which
+# costs less than a parallel launch per step. Measured with bench/kernels.py; a new value
+# changes which runs are split, so their last bits (as BLAS_MIN does).
+PARALLEL_MIN = 1 << 22
+
 # Wall time one jitted chunk of epochs aims at. Between chunks train() returns to Python to
 # call the callback (progress rows, cancellation): 30 ms keeps that overhead small and a stop
 # request answered within a few tens of milliseconds. Never changes the numbers

@@ -56,6 +56,13 @@ class Network:
         net = (self.sizes.astype(np.uint64), self.offsets(), aoff, self.acts.astype(np.uint64))
         return Workspace(rows=rows, net=net, bufs=bufs)
 
+    def part_workspace(self, rows: int, parts: int) -> "Workspace":
+        """``parts`` workspaces of ``rows`` rows each, their buffers stacked (part h's are row
+        h of each), for a batch split in parts (kernels.parallel)."""
+        one = self.workspace(rows)
+        bufs = tuple(np.empty((parts, b.shape[0]), dtype=b.dtype) for b in one.bufs)
+        return Workspace(rows=rows, net=one.net, bufs=bufs)
+
 
 @dataclass(frozen=True)
 class Workspace:

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _engine as E
 from . import knobs
+from .parallel import MAX_THREADS, batch_parts, parallel_call, run_threads
 from .init import init_params
 from .names import DEFAULTS, OPTIMIZER_CODES, PLATEAU_METRICS
 from .network import Network, pack, unpack
@@ -24,6 +25,7 @@ from .validation import (
     check_plateau,
     check_schedule,
     check_targets,
+    check_threads,
     check_training,
     check_validation_set,
 )
@@ -107,6 +109,7 @@ def train(
     stop_on_plateau=None,
     eval_every=1,
     engine="jit",
+    threads=None,
 ) -> TrainResult:
     """Train a fully connected network by gradient descent, as API.md section 1 defines.
 
@@ -126,6 +129,9 @@ def train(
     ``engine="python"`` runs the engine's code uncompiled (kernels.interpreted): the same
     bits without waiting for numba's compile, about 1000x slower, float64 only; for tiny
     runs on a machine whose kernel cache is still empty.
+    ``threads=T``: train with T threads (kernels.parallel): BLAS's, or, for large enough
+    batches, T parts of each batch trained in parallel; the bits depend on T (and not on the
+    cores that run them). None (the default) leaves BLAS as the caller set it.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -146,13 +152,17 @@ def train(
     plateau = check_plateau(stop_on_plateau, validation is not None)
     eval_every = check_eval_every(eval_every)
     kernel_engine = _kernel_engine(engine, network.dtype)
+    threads = check_threads(threads, MAX_THREADS)
+    batch = batch_rows(batch_mode, batch_size, X.shape[0])
+    parts = batch_parts(threads, batch, network.sizes)
 
     run = _Run(network, (X, Y, labels), val_rows, validated=validation is not None,
                acc_mode=acc_mode, flat=pack(initial, network), lr=lr,
-               batch=batch_rows(batch_mode, batch_size, X.shape[0]), shuffle=shuffle, seed=seed,
-               epochs=epochs, engine=kernel_engine)
+               batch=batch, shuffle=shuffle, seed=seed, epochs=epochs, engine=kernel_engine,
+               parts=parts)
     run.configure(opt, lrs, plateau, eval_every)
-    with np.errstate(all="ignore") if engine == "python" else contextlib.nullcontext():
+    with np.errstate(all="ignore") if engine == "python" else contextlib.nullcontext(), \
+            run_threads(threads, parts):
         # NumPy scalars warn where compiled code wraps or overflows silently (the same values)
         done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
     plateaued = run.plateaued and not diverged
@@ -231,18 +241,23 @@ class _Run:
 
     def __init__(self, network: Network, rows: tuple, val_rows: tuple, *, validated: bool,
                  acc_mode: int, flat: np.ndarray, lr: float, batch: int, shuffle: bool,
-                 seed: int, epochs: int, engine=E):
+                 seed: int, epochs: int, engine=E, parts: int = 1):
         self.engine = engine  # the compiled engine, or kernels.interpreted's
+        self.parts = parts  # each batch and evaluation split in this many (kernels.parallel)
         self.network, self.acc_mode, self.flat = network, acc_mode, flat
         self.batch, self.shuffle, self.seed = batch, shuffle, seed
         self.X, self.Y, self.labels = rows
         self.Xv, self.Yv, self.labels_v = val_rows  # no rows without validation
         self.validated = validated
         n = self.X.shape[0]
-        self.rows = n if batch >= n else max(batch, min(n, knobs.EVAL_ROWS))
-        self.ws = network.workspace(self.rows)
-        self.vrows = max(1, min(self.Xv.shape[0], knobs.EVAL_ROWS))
-        self.vws = network.workspace(self.vrows)
+        rows = n if batch >= n else max(batch, min(n, knobs.EVAL_ROWS))
+        vrows = max(1, min(self.Xv.shape[0], knobs.EVAL_ROWS))
+        self.rows, self.vrows = -(-rows // parts), -(-vrows // parts)  # per part
+        if parts == 1:
+            self.ws, self.vws = network.workspace(self.rows), network.workspace(self.vrows)
+        else:
+            self.ws = network.part_workspace(self.rows, parts)
+            self.vws = network.part_workspace(self.vrows, parts)
         self.consts = network.consts(lr)
         self.order = np.empty(n, dtype=np.int64)
         self.errors, self.accuracy = np.empty(epochs + 1), np.empty(epochs + 1)
@@ -316,10 +331,8 @@ class _Run:
         off eval_every's schedule (a checkpoint, the last before a stop) gets its validation
         rows evaluated too, and is not judged by the plateau rule (so that checkpoints and
         callbacks do not change the numbers)."""
-        self.errors[epoch], self.accuracy[epoch] = self.engine.evaluate(
-            self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net,
-            self.network.loss, self.consts, self.ws.bufs, self.rows, self.blas_min,
-        )
+        self.errors[epoch], self.accuracy[epoch] = self._evaluate(
+            self.X, self.Y, self.labels, self.ws, self.rows)
         if not self.scheduled(epoch):
             self.extra.add(epoch)
             self.evaluate_validation(epoch)
@@ -345,15 +358,22 @@ class _Run:
     def evaluate_validation(self, epoch: int) -> None:
         """Record the validation rows' error (and accuracy) as ``epoch``'s, if any."""
         if self.validated:
-            self.val_errors[epoch], self.val_accuracy[epoch] = self.engine.evaluate(
-                self.Xv, self.Yv, self.labels_v, self.acc_mode, self.flat, self.vws.net,
-                self.network.loss, self.consts, self.vws.bufs, self.vrows, self.blas_min,
-            )
+            self.val_errors[epoch], self.val_accuracy[epoch] = self._evaluate(
+                self.Xv, self.Yv, self.labels_v, self.vws, self.vrows)
+
+    def _evaluate(self, X, Y, labels, ws, rows: int) -> tuple:
+        """(E, accuracy) of the current parameters on a whole set, split as training is."""
+        args = (X, Y, labels, self.acc_mode, self.flat, ws.net, self.network.loss,
+                self.consts, ws.bufs, rows, self.blas_min)
+        if self.parts == 1:
+            return self.engine.evaluate(*args)
+        with parallel_call(self.parts):
+            return self.engine.evaluate_parts(*args, self.parts)
 
     def train_epochs(self, done: int, k: int) -> int:
         """Train up to ``k`` epochs after the first ``done`` in one jitted call; returns how
         many ran (fewer when an error was not finite or the plateau rule stopped training)."""
-        return self.engine.train_epochs(
+        args = (
             self.X, self.Y, self.labels, self.acc_mode, self.flat, self.ws.net, self.network.loss,
             self.consts, self.ws.bufs, self.rows, self.batch, self.shuffle, self.seed, done + 1,
             k, self.lagging and self.scheduled(done),
@@ -362,6 +382,10 @@ class _Run:
             self.val_errors, self.val_accuracy, self.blas_min,
             self.lrs, self.S, self.ctl, self.hyper, self.best,
         )
+        if self.parts == 1:
+            return self.engine.train_epochs(*args)
+        with parallel_call(self.parts):
+            return self.engine.train_epochs_parts(*args, self.parts)
 
     def record_chunk_end(self, done: int, at_checkpoint: bool, epochs: int) -> int:
         """After a chunk that ended at epoch ``done``, evaluate what must be known now;

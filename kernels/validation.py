@@ -330,6 +330,16 @@ def check_plateau(stop_on_plateau, validated: bool):
     return out
 
 
+def check_threads(threads, maximum: int) -> "int | None":
+    """None (the caller's BLAS settings) or an integer from 1 to ``maximum``."""
+    if threads is None:
+        return None
+    threads = _integer("threads", threads, 1)
+    if threads > maximum:
+        raise ValueError(f"threads: must be <= {maximum}, got {threads}")
+    return threads
+
+
 def check_eval_every(eval_every) -> int:
     """The whole-set evaluation's period in epochs: an integer >= 1 (beyond ``epochs`` it
     means epoch 0 and the last only)."""

@@ -407,8 +407,10 @@ class RunSpecSchema(ma.Schema):
     threads = fields.Integer(
         strict=True, load_default=RUN_DEFAULTS["threads"],
         validate=validate.Range(min=1, max=INT32),
-        metadata={"description": "BLAS threads the run trains with, at most the workers' "
-                                 "cap (DESCENT_MAX_THREADS, default the machine's cores); "
+        metadata={"description": "threads the run trains with (large batches split in that "
+                                 "many parts on as many cores, else BLAS threads), at most "
+                                 "the workers' cap (DESCENT_MAX_THREADS, default the "
+                                 "machine's cores); "
                                  "part of the recorded environment: bit-identical reruns "
                                  "need the same count"})
 

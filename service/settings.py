@@ -34,7 +34,7 @@ class Limits:
     # parameters and history of every run; service.store.usage).
     max_active_runs: int = 2000
     max_user_bytes: int = 2 * 1024 * 1024 * 1024
-    # BLAS threads one run may ask for (its spec's ``threads``); workers cap runs at it too.
+    # Threads one run may ask for (its spec's ``threads``); workers cap runs at it too.
     max_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 

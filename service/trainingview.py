@@ -74,7 +74,7 @@ def training_rows(spec: dict) -> list[tuple[str, str]]:
         # eval_every and threads when not their defaults (every epoch, one thread)
         (label, text) for label, text, default in (
             ("evaluated", evaluation_text(spec), spec.get("eval_every", 1) == 1),
-            ("BLAS threads", number(spec.get("threads", 1)), spec.get("threads", 1) == 1))
+            ("Threads", number(spec.get("threads", 1)), spec.get("threads", 1) == 1))
         if not default]
 
 

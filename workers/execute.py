@@ -3,15 +3,14 @@ record its history, parameters and final state."""
 
 import logging
 import math
-import os
 from collections import OrderedDict
 from typing import NamedTuple, Optional, Union
 
 import numpy as np
 from sqlalchemy.exc import InterfaceError, OperationalError
-from threadpoolctl import ThreadpoolController
 
 import kernels
+from kernels.parallel import blas_threads  # noqa: F401  (tests and bench use it here)
 from service.settings import ReaperSettings
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
@@ -47,23 +46,10 @@ class Threads(NamedTuple):
 
 
 def run_threads(spec: dict, threads: Threads) -> int:
-    """The BLAS threads a run trains with: its spec's ``threads`` within the cap."""
+    """The threads a run trains with (kernels.train's ``threads``: BLAS's, or parts of each
+    large batch on as many cores): its spec's ``threads`` within the cap."""
     wanted = spec.get("threads", threads.default)
     return max(1, min(wanted, threads.cap) if threads.cap else wanted)
-
-
-_controllers: dict = {}  # pid -> this process's ThreadpoolController
-
-
-def blas_threads(n: int):
-    """A context that limits the BLAS libraries of this process (the one numba's kernels
-    call included) to ``n`` threads. The libraries are looked up once per process (about
-    3 ms each time otherwise), after ``import kernels`` has loaded SciPy's."""
-    pid = os.getpid()
-    if pid not in _controllers:
-        _controllers.clear()
-        _controllers[pid] = ThreadpoolController()
-    return _controllers[pid].limit(limits=n, user_api="blas")
 
 
 def train_arguments(spec: dict) -> dict:
@@ -238,8 +224,8 @@ def execute_run(sessions, run_id: int, enqueue: Optional[Enqueue] = None,
     run took over while this one trained (this one then wrote nothing more). A run already
     claimed ``timings.max_attempts`` times (its earlier deliveries died with their process)
     ends ``failed`` "worker lost (N attempts)" instead of training again. The heartbeat
-    beats every ``timings.heartbeat_seconds``. The run trains with ``run_threads`` BLAS
-    threads (its spec's ``threads`` within ``threads.cap``), recorded in its environment.
+    beats every ``timings.heartbeat_seconds``. The run trains with ``run_threads`` threads
+    (its spec's ``threads`` within ``threads.cap``), recorded in its environment.
 
     A database error raises: before the claim, as it is; after it, as ClaimInterrupted
     with the claim's attempt, which the retry passes back as ``resume_attempt`` (a run
@@ -272,13 +258,12 @@ def _train_claimed(sessions, run_id: int, claimed: Claim, enqueue: Optional[Enqu
     try:
         X_train, y_train, validation = split_for_run(
             source[0], X, y, spec.get("validation_split", 0.0), spec["seed"])
-        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds), \
-                blas_threads(run_threads(spec, threads)):
+        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds):
             engine = choose_engine(spec, len(X_train),
                                    0 if validation is None else len(validation[0]), run_id)
             result = kernels.train(X_train, y_train, callback=writer, validation=validation,
                                    checkpoints=writer.rungs or None, engine=engine,
-                                   **train_arguments(spec))
+                                   threads=run_threads(spec, threads), **train_arguments(spec))
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"

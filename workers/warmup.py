@@ -2,8 +2,8 @@
 
 A cold compile of everything takes 20-45 s on two cores, more than half of it for kernels a
 first run does not need. So a worker warms in two stages: ``warm_first`` (float64 training,
-what a default run uses), then ``warm_rest`` (float64 inference and gradients, everything
-float32), which fills the disk cache from which the pool's processes load them when a run
+what a default run uses), then ``warm_rest`` (float64 inference and gradients, the
+parallel loops of batches split in parts, everything float32), which fills the disk cache from which the pool's processes load them when a run
 first needs them (compiling them themselves if it is not done yet). Meanwhile a status file
 tells the API that the kernels are compiling (kernels.compilestate).
 
@@ -59,13 +59,28 @@ def warm_first() -> None:
         compilestate.record_compile_seconds(time.monotonic() - started)
 
 
+def _warm_parts(dtype: str) -> kernels.TrainResult:
+    """_warm_train with each batch split in two parts (kernels.parallel): the parallel
+    epoch loop and evaluation, which only large batches with ``threads`` > 1 use."""
+    from kernels import knobs
+
+    saved, knobs.PARALLEL_MIN = knobs.PARALLEL_MIN, 0
+    try:
+        return kernels.train(_X, _Y, layers=[2, 2, 1], epochs=1, dtype=dtype,
+                             validation=(_X, _Y), threads=2)
+    finally:
+        knobs.PARALLEL_MIN = saved
+
+
 def warm_rest() -> None:
     """Every specialisation warm_first leaves out; then the cache is marked complete."""
     _warm_inference("float64")
+    _warm_parts("float64")
     for dtype in kernels.DTYPES:
         if dtype != "float64":
             _warm_train(dtype)
             _warm_inference(dtype)
+            _warm_parts(dtype)
     compilestate.record_rest_cached()
 
 

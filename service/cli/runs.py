@@ -34,8 +34,9 @@ from service.cli.specfile import load_spec, parse_pairs
               help="Evaluate the whole training set (and validation rows) every K epochs and "
                    "at the last only (spec field eval_every; default 1, every epoch).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="BLAS threads the run trains with (spec field threads; default 1; at most "
-                   "the workers' cap, DESCENT_MAX_THREADS).")
+              help="Threads the run trains with: large batches split in N parts on N cores, "
+                   "else N BLAS threads (spec field threads; default 1; at most the workers' "
+                   "cap, DESCENT_MAX_THREADS).")
 @api_url_option
 @pass_settings
 def submit(settings, spec_file, wait, overrides, eval_every, threads, api_url):

@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import kernels
 from tests.service.test_cli import invoke
@@ -28,11 +27,10 @@ SPEC = {"dataset": "digits", "layers": [64, 96, 10], "loss": "cross_entropy",
 
 
 def direct(spec, threads):
-    """kernels.train on the same data, spec and seed at ``threads`` BLAS threads."""
+    """kernels.train on the same data, spec and seed with ``threads`` threads."""
     X, y = kernels.load_dataset(spec["dataset"])
-    with threadpool_limits(threads, user_api="blas"):
-        return kernels.train(X, y, eval_every=spec.get("eval_every", 1),
-                             **{name: spec[name] for name in NUMERIC})
+    return kernels.train(X, y, eval_every=spec.get("eval_every", 1), threads=threads,
+                         **{name: spec[name] for name in NUMERIC})
 
 
 def test_a_two_thread_run_and_its_rerun_are_bit_identical(live, tmp_path):  # noqa: F811

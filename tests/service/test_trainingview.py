@@ -70,4 +70,4 @@ def test_eval_every_and_threads_show_when_not_their_defaults():
     assert "evaluated" not in dict(training_rows(plain))
     rows = dict(training_rows({**plain, "eval_every": 10, "threads": 2}))
     assert rows["evaluated"] == "every 10 epochs and the last"
-    assert rows["BLAS threads"] == "2"
+    assert rows["Threads"] == "2"

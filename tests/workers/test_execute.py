@@ -17,7 +17,7 @@ from service.store import runs as store_runs
 from service.store.arrays import params_from_npz, params_to_npz
 from service.store.models import utcnow
 from tests.eventually import eventually
-from workers.execute import ClaimInterrupted, blas_threads, execute_run, split_validation
+from workers.execute import ClaimInterrupted, execute_run, split_validation
 
 from .conftest import store_run
 
@@ -40,7 +40,7 @@ def independent_split(X, y, fraction, seed):
 
 
 def direct(spec, **overrides):
-    """kernels.train for a stored run's spec, as a worker should call it (with its BLAS
+    """kernels.train for a stored run's spec, as a worker should call it (with its
     threads: one thread and two may round differently)."""
     spec = {**spec, **overrides}
     X, y = kernels.load_dataset(spec["dataset"])
@@ -48,9 +48,8 @@ def direct(spec, **overrides):
     if spec.get("validation_split"):
         X, y, Xv, yv = independent_split(X, y, spec["validation_split"], spec["seed"])
         validation = (Xv, yv)
-    with blas_threads(spec.get("threads", 1)):
-        return kernels.train(X, y, validation=validation, eval_every=spec.get("eval_every", 1),
-                             **{k: spec[k] for k in NUMERIC})
+    return kernels.train(X, y, validation=validation, eval_every=spec.get("eval_every", 1),
+                         threads=spec.get("threads", 1), **{k: spec[k] for k in NUMERIC})
 
 
 def load(sessions, run_id):
