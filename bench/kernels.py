@@ -681,11 +681,19 @@ def run_cell(cell, ctx):
                             epochs=epochs, seed=0, shuffle=False, init="uniform",
                             dtype=DTYPE_NAME[dt], **every, **opt)
 
+    def descent_blas(T):
+        """BLAS threads beside threads=T: one when Descent splits the batches in parts."""
+        if ctx["train"] is standin_train:
+            return T
+        import kernels
+        return kernels.blas_threads_for(T, layers=layers, batch_mode=bmode, batch_size=bsize,
+                                        rows=n)
+
     matched = ctx["eval_every"] == "epochs" and net == "c" and batch in MATCHED_BATCHES
 
     # Descent: warm-up (absorbs numba compilation), then pick the epochs for ~target seconds
     # (at least MATCHED_MIN_EPOCHS in the matched cells of a full run).
-    with _blas_threads(d_threads[0]):
+    with _blas_threads(descent_blas(d_threads[0])):
         t_warm, res = _timed(lambda: descent(1, threads=d_threads[0]))
         e = 1
         while True:
@@ -703,7 +711,7 @@ def run_cell(cell, ctx):
     impls = {}
     for T in d_threads:
         def run_d(k, m, T=T):
-            with _blas_threads(T):
+            with _blas_threads(descent_blas(T)):
                 r = descent(k, threads=T)
             if r.epochs_done != k:
                 raise RuntimeError(f"Descent stopped after {r.epochs_done} of {k} epochs "
@@ -714,7 +722,7 @@ def run_cell(cell, ctx):
     # epoch (eval_every = epochs), sklearn's work, on the large net's big batches.
     for T in d_threads if matched else ():
         def run_de(k, m, T=T):
-            with _blas_threads(T):
+            with _blas_threads(descent_blas(T)):
                 r = descent(k, eval_every=k, threads=T)
             if r.epochs_done != k:
                 raise RuntimeError(f"Descent stopped after {r.epochs_done} of {k} epochs")

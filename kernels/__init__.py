@@ -3,7 +3,8 @@
 ``train`` runs gradient descent as API.md section 1 defines, with the optimizers, schedules,
 clipping and plateau stopping of section 1b (``learning_rate_at`` gives a schedule's rates);
 ``predict`` and ``gradients`` apply given parameters; ``trace_step`` shows one SGD step of one sample layer by layer;
-``load_dataset`` returns the built-in datasets.
+``load_dataset`` returns the built-in datasets; ``blas_threads_for`` the BLAS threads to set
+around ``train(threads=...)``.
 
 The jitted engine (numba, and SciPy's BLAS that its products call) loads on the first use of
 ``train``, ``predict``, ``gradients`` or ``trace_step``, or on ``load_engine()``: the names,
@@ -15,6 +16,7 @@ reach it.
 from .blaslib import load_engine_blas
 from .datasets import BUILTIN_DATASETS, dataset_info, load_dataset
 from .init import init_params
+from .parallel import blas_threads_for
 from .names import (
     BATCH_MODES,
     DEFAULTS,
@@ -72,6 +74,7 @@ __all__ = [
     "Progress",
     "TraceStep",
     "TrainResult",
+    "blas_threads_for",
     "dataset_info",
     "default_output_activation",
     "gradients",

@@ -60,6 +60,7 @@ _U1 = np.uint64(1)
 # Arguments passed as typed values, not literals: numba compiles a callee once per literal
 # it is called with, so a literal 0 or False beside a run-time int or bool would double it.
 _I0 = np.int64(0)
+_I1 = np.int64(1)
 _NO_DECAY = np.bool_(False)
 
 
@@ -746,14 +747,16 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
 
 
 @njit(**_JIT_INNER)
-def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0):
-    """Backpropagate the output delta in delta1 through every layer, filling the gradient
-    buffer and updating P as ``apply`` says (see _layer_backward)."""
+def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0, first):
+    """Backpropagate the output delta in delta1 through the layers down to ``first`` (0:
+    every layer), filling the gradient buffer and updating P as ``apply`` says (see
+    _layer_backward). From ``first`` 1, the first layer's delta is left in delta1 or delta2
+    (_first_delta_buffer) and its gradients are not computed."""
     sizes, poff, aoff, acts = net
     abuf, D, dA, G = bufs[0], bufs[3], bufs[4], bufs[5]
     L = sizes.shape[0] - 1
     lr = consts[C_LR]
-    for l in range(L - 1, -1, -1):
+    for l in range(L - 1, first - 1, -1):
         need_dA = l > 0
         src, s0 = (inp, i0) if l == 0 else (abuf, aoff[l])
         _layer_backward(P, G, sizes, poff, l, src, s0, D, dA, need_dA, lr, apply, b,
@@ -1038,8 +1041,9 @@ def _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts,
                      b, load, in_order, metrics, totals, counts, divisor, blas_min, flat_X,
                      n_in, S, code, decay):
     """Forward and backward passes of the batch of b rows from ``start``, in ``parts``
-    contiguous parts: part h's gradients in its own G (row h of pbufs[5]), applied to
-    nothing; with ``metrics``, its summed row loss and number correct in totals[h] and
+    contiguous parts: part h's gradients of every layer but the first in its own G (row h of
+    pbufs[5]), applied to nothing, and its first layer's delta left for _first_layer_share;
+    with ``metrics``, its summed row loss and number correct in totals[h] and
     counts[h]. A part without rows has zero gradients."""
     for h in prange(parts):
         lo, hi = _share(_U0, b, h, parts)
@@ -1062,7 +1066,8 @@ def _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts,
                 totals[h] = tp
                 counts[h] = cp
             _output_delta(net, pb, rows_h, loss, consts, divisor)
-            _backward(P, net, pb, rows_h, consts, _STORE, blas_min, S, code, decay, src, s0)
+            _backward(P, net, pb, rows_h, consts, _STORE, blas_min, S, code, decay, src, s0,
+                      _I1)  # the first layer's gradients: _first_layer_share
 
 
 @njit(**_JIT_INNER)
@@ -1088,25 +1093,114 @@ def _step_share(P, G, S, net, lo, hi, code, decay, consts):
         _step_range(P, G, S, n, max(lo, b0), min(hi, e), code, _NO_DECAY, consts)
 
 
-@njit(inline="always", **_JIT)
-def _parts_step(P, pG, S, net, parts, code, decay, clip, consts):
-    """Sum the parts' gradients into part 0's G and apply the optimizer's step (plain sgd:
-    code OPT_SGD without decay), each part taking a share of the parameters; with clipping,
-    the summed gradients are clipped (their norm needs all of them) between the two."""
+@njit(**_JIT_INNER)
+def _first_delta_buffer(net):
+    """Which of bufs holds the first layer's delta after _backward down to layer 1."""
+    return 3 if (net[0].shape[0] - 2) % 2 == 0 else 4
+
+
+# What _first_layer_share does with the gradients of its share of the first layer.
+# (Typed values: a literal argument would compile the callee once per value.)
+SHARE_STORE, SHARE_SGD, SHARE_STEP = np.int64(0), np.int64(1), np.int64(2)
+
+
+@njit(**_JIT_INNER)
+def _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_order,
+                       blas_min, code, decay, consts, mode):
+    """Part h's share of the first layer's output units (rows of W and their biases), with
+    the gradients summed over every part's rows in part order: stored in part 0's G
+    (SHARE_STORE), applied as plain sgd (SHARE_SGD: inside the products when BLAS runs
+    them, W += -lr D^T A, as the unsplit backward pass does), or stored and stepped by the
+    optimizer (SHARE_STEP). The first layer holds most of a wide-input network's weights:
+    this way they are neither stored per part nor summed in a pass of their own."""
+    sizes, poff = net[0], net[1]
+    n_out = sizes[1]
+    o_lo, o_hi = _share(_U0, n_out, h, parts)
+    width = o_hi - o_lo
+    if width == _U0:
+        return
+    G = pbufs[5][0]
+    w0 = poff[0]
+    b0 = w0 + n_out * n_in
+    lr, one, zero = consts[C_LR], consts[C_ONE], consts[C_ZERO]
+    in_delta1 = _first_delta_buffer(net) == 3
+    most_rows = (b + _U(parts) - _U1) // _U(parts)
+    blas = most_rows * n_in * width >= blas_min
+    fused = blas and mode == SHARE_SGD
+    first = True
+    for q in range(parts):
+        lo, hi = _share(_U0, b, q, parts)
+        rows = hi - lo
+        if rows == _U0:
+            continue
+        pb = _part(pbufs, q)
+        A, a0 = _batch_input(flat_X, n_in, start + np.int64(lo), pb, in_order)
+        D = pb[3] if in_delta1 else pb[4]
+        if fused:
+            _gemm(_N, _T, n_in, width, rows, -lr, A, a0, n_in, D, o_lo, n_out, one, P,
+                  w0 + o_lo * n_in, n_in)
+        elif blas:
+            _gemm(_N, _T, n_in, width, rows, one, A, a0, n_in, D, o_lo, n_out,
+                  zero if first else one, G, w0 + o_lo * n_in, n_in)
+        else:
+            for o in range(o_lo, o_hi):
+                rw = w0 + o * n_in
+                for s in range(rows):
+                    d = D[s * n_out + o]
+                    ra = a0 + s * n_in
+                    if first and s == _U0:
+                        for i in range(n_in):
+                            G[rw + i] = d * A[ra + i]
+                    else:
+                        for i in range(n_in):
+                            G[rw + i] += d * A[ra + i]
+        for o in range(o_lo, o_hi):
+            g = D[o]
+            for s in range(_U1, rows):
+                g += D[s * n_out + o]
+            G[b0 + o] = g if first else G[b0 + o] + g
+        first = False
     n = _U(P.shape[0])
+    if mode == SHARE_SGD:
+        if not fused:
+            for k in range(w0 + o_lo * n_in, w0 + o_hi * n_in):
+                P[k] -= lr * G[k]
+        for k in range(b0 + o_lo, b0 + o_hi):
+            P[k] -= lr * G[k]
+    elif mode == SHARE_STEP:
+        _step_range(P, G, S, n, w0 + o_lo * n_in, w0 + o_hi * n_in, code, decay, consts)
+        _step_range(P, G, S, n, b0 + o_lo, b0 + o_hi, code, _NO_DECAY, consts)
+
+
+@njit(inline="always", **_JIT)
+def _parts_step(P, pbufs, S, net, parts, general, code, decay, clip, consts, b, start,
+                flat_X, n_in, in_order, blas_min):
+    """Sum the parts' gradients of the layers after the first into part 0's G and apply the
+    optimizer's step (plain sgd when not ``general``), each part taking a share of those
+    parameters and a share of the first layer's units (_first_layer_share); with clipping,
+    every gradient is summed first (the norm needs all of them), then clipped, then stepped."""
+    pG = pbufs[5]
+    n = _U(P.shape[0])
+    sizes, poff = net[0], net[1]
+    rest = poff[1] if sizes.shape[0] > 2 else n  # the layers after the first
     if clip > 0.0:
         for h in prange(parts):
-            lo, hi = _share(_U0, n, h, parts)
+            lo, hi = _share(rest, n, h, parts)
             _sum_share(pG, lo, hi)
+            _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_order,
+                               blas_min, code, decay, consts, SHARE_STORE)
         _clip_gradients(pG[0], clip, consts)
         for h in prange(parts):
             lo, hi = _share(_U0, n, h, parts)
             _step_share(P, pG[0], S, net, lo, hi, code, decay, consts)
     else:
+        mode = SHARE_STEP if general else SHARE_SGD
         for h in prange(parts):
-            lo, hi = _share(_U0, n, h, parts)
+            lo, hi = _share(rest, n, h, parts)
             _sum_share(pG, lo, hi)
             _step_share(P, pG[0], S, net, lo, hi, code, decay, consts)
+            _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_order,
+                               blas_min, code, decay, consts, mode)
 
 
 # ------------------------------------------------------------------ the epoch loop
@@ -1196,13 +1290,15 @@ def _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, sh
                 _output_delta(net, bufs, b, loss, consts, divisor)
                 if general:
                     _begin_step(ctl, hyper, lr, consts)
-                _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0)
+                _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0,
+                          _I0)
                 if general and clip > 0.0:
                     _clipped_step(P, G, S, net, code, decay, clip, consts)
             else:
                 if general:
                     _begin_step(ctl, hyper, lr, consts)
-                _parts_step(P, pbufs[5], S, net, parts, code, decay, clip, consts)
+                _parts_step(P, pbufs, S, net, parts, general, code, decay, clip, consts, b,
+                            start, flat_X, n_in, not shuffle, blas_min)
         if not evaluated:
             continue
         if Xv.shape[0] > 0:
@@ -1259,7 +1355,8 @@ def train_epochs(X, Y, labels, acc_mode, P, net, loss, consts, bufs, rows, batch
     validation = (Xv, Yv, labels_v, vnet, _as_parts(vbufs), vrows, val_errors, val_accuracy)
     return _epochs(X, Y, labels, acc_mode, P, net, loss, consts, _as_parts(bufs), rows, batch,
                    shuffle, seed, first_epoch, n_epochs, pending, order, errors, accuracy,
-                   validation, blas_min, lrs, S, ctl, hyper, best, np.int64(1))
+                   validation, blas_min, lrs, S, ctl, hyper, best, 1)  # (a constant: numba
+    # prunes the parts-only branches, seconds of a cold compile)
 
 
 @njit(parallel=True, **_JIT)
@@ -1304,7 +1401,7 @@ def gradients(X, Y, P, net, loss, consts, bufs, blas_min):
     t, _ = _batch_metrics(net, bufs, n, np.empty(0, np.int64), _I0, loss, np.int64(ACC_NONE))
     _output_delta(net, bufs, n, loss, consts, _loss_divisor(n, _U(Y.shape[1]), loss, consts))
     _backward(P, net, bufs, n, consts, np.int64(STORE), blas_min, np.empty(0, P.dtype),
-              np.int64(OPT_SGD), _NO_DECAY, flat_X, _U0)
+              np.int64(OPT_SGD), _NO_DECAY, flat_X, _U0, _I0)
     return _mean_error(t, X.shape[0], Y.shape[1], loss)
 
 

@@ -1,18 +1,16 @@
-"""The threads one training run uses: BLAS's, and numba's when its batches are split.
+"""How one training run uses ``threads``: parts of each batch on as many cores, or BLAS's.
 
-``kernels.train(threads=T)`` either gives BLAS ``T`` threads (small batches: each product
-is split by BLAS) or, when each of ``T`` parts of a batch is big enough (knobs.PARALLEL_MIN),
-splits every batch and whole-set evaluation into ``T`` parts trained on ``T`` numba threads,
-each calling one-thread BLAS: the elementwise passes run in parallel too, which BLAS
-threads leave on one core. The bits depend on ``T`` and the shapes only (the parts are
-summed in a fixed order), not on how many cores run them.
+``kernels.train(threads=T)`` splits every batch and whole-set evaluation into T parts trained
+on T numba threads when each part is big enough (knobs.PARALLEL_MIN), each part calling BLAS:
+the elementwise passes run in parallel too, which BLAS threads leave on one core. Otherwise
+it trains in one part, and its products are BLAS's to split. kernels does not set BLAS's
+threads (threadpoolctl is the caller's: kernels imports numerics only); ``blas_threads_for``
+says what the caller should set: 1 when the run is split, else T. The bits depend on T (and
+the BLAS threads), not on how many cores run the parts: they are summed in a fixed order.
 """
 
-import contextlib
 import os
 import threading
-
-from threadpoolctl import ThreadpoolController
 
 from . import knobs
 
@@ -23,51 +21,54 @@ from . import knobs
 _LAUNCH = threading.Lock()
 MAX_THREADS = 1024  # a bound on ``threads``, far above any machine's cores
 
-_controllers: dict = {}  # pid -> this process's ThreadpoolController
 
-
-def blas_threads(n: int):
-    """A context that limits the BLAS libraries of this process (the one the engine calls
-    included) to ``n`` threads. The libraries are looked up once per process (about 3 ms
-    each time otherwise)."""
-    pid = os.getpid()
-    if pid not in _controllers:
-        _controllers.clear()
-        _controllers[pid] = ThreadpoolController()
-    return _controllers[pid].limit(limits=n, user_api="blas")
+def batch_rows(batch_mode: str, batch_size: int, n: int) -> int:
+    """Rows per training batch for a batch mode."""
+    if batch_mode == "sgd":
+        return 1
+    if batch_mode == "full":
+        return n
+    return min(batch_size, n)
 
 
 def batch_parts(threads, batch: int, sizes) -> int:
     """How many parts each batch of ``batch`` rows is split into for ``threads`` threads
-    (None: the caller's BLAS settings, one part): ``threads`` when each part gets at least
-    knobs.PARALLEL_MIN multiply-adds per layer pass, else 1."""
+    (None: one part): ``threads`` when each part gets at least knobs.PARALLEL_MIN
+    multiply-adds per layer pass, else 1."""
     if threads is None or threads < 2 or batch < threads:
         return 1
     weights = sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
     return threads if -(-batch // threads) * weights >= knobs.PARALLEL_MIN else 1
 
 
-def run_threads(threads, parts: int):
-    """A context for a whole training run: BLAS at ``threads`` threads (at one when the
-    run is split in parts, each part's products then run on its own thread); nothing
-    changes with ``threads`` None."""
-    if threads is None:
-        return contextlib.nullcontext()
-    return blas_threads(1 if parts > 1 else threads)
+def blas_threads_for(threads: int, *, layers, batch_mode: str, batch_size: int,
+                     rows: int) -> int:
+    """The BLAS threads to set (threadpoolctl) around ``kernels.train(threads=threads)`` on
+    ``rows`` training rows: 1 when its batches are split in parts (each part's products on
+    its own core), else ``threads``."""
+    parts = batch_parts(threads, batch_rows(batch_mode, batch_size, rows), list(layers))
+    return 1 if parts > 1 else threads
 
 
-@contextlib.contextmanager
-def parallel_call(parts: int):
+class parallel_call:
     """A context for one call of a parallel entry point: at most ``parts`` numba threads
     (numba's setting is per calling thread), one such call at a time in this process."""
-    import numba  # (imported by the engine already; not at this module's import)
 
-    if not os.environ.get("NUMBA_THREADING_LAYER"):
-        numba.config.THREADING_LAYER = "workqueue"  # read at the first parallel launch
-    with _LAUNCH:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(parts, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(previous)
+    def __init__(self, parts: int):
+        self.parts = parts
+
+    def __enter__(self):
+        import numba  # (loaded by the engine already; not at this module's import)
+
+        if not os.environ.get("NUMBA_THREADING_LAYER"):
+            numba.config.THREADING_LAYER = "workqueue"  # read at the first parallel launch
+        _LAUNCH.acquire()
+        self.previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.parts, numba.config.NUMBA_NUM_THREADS)))
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self.previous)
+        _LAUNCH.release()

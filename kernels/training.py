@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _engine as E
 from . import knobs
-from .parallel import MAX_THREADS, batch_parts, parallel_call, run_threads
+from .parallel import MAX_THREADS, batch_parts, batch_rows, parallel_call
 from .init import init_params
 from .names import DEFAULTS, OPTIMIZER_CODES, PLATEAU_METRICS
 from .network import Network, pack, unpack
@@ -69,15 +69,6 @@ class TrainResult:
     epochs_evaluated: Optional[np.ndarray] = None  # int64: the epoch of each history row
 
 
-def batch_rows(batch_mode: str, batch_size: int, n: int) -> int:
-    """Rows per training batch for a batch mode."""
-    if batch_mode == "sgd":
-        return 1
-    if batch_mode == "full":
-        return n
-    return min(batch_size, n)
-
-
 def train(
     X,
     y,
@@ -129,9 +120,10 @@ def train(
     ``engine="python"`` runs the engine's code uncompiled (kernels.interpreted): the same
     bits without waiting for numba's compile, about 1000x slower, float64 only; for tiny
     runs on a machine whose kernel cache is still empty.
-    ``threads=T``: train with T threads (kernels.parallel): BLAS's, or, for large enough
-    batches, T parts of each batch trained in parallel; the bits depend on T (and not on the
-    cores that run them). None (the default) leaves BLAS as the caller set it.
+    ``threads=T``: for large enough batches, T parts of each batch trained in parallel on T
+    cores (kernels.parallel); the bits depend on T, not on the cores that run them. Set
+    BLAS's threads around the call to ``kernels.blas_threads_for(T, ...)`` (threadpoolctl):
+    1 for a split run, else T. None (the default) is T = 1.
     Raises ValueError naming the argument on bad input.
     """
     network = check_network(layers, activation, output_activation, loss, dtype)
@@ -161,8 +153,7 @@ def train(
                batch=batch, shuffle=shuffle, seed=seed, epochs=epochs, engine=kernel_engine,
                parts=parts)
     run.configure(opt, lrs, plateau, eval_every)
-    with np.errstate(all="ignore") if engine == "python" else contextlib.nullcontext(), \
-            run_threads(threads, parts):
+    with np.errstate(all="ignore") if engine == "python" else contextlib.nullcontext():
         # NumPy scalars warn where compiled code wraps or overflows silently (the same values)
         done, diverged, stopped = _train_in_chunks(run, epochs, callback, checkpoints)
     plateaued = run.plateaued and not diverged

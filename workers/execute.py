@@ -3,14 +3,15 @@ record its history, parameters and final state."""
 
 import logging
 import math
+import os
 from collections import OrderedDict
 from typing import NamedTuple, Optional, Union
 
 import numpy as np
 from sqlalchemy.exc import InterfaceError, OperationalError
+from threadpoolctl import ThreadpoolController
 
 import kernels
-from kernels.parallel import blas_threads  # noqa: F401  (tests and bench use it here)
 from service.settings import ReaperSettings
 from service.store import runs as store_runs
 from service.store import sweeps as store_sweeps
@@ -50,6 +51,28 @@ def run_threads(spec: dict, threads: Threads) -> int:
     large batch on as many cores): its spec's ``threads`` within the cap."""
     wanted = spec.get("threads", threads.default)
     return max(1, min(wanted, threads.cap) if threads.cap else wanted)
+
+
+_controllers: dict = {}  # pid -> this process's ThreadpoolController
+
+
+def blas_threads(n: int):
+    """A context that limits the BLAS libraries of this process (the one numba's kernels
+    call included) to ``n`` threads. The libraries are looked up once per process (about
+    3 ms each time otherwise), after ``import kernels`` has loaded SciPy's."""
+    pid = os.getpid()
+    if pid not in _controllers:
+        _controllers.clear()
+        _controllers[pid] = ThreadpoolController()
+    return _controllers[pid].limit(limits=n, user_api="blas")
+
+
+def training_blas_threads(arguments: dict, rows: int):
+    """blas_threads around ``kernels.train(**arguments)`` on ``rows`` rows: one thread when
+    its batches are split in parts, else its ``threads`` (kernels.blas_threads_for)."""
+    return blas_threads(kernels.blas_threads_for(
+        arguments["threads"], layers=arguments["layers"], batch_mode=arguments["batch_mode"],
+        batch_size=arguments["batch_size"], rows=rows))
 
 
 def train_arguments(spec: dict) -> dict:
@@ -258,12 +281,14 @@ def _train_claimed(sessions, run_id: int, claimed: Claim, enqueue: Optional[Enqu
     try:
         X_train, y_train, validation = split_for_run(
             source[0], X, y, spec.get("validation_split", 0.0), spec["seed"])
-        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds):
+        arguments = {**train_arguments(spec), "threads": run_threads(spec, threads)}
+        with Heartbeat(sessions, run_id, attempt, timings.heartbeat_seconds), \
+                training_blas_threads(arguments, len(X_train)):
             engine = choose_engine(spec, len(X_train),
                                    0 if validation is None else len(validation[0]), run_id)
             result = kernels.train(X_train, y_train, callback=writer, validation=validation,
                                    checkpoints=writer.rungs or None, engine=engine,
-                                   threads=run_threads(spec, threads), **train_arguments(spec))
+                                   **arguments)
     except store_runs.LostRun:
         log.warning("run %s: attempt %s was superseded by a later claim", run_id, attempt)
         return "superseded"

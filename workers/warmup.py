@@ -3,9 +3,10 @@
 A cold compile of everything takes 20-45 s on two cores, more than half of it for kernels a
 first run does not need. So a worker warms in two stages: ``warm_first`` (float64 training,
 what a default run uses), then ``warm_rest`` (float64 inference and gradients, the
-parallel loops of batches split in parts, everything float32), which fills the disk cache from which the pool's processes load them when a run
-first needs them (compiling them themselves if it is not done yet). Meanwhile a status file
-tells the API that the kernels are compiling (kernels.compilestate).
+parallel loops of batches split in parts, everything float32), which fills the disk cache
+from which the pool's processes load them when a run first needs them (compiling them
+themselves if it is not done yet). Meanwhile a status file tells the API that the kernels
+are compiling (kernels.compilestate).
 
 With the float64 training kernels cached, a worker loads them before its pool forks (about a
 second) and runs ``warm_rest`` in a background process of lower priority. With them not

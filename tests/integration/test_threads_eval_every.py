@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import kernels
+from workers.execute import training_blas_threads
 from tests.service.test_cli import invoke
 
 from .test_service import NUMERIC, assert_params_equal, history, params, submit, wait_for
@@ -29,8 +30,9 @@ SPEC = {"dataset": "digits", "layers": [64, 96, 10], "loss": "cross_entropy",
 def direct(spec, threads):
     """kernels.train on the same data, spec and seed with ``threads`` threads."""
     X, y = kernels.load_dataset(spec["dataset"])
-    return kernels.train(X, y, eval_every=spec.get("eval_every", 1), threads=threads,
-                         **{name: spec[name] for name in NUMERIC})
+    arguments = {**{name: spec[name] for name in NUMERIC}, "threads": threads}
+    with training_blas_threads(arguments, len(X)):
+        return kernels.train(X, y, eval_every=spec.get("eval_every", 1), **arguments)
 
 
 def test_a_two_thread_run_and_its_rerun_are_bit_identical(live, tmp_path):  # noqa: F811

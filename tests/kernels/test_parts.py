@@ -117,11 +117,14 @@ def test_float32_parts_are_close_to_float64():
 
 
 def test_one_thread_is_the_unsplit_run():
-    """threads=1 limits BLAS to one thread and changes nothing else."""
+    """threads=1 (and None) train in one part, as before threads existed; BLAS threads are
+    the caller's to set: one for a split run."""
     X, y = _problem()
-    with parallel.blas_threads(1):
-        plain = kernels.train(X, y, **BASE)
-    _assert_same_bits(plain, kernels.train(X, y, threads=1, **BASE))
+    _assert_same_bits(kernels.train(X, y, **BASE), kernels.train(X, y, threads=1, **BASE))
+    shape = dict(layers=BASE["layers"], batch_mode="minibatch", batch_size=7, rows=len(X))
+    assert kernels.blas_threads_for(2, **shape) == 1  # split (PARALLEL_MIN is 0 here)
+    assert kernels.blas_threads_for(1, **shape) == 1
+    assert kernels.blas_threads_for(3, **{**shape, "batch_mode": "sgd"}) == 3  # one row
 
 
 def test_runs_in_threads_of_one_process_take_turns():
@@ -163,3 +166,27 @@ def test_bad_thread_counts_are_named(bad):
     X, y = _problem()
     with pytest.raises(ValueError, match="threads"):
         kernels.train(X, y, threads=bad, **BASE)
+
+
+@pytest.mark.parametrize("case", ["sgd-minibatch", "adam-clip", "momentum-decay-shuffled"])
+def test_blas_products_in_parts_match_the_reference_and_the_interpreted_engine(
+        monkeypatch, case):
+    """Every product through BLAS: each part's, and the first layer's shares summed over
+    the parts (into the parameters themselves with plain sgd)."""
+    monkeypatch.setattr(knobs, "BLAS_MIN", 1)
+    X, y = _problem()
+    got = _train(X, y, **CASES[case])
+    want = ref.train(X, y, validation=(X[:9], y[:9]), **{**BASE, **CASES[case]})
+    np.testing.assert_allclose(got.errors, want.errors, rtol=1e-12, atol=1e-14)
+    for key in ("weights", "biases"):
+        for a, b in zip(got.params[key], want.params[key]):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    _assert_same_bits(got, _train(X, y, engine="python", **CASES[case]))
+
+
+def test_a_network_without_hidden_layers_splits_too():
+    X, y = _problem()
+    kw = dict(BASE, layers=[4, 3], batch_mode="minibatch", batch_size=7)
+    got = kernels.train(X, y, threads=2, **kw)
+    want = ref.train(X, y, **kw)
+    np.testing.assert_allclose(got.errors, want.errors, rtol=1e-12, atol=1e-14)

@@ -17,7 +17,8 @@ from service.store import runs as store_runs
 from service.store.arrays import params_from_npz, params_to_npz
 from service.store.models import utcnow
 from tests.eventually import eventually
-from workers.execute import ClaimInterrupted, execute_run, split_validation
+from workers.execute import (ClaimInterrupted, execute_run, split_validation,
+                             training_blas_threads)
 
 from .conftest import store_run
 
@@ -48,8 +49,10 @@ def direct(spec, **overrides):
     if spec.get("validation_split"):
         X, y, Xv, yv = independent_split(X, y, spec["validation_split"], spec["seed"])
         validation = (Xv, yv)
-    return kernels.train(X, y, validation=validation, eval_every=spec.get("eval_every", 1),
-                         threads=spec.get("threads", 1), **{k: spec[k] for k in NUMERIC})
+    arguments = {**{k: spec[k] for k in NUMERIC}, "threads": spec.get("threads", 1)}
+    with training_blas_threads(arguments, len(X)):
+        return kernels.train(X, y, validation=validation, eval_every=spec.get("eval_every", 1),
+                             **arguments)
 
 
 def load(sessions, run_id):
