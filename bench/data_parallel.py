@@ -58,7 +58,7 @@ def dp_epoch(X, Y, P, nets, bufs0, bufs1, loss, consts, batch, blas_min):
             E._load_rows(X, Y, order, s, bh, bufs, True)
             i0 = np.uint64(s) * n_in
             E._forward(P, nets, bufs, bh, consts, blas_min, flat_X, i0)
-            E._output_delta(nets, bufs, bh, loss, consts)
+            E._output_delta(nets, bufs, bh, loss, consts, P[0] * 0 + bh)
             E._backward(
                 P,
                 nets,
@@ -72,6 +72,7 @@ def dp_epoch(X, Y, P, nets, bufs0, bufs1, loss, consts, batch, blas_min):
                 np.bool_(False),
                 flat_X,
                 i0,
+                np.int64(0),
             )
         half = (npar + 1) // 2
         for h in prange(2):

@@ -14,11 +14,14 @@ import threading
 
 from . import knobs
 
-# numba's thread pool runs on its "workqueue" layer unless NUMBA_THREADING_LAYER says
-# otherwise: it needs no OpenMP or TBB, and a forked child (Celery's prefork pool) may
-# launch it again, which GNU OpenMP's aborts. It must not be entered by two threads at
-# once (it aborts the process), hence _LAUNCH.
+# numba's thread pool runs on TBB where the ``tbb`` package is installed (a dependency on
+# x86-64), else on its own "workqueue" layer, unless NUMBA_THREADING_LAYER says otherwise.
+# Both are safe in a forked child (Celery's prefork pool), which GNU OpenMP's is not. TBB
+# starts a parallel region in ~1.5 us where workqueue takes ~115 us (a batch launches 2-3
+# regions: bench/README.md, 2026-12-05 evening). workqueue must not be entered by two
+# threads at once (it aborts the process), hence _LAUNCH, kept for every layer.
 _LAUNCH = threading.Lock()
+_LAYER_CHOSEN = False
 MAX_THREADS = 1024  # a bound on ``threads``, far above any machine's cores
 
 
@@ -60,9 +63,8 @@ class parallel_call:
     def __enter__(self):
         import numba  # (loaded by the engine already; not at this module's import)
 
-        if not os.environ.get("NUMBA_THREADING_LAYER"):
-            numba.config.THREADING_LAYER = "workqueue"  # read at the first parallel launch
         _LAUNCH.acquire()
+        _choose_threading_layer()
         self.previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(self.parts, numba.config.NUMBA_NUM_THREADS)))
         return self
@@ -72,3 +74,35 @@ class parallel_call:
 
         numba.set_num_threads(self.previous)
         _LAUNCH.release()
+
+
+def _choose_threading_layer() -> None:
+    """Set numba's threading layer before its first parallel launch (it is fixed from then
+    on): NUMBA_THREADING_LAYER if set, else "tbb" when its library loads, else "workqueue"."""
+    global _LAYER_CHOSEN
+    if _LAYER_CHOSEN:
+        return
+    import numba
+
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
+    _LAYER_CHOSEN = True
+
+
+def _load_tbb() -> bool:
+    """Load TBB's library for numba's tbb layer. pip's ``tbb`` wheel puts it in the
+    environment's lib folder, which the dynamic loader does not search in a virtualenv."""
+    import ctypes
+    import sys
+
+    for library in (os.path.join(sys.prefix, "lib", "libtbb.so.12"), "libtbb.so.12"):
+        try:
+            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        try:
+            from numba.np.ufunc import tbbpool  # noqa: F401  (numba's own version check)
+        except ImportError:
+            return False
+        return True
+    return False

@@ -3,6 +3,11 @@ numbers to rounding, the same bits however the epochs are chunked, checkpointed 
 over cores, the interpreted engine's bits, and one thread unchanged."""
 
 import contextlib
+import importlib.metadata
+import multiprocessing
+import os
+import platform
+import sys
 import threading
 
 import numpy as np
@@ -125,6 +130,49 @@ def test_one_thread_is_the_unsplit_run():
     assert kernels.blas_threads_for(2, **shape) == 1  # split (PARALLEL_MIN is 0 here)
     assert kernels.blas_threads_for(1, **shape) == 1
     assert kernels.blas_threads_for(3, **{**shape, "batch_mode": "sgd"}) == 3  # one row
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def test_parts_run_on_tbb_where_it_is_a_dependency():
+    """The tbb threading layer (a parallel region starts ~100x sooner than on numba's
+    workqueue) wherever the package declares tbb, unless NUMBA_THREADING_LAYER says."""
+    import numba
+
+    X, y = _problem()
+    _train(X, y, **CASES["sgd-minibatch"])
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        assert _installed("tbb")
+    expected = os.environ.get("NUMBA_THREADING_LAYER") or (
+        "tbb" if _installed("tbb") else "workqueue")
+    assert numba.threading_layer() == expected
+
+
+def _train_in_child(queue):
+    X, y = _problem(40)
+    result = _train(X, y, **CASES["sgd-minibatch"])
+    queue.put(result)
+
+
+def test_a_forked_child_trains_in_parts_after_its_parent_did():
+    """Celery's prefork pool forks worker processes from a parent that may have trained
+    (GNU OpenMP's layer would abort the child): the child's split run has the parent's bits."""
+    X, y = _problem(40)
+    here = _train(X, y, **CASES["sgd-minibatch"])
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_train_in_child, args=(queue,))
+    child.start()
+    there = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    _assert_same_bits(here, there)
 
 
 def test_runs_in_threads_of_one_process_take_turns():
