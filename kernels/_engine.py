@@ -41,8 +41,8 @@ from .codes import (  # noqa: F401  (the engine's globals: numba compiles them i
     C_W2, C_EPS, C_DECAY, C_STEP, C_BC2S, C_SHRINK, C_TINY, N_CONSTS, OPT_SGD, OPT_MOMENTUM,
     OPT_NESTEROV, OPT_ADAM, OPT_ADAMW, PLATEAU_OFF, PLATEAU_ERROR, PLATEAU_VAL_ERROR, I_OPT,
     I_GENERAL, I_METRIC, I_PATIENCE, I_RESTORE, I_T, I_BEST_EPOCH, I_BAD, I_CHECKED, I_STATUS,
-    I_EVERY, N_CTL, H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST,
-    N_HYPER, RAN, DIVERGED, PLATEAU,
+    I_EVERY, I_SHARES_ROWS, N_CTL, H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP,
+    H_MIN_DELTA, H_BEST, N_HYPER, RAN, DIVERGED, PLATEAU,
 )
 
 # numba's np.dot calls SciPy's BLAS (its own OpenBLAS, not NumPy's), which numba would load
@@ -1039,12 +1039,12 @@ def _evaluate_parts(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, b
 @njit(inline="always", **_JIT)
 def _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts, order, start,
                      b, load, in_order, metrics, totals, counts, divisor, blas_min, flat_X,
-                     n_in, S, code, decay):
+                     n_in, S, code, decay, shares):
     """Forward and backward passes of the batch of b rows from ``start``, in ``parts``
-    contiguous parts: part h's gradients of every layer but the first in its own G (row h of
-    pbufs[5]), applied to nothing, and its first layer's delta left for _first_layer_share;
-    with ``metrics``, its summed row loss and number correct in totals[h] and
-    counts[h]. A part without rows has zero gradients."""
+    contiguous parts: part h's gradients in its own G (row h of pbufs[5]), applied to
+    nothing; with ``shares``, those of every layer but the first, its first layer's delta
+    left for _first_layer_share; with ``metrics``, its summed row loss and number correct
+    in totals[h] and counts[h]. A part without rows has zero gradients."""
     for h in prange(parts):
         lo, hi = _share(_U0, b, h, parts)
         rows_h = hi - lo
@@ -1067,7 +1067,7 @@ def _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts,
                 counts[h] = cp
             _output_delta(net, pb, rows_h, loss, consts, divisor)
             _backward(P, net, pb, rows_h, consts, _STORE, blas_min, S, code, decay, src, s0,
-                      _I1)  # the first layer's gradients: _first_layer_share
+                      _I1 if shares else _I0)  # shares: the first layer's by _first_layer_share
 
 
 @njit(**_JIT_INNER)
@@ -1174,21 +1174,25 @@ def _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_or
 
 @njit(inline="always", **_JIT)
 def _parts_step(P, pbufs, S, net, parts, general, code, decay, clip, consts, b, start,
-                flat_X, n_in, in_order, blas_min):
-    """Sum the parts' gradients of the layers after the first into part 0's G and apply the
-    optimizer's step (plain sgd when not ``general``), each part taking a share of those
-    parameters and a share of the first layer's units (_first_layer_share); with clipping,
-    every gradient is summed first (the norm needs all of them), then clipped, then stepped."""
+                flat_X, n_in, in_order, blas_min, shares):
+    """Sum the parts' gradients into part 0's G and apply the optimizer's step (plain sgd
+    when not ``general``), each part taking a share of the parameters; with ``shares``, the
+    parts' G hold the layers after the first, and each part also takes a share of the first
+    layer's units (_first_layer_share). With clipping, every gradient is summed first (the
+    norm needs all of them), then clipped, then stepped."""
     pG = pbufs[5]
     n = _U(P.shape[0])
     sizes, poff = net[0], net[1]
     rest = poff[1] if sizes.shape[0] > 2 else n  # the layers after the first
+    if not shares:
+        rest = _U0
     if clip > 0.0:
         for h in prange(parts):
             lo, hi = _share(rest, n, h, parts)
             _sum_share(pG, lo, hi)
-            _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_order,
-                               blas_min, code, decay, consts, SHARE_STORE)
+            if shares:
+                _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in,
+                                   in_order, blas_min, code, decay, consts, SHARE_STORE)
         _clip_gradients(pG[0], clip, consts)
         for h in prange(parts):
             lo, hi = _share(_U0, n, h, parts)
@@ -1199,8 +1203,9 @@ def _parts_step(P, pbufs, S, net, parts, general, code, decay, clip, consts, b, 
             lo, hi = _share(rest, n, h, parts)
             _sum_share(pG, lo, hi)
             _step_share(P, pG[0], S, net, lo, hi, code, decay, consts)
-            _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_order,
-                               blas_min, code, decay, consts, mode)
+            if shares:
+                _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in,
+                                   in_order, blas_min, code, decay, consts, mode)
 
 
 # ------------------------------------------------------------------ the epoch loop
@@ -1232,6 +1237,7 @@ def _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, sh
     totals = np.zeros(parts, np.float64)
     counts = np.zeros(parts, np.int64)
     every = ctl[I_EVERY]
+    shares_rows = _U(ctl[I_SHARES_ROWS])
     last = errors.shape[0] - 1
     # Full batches in order: the rows stay loaded from step to step (the first call, pending
     # epoch 0's error, loads them).
@@ -1252,6 +1258,7 @@ def _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, sh
             load = not (reuse and in_place)  # else a previous step left the rows in place
             in_place = reuse
             divisor = _loss_divisor(b, _U(M), loss, consts)
+            shares = (b + _U(parts) - _U1) // _U(parts) <= shares_rows
             inp, i0 = _batch_input(flat_X, n_in, start, bufs, not shuffle)
             if parts == 1:
                 if load:
@@ -1263,7 +1270,7 @@ def _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, sh
             else:  # every part's gradients, none applied yet
                 _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts,
                                  order, start, b, load, not shuffle, pending, totals, counts,
-                                 divisor, blas_min, flat_X, n_in, S, code, decay)
+                                 divisor, blas_min, flat_X, n_in, S, code, decay, shares)
             if pending:
                 t = totals[0]
                 c = counts[0]
@@ -1298,7 +1305,7 @@ def _epochs(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, rows, batch, sh
                 if general:
                     _begin_step(ctl, hyper, lr, consts)
                 _parts_step(P, pbufs, S, net, parts, general, code, decay, clip, consts, b,
-                            start, flat_X, n_in, not shuffle, blas_min)
+                            start, flat_X, n_in, not shuffle, blas_min, shares)
         if not evaluated:
             continue
         if Xv.shape[0] > 0:

@@ -26,7 +26,8 @@ PLATEAU_OFF, PLATEAU_ERROR, PLATEAU_VAL_ERROR = 0, 1, 2
 I_OPT, I_GENERAL, I_METRIC, I_PATIENCE, I_RESTORE = 0, 1, 2, 3, 4
 I_T, I_BEST_EPOCH, I_BAD, I_CHECKED, I_STATUS = 5, 6, 7, 8, 9
 I_EVERY = 10  # eval_every: the whole-set evaluation runs at its multiples and the last epoch
-N_CTL = 11
+I_SHARES_ROWS = 11  # knobs.SHARES_MAX_ROWS: parts of at most this many rows (see the engine)
+N_CTL = 12
 # Indices into ``hyper`` (float64: settings, then the plateau's best value).
 H_MOMENTUM, H_BETA1, H_BETA2, H_EPS, H_DECAY, H_CLIP, H_MIN_DELTA, H_BEST = range(8)
 N_HYPER = 8

@@ -25,6 +25,16 @@ EVAL_ROWS = 1024
 # changes which runs are split, so their last bits (as BLAS_MIN does).
 PARALLEL_MIN = 1 << 22
 
+# How a split batch's first-layer gradients are summed over its parts (docs/kernels.md,
+# "Reproducibility and threads"). Parts of at most this many rows: each part takes a share
+# of the first layer's units and sums them over every part's rows (no per-part copy of the
+# first layer's gradients, which at small parts would cost as much to sum as to compute).
+# Larger parts: each part computes its own rows' gradients, read from its rows of X while
+# they are in cache, then summed by shares (the shares would read all of X once per part).
+# Measured with bench/parts_vs_blas.py (bench/README.md, 2026-12-05 evening); a new value
+# changes the last bits of split runs whose parts cross it.
+SHARES_MAX_ROWS = 256
+
 # Wall time one jitted chunk of epochs aims at. Between chunks train() returns to Python to
 # call the callback (progress rows, cancellation): 30 ms keeps that overhead small and a stop
 # request answered within a few tens of milliseconds. Never changes the numbers

@@ -274,6 +274,7 @@ class _Run:
         # Beyond the last epoch a period means the same as last + 1 (and fits an int64).
         self.every = min(eval_every, self.last + 1)
         self.ctl[E.I_EVERY] = self.every
+        self.ctl[E.I_SHARES_ROWS] = knobs.SHARES_MAX_ROWS
         self.hyper = np.zeros(E.N_HYPER, dtype=np.float64)
         self.ctl[E.I_OPT] = code
         # Plain sgd keeps its update fused into the backward pass.

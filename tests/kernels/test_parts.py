@@ -56,11 +56,23 @@ def _train(X, y, threads=2, **kw):
     return kernels.train(X, y, threads=threads, validation=(X[:9], y[:9]), **{**BASE, **kw})
 
 
+# knobs.SHARES_MAX_ROWS: the first layer's gradients summed by shares of its units in every
+# batch, stored per part in every batch, or each way by the batch (parts of 4 rows per part,
+# then 1 in the last batch of 23 rows at batch_size 7 or 8).
+FIRST_LAYER = {"by-shares": 1 << 40, "per-part": 0, "by-batch": 3}
+
+
+@pytest.fixture(params=sorted(FIRST_LAYER))
+def first_layer(request, monkeypatch):
+    monkeypatch.setattr(knobs, "SHARES_MAX_ROWS", FIRST_LAYER[request.param])
+    return request.param
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_parts_match_the_reference(case, threads):
+def test_parts_match_the_reference(case, threads, first_layer):
     """Each part's gradients summed: the batch's gradient to rounding (a part may be empty:
-    3 parts of a last batch of 2 rows)."""
+    3 parts of a last batch of 2 rows), however the first layer's are summed."""
     X, y = _problem()
     got = _train(X, y, threads=threads, **CASES[case])
     want = ref.train(X, y, validation=(X[:9], y[:9]), **{**BASE, **CASES[case]})
@@ -107,7 +119,7 @@ def test_the_number_of_cores_does_not_change_the_bits(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["sgd-full-in-order", "adam-clip", "momentum-decay-shuffled"])
-def test_the_interpreted_engine_gives_the_same_bits(case):
+def test_the_interpreted_engine_gives_the_same_bits(case, first_layer):
     X, y = _problem()
     _assert_same_bits(_train(X, y, **CASES[case]),
                       _train(X, y, engine="python", **CASES[case]))
@@ -152,6 +164,23 @@ def test_parts_run_on_tbb_where_it_is_a_dependency():
     expected = os.environ.get("NUMBA_THREADING_LAYER") or (
         "tbb" if _installed("tbb") else "workqueue")
     assert numba.threading_layer() == expected
+
+
+def test_the_first_layer_way_follows_the_parts_size(monkeypatch):
+    """Both ways sum the same products in part order (to rounding: BLAS accumulates the
+    shares' products into one output); which one runs depends on the parts' rows only."""
+    monkeypatch.setattr(knobs, "BLAS_MIN", 1)
+    X, y = _problem(64)
+    kw = dict(CASES["sgd-minibatch"], batch_size=32)
+    runs = {}
+    for name in ("by-shares", "per-part"):
+        monkeypatch.setattr(knobs, "SHARES_MAX_ROWS", FIRST_LAYER[name])
+        runs[name] = _train(X, y, **kw)
+    np.testing.assert_allclose(runs["by-shares"].errors, runs["per-part"].errors, rtol=1e-12)
+    monkeypatch.setattr(knobs, "SHARES_MAX_ROWS", 16)  # parts of 16 rows: by shares
+    _assert_same_bits(runs["by-shares"], _train(X, y, **kw))
+    monkeypatch.setattr(knobs, "SHARES_MAX_ROWS", 15)
+    _assert_same_bits(runs["per-part"], _train(X, y, **kw))
 
 
 def _train_in_child(queue):
@@ -218,9 +247,9 @@ def test_bad_thread_counts_are_named(bad):
 
 @pytest.mark.parametrize("case", ["sgd-minibatch", "adam-clip", "momentum-decay-shuffled"])
 def test_blas_products_in_parts_match_the_reference_and_the_interpreted_engine(
-        monkeypatch, case):
+        monkeypatch, case, first_layer):
     """Every product through BLAS: each part's, and the first layer's shares summed over
-    the parts (into the parameters themselves with plain sgd)."""
+    the parts (into the parameters themselves with plain sgd) or its per-part gradients."""
     monkeypatch.setattr(knobs, "BLAS_MIN", 1)
     X, y = _problem()
     got = _train(X, y, **CASES[case])
