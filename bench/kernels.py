@@ -1044,6 +1044,9 @@ def main(argv=None):
                     help="set kernels.knobs.PARALLEL_MIN (multiply-adds per part of a batch "
                          "from which D@T with T > 1 splits batches in T parts on T cores; "
                          "2**62: never, BLAS threads only) to measure the crossover")
+    ap.add_argument("--parallel-min-rows", type=int, default=None, metavar="R",
+                    help="set kernels.knobs.PARALLEL_MIN_ROWS (rows per part of a batch "
+                         "from which D@T splits, with --parallel-min)")
     ap.add_argument("--standin", action="store_true",
                     help="use the NumPy stand-in for Descent even if kernels works")
     args = ap.parse_args(argv)
@@ -1083,7 +1086,10 @@ def main(argv=None):
             from kernels import knobs
             if args.parallel_min is not None:
                 knobs.PARALLEL_MIN = args.parallel_min
-            descent_info += f"; PARALLEL_MIN={knobs.PARALLEL_MIN}"
+            if args.parallel_min_rows is not None:
+                knobs.PARALLEL_MIN_ROWS = args.parallel_min_rows
+            descent_info += (f"; PARALLEL_MIN={knobs.PARALLEL_MIN}, "
+                             f"PARALLEL_MIN_ROWS={knobs.PARALLEL_MIN_ROWS}")
         except Exception as e:  # noqa: BLE001
             descent_info = f"kernels.train NOT WORKING ({e!r:.150})"
     if ctx["train"] is None:

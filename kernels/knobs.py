@@ -19,11 +19,16 @@ BLAS_MIN = 4096
 EVAL_ROWS = 1024
 
 # kernels.train(threads=T) splits each batch into T parts, trained in parallel on T threads
-# with one-thread BLAS each, when a part's multiply-adds per layer pass (ceil(batch / T) x
-# the network's weights) reach this; below it one part runs with T BLAS threads, which
-# costs less than a parallel launch per step. Measured with bench/kernels.py; a new value
-# changes which runs are split, so their last bits (as BLAS_MIN does).
-PARALLEL_MIN = 1 << 22
+# with one-thread BLAS each, when a part has at least PARALLEL_MIN_ROWS rows and its
+# multiply-adds per layer pass (ceil(batch / T) x the network's weights) reach
+# PARALLEL_MIN; else one part runs with T BLAS threads, which costs less than two parallel
+# launches per step, and parts of a few rows make products too thin for BLAS. Measured with
+# bench/kernels.py and bench/parts_vs_blas.py (bench/README.md, 2026-12-05 evening: the
+# split is 41 % faster on 64-128-64-10 at batch 256, at par from 32 rows a part on
+# 784-256-128-10, 10 % slower at 16); a new value changes which runs are split, so their
+# last bits (as BLAS_MIN does).
+PARALLEL_MIN = 1 << 20
+PARALLEL_MIN_ROWS = 64
 
 # How a split batch's first-layer gradients are summed over its parts (docs/kernels.md,
 # "Reproducibility and threads"). Parts of at most this many rows: each part takes a share

@@ -36,12 +36,14 @@ def batch_rows(batch_mode: str, batch_size: int, n: int) -> int:
 
 def batch_parts(threads, batch: int, sizes) -> int:
     """How many parts each batch of ``batch`` rows is split into for ``threads`` threads
-    (None: one part): ``threads`` when each part gets at least knobs.PARALLEL_MIN
-    multiply-adds per layer pass, else 1."""
+    (None: one part): ``threads`` when each part gets at least knobs.PARALLEL_MIN_ROWS rows
+    and knobs.PARALLEL_MIN multiply-adds per layer pass, else 1."""
     if threads is None or threads < 2 or batch < threads:
         return 1
     weights = sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
-    return threads if -(-batch // threads) * weights >= knobs.PARALLEL_MIN else 1
+    rows = -(-batch // threads)
+    big_enough = rows >= knobs.PARALLEL_MIN_ROWS and rows * weights >= knobs.PARALLEL_MIN
+    return threads if big_enough else 1
 
 
 def blas_threads_for(threads: int, *, layers, batch_mode: str, batch_size: int,

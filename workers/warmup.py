@@ -65,12 +65,13 @@ def _warm_parts(dtype: str) -> kernels.TrainResult:
     epoch loop and evaluation, which only large batches with ``threads`` > 1 use."""
     from kernels import knobs
 
-    saved, knobs.PARALLEL_MIN = knobs.PARALLEL_MIN, 0
+    saved = knobs.PARALLEL_MIN, knobs.PARALLEL_MIN_ROWS
+    knobs.PARALLEL_MIN = knobs.PARALLEL_MIN_ROWS = 0
     try:
         return kernels.train(_X, _Y, layers=[2, 2, 1], epochs=1, dtype=dtype,
                              validation=(_X, _Y), threads=2)
     finally:
-        knobs.PARALLEL_MIN = saved
+        knobs.PARALLEL_MIN, knobs.PARALLEL_MIN_ROWS = saved
 
 
 def warm_rest() -> None:

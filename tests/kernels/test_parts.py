@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow  # the parallel loop compiles once per dtype (~10 
 def split_every_batch(monkeypatch):
     """Tiny test networks split like large ones."""
     monkeypatch.setattr(knobs, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(knobs, "PARALLEL_MIN_ROWS", 0)
 
 
 def _problem(n=23, seed=0):
@@ -236,6 +237,9 @@ def test_which_runs_are_split(monkeypatch):
     assert parallel.batch_parts(4, 20, sizes) == 4  # 5 rows x 200
     assert parallel.batch_parts(2, 8, sizes) == 1  # 4 rows x 200 < 1000
     assert parallel.batch_parts(4, 3, sizes) == 1  # fewer rows than threads
+    monkeypatch.setattr(knobs, "PARALLEL_MIN_ROWS", 6)
+    assert parallel.batch_parts(4, 20, sizes) == 1  # 5 rows a part < 6
+    assert parallel.batch_parts(4, 24, sizes) == 4  # 6 rows x 200
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, parallel.MAX_THREADS + 1])
