@@ -15,9 +15,9 @@ import threading
 from . import knobs
 
 # numba's thread pool runs on TBB where the ``tbb`` package is installed (a dependency on
-# x86-64), else on its own "workqueue" layer, unless NUMBA_THREADING_LAYER says otherwise.
+# x86-64 Linux), else on its own "workqueue" layer, unless NUMBA_THREADING_LAYER says otherwise.
 # Both are safe in a forked child (Celery's prefork pool), which GNU OpenMP's is not. TBB
-# starts a parallel region in ~1.5 us where workqueue takes ~115 us (a batch launches 2-3
+# starts a parallel region in ~1.6 us where workqueue takes ~105 us (a batch launches 2
 # regions: bench/README.md, 2026-12-05 evening). workqueue must not be entered by two
 # threads at once (it aborts the process), hence _LAUNCH, kept for every layer.
 _LAUNCH = threading.Lock()
