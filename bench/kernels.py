@@ -73,7 +73,9 @@ class _blas_threads:
 
 
 BUSY_BG = 0.25  # cores used by other processes above which a cell counts as disturbed
-SETTLE_SECONDS = 0.1  # pause after a multi-threaded run so idle BLAS/OpenMP threads stop spinning
+# Pause after a multi-threaded run so that idle BLAS/OpenMP threads stop spinning: OpenBLAS's
+# spin about 0.1 s (bench/blas_spin.py: 10 ticks with no pause, 0-1 after 0.1 s, 0 after 0.15).
+SETTLE_SECONDS = 0.2
 
 
 def _timed(fn, settle=False):
