@@ -31,18 +31,22 @@ def process_environment() -> dict:
 
 
 def run_environment(dtype: str, dataset_id: int, dataset_name: str, content_hash: str,
-                    threads: Optional[int] = None) -> dict:
+                    threads: Optional[int] = None,
+                    blas_threads: Optional[int] = None) -> dict:
     """The environment recorded with one run: this process's, its dtype and its dataset
     (``content_hash``: SHA-256 over the shapes, dtypes and bytes of the X and y it trains
-    on, as ``service.store.arrays.content_hash``), and the BLAS threads it trains with
-    (``threads``, also as ``blas.num_threads``; None: the process's own limit)."""
+    on, as ``service.store.arrays.content_hash``), the threads it trains with (``threads``)
+    and its BLAS's threads (``blas.num_threads``: ``blas_threads``, by default ``threads``;
+    one when its batches are split in parts; None for both: the process's own limit)."""
     environment = {**process_environment(), "dtype": dtype,
                    "dataset": {"id": dataset_id, "name": dataset_name,
                                "content_hash": content_hash}}
     if threads is not None:
         environment["threads"] = threads
-        if environment.get("blas"):
-            environment["blas"] = {**environment["blas"], "num_threads": threads}
+    if blas_threads is None:
+        blas_threads = threads
+    if blas_threads is not None and environment.get("blas"):
+        environment["blas"] = {**environment["blas"], "num_threads": blas_threads}
     return environment
 
 

@@ -67,12 +67,17 @@ def blas_threads(n: int):
     return _controllers[pid].limit(limits=n, user_api="blas")
 
 
-def training_blas_threads(arguments: dict, rows: int):
-    """blas_threads around ``kernels.train(**arguments)`` on ``rows`` rows: one thread when
+def run_blas_threads(arguments: dict, rows: int) -> int:
+    """The BLAS threads ``kernels.train(**arguments)`` on ``rows`` rows runs with: one when
     its batches are split in parts, else its ``threads`` (kernels.blas_threads_for)."""
-    return blas_threads(kernels.blas_threads_for(
+    return kernels.blas_threads_for(
         arguments["threads"], layers=arguments["layers"], batch_mode=arguments["batch_mode"],
-        batch_size=arguments["batch_size"], rows=rows))
+        batch_size=arguments["batch_size"], rows=rows)
+
+
+def training_blas_threads(arguments: dict, rows: int):
+    """blas_threads around ``kernels.train(**arguments)`` on ``rows`` rows (run_blas_threads)."""
+    return blas_threads(run_blas_threads(arguments, rows))
 
 
 def train_arguments(spec: dict) -> dict:
@@ -113,12 +118,18 @@ def load_dataset(key, data) -> tuple:
     return X, y
 
 
+def training_rows(n: int, fraction: float) -> int:
+    """How many of a dataset's ``n`` rows a run with ``validation_split`` = ``fraction``
+    trains on (split_validation keeps the other floor(n * fraction) for validation)."""
+    return n - int(math.floor(n * fraction))
+
+
 def split_validation(X, y, fraction: float, seed: int):
     """(X_train, y_train, validation or None): the validation rows are the last
     floor(n * fraction) of numpy's default_rng(seed).permutation(n); both parts keep the
     dataset's order."""
     n = X.shape[0]
-    n_val = int(math.floor(n * fraction))
+    n_val = n - training_rows(n, fraction)
     if n_val == 0:
         return X, y, None
     order = np.random.default_rng(seed).permutation(n)
@@ -181,6 +192,18 @@ class Claim(NamedTuple):
     sweep_id: Optional[int]
 
 
+def _planned_blas_threads(context, run_threads_n: int) -> Optional[int]:
+    """The BLAS threads the claimed run will train with (run_blas_threads on its training
+    rows), or None when its spec cannot say (the run then fails in training, as it would)."""
+    try:
+        arguments = {**train_arguments(context.spec), "threads": run_threads_n}
+        rows = training_rows(context.dataset_rows,
+                             context.spec.get("validation_split", 0.0))
+        return run_blas_threads(arguments, rows)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSettings,
            threads: Threads, resume_attempt: Optional[int]) -> Union[Claim, str]:
     """Claim the run for this delivery, or the string execute_run returns when it is not
@@ -191,9 +214,11 @@ def _claim(sessions, run_id: int, enqueue: Optional[Enqueue], timings: ReaperSet
         context = store_runs.claim_context(session, run_id)
         if context is None:
             return "missing"
+        run_threads_n = run_threads(context.spec, threads)
         environment = run_environment(
             context.spec.get("dtype"), context.dataset_id, context.dataset_name,
-            context.content_hash, threads=run_threads(context.spec, threads))
+            context.content_hash, threads=run_threads_n,
+            blas_threads=_planned_blas_threads(context, run_threads_n))
         needs = {}
 
         def read_needs(session, run):  # once claimed, still in the claim's transaction

@@ -257,6 +257,7 @@ class ClaimContext(NamedTuple):
     sweep_id: Optional[int]
     early_stopping: Optional[dict]
     metric: Optional[str]
+    dataset_rows: int
 
 
 # The statements a worker runs for every run (its claim and its end) are built once, with
@@ -267,7 +268,7 @@ class ClaimContext(NamedTuple):
 _RUNS, _DATASETS, _SWEEPS = Run.__table__.c, Dataset.__table__.c, Sweep.__table__.c
 _CLAIM_CONTEXT = (
     select(_RUNS.spec, _RUNS.attempts, _DATASETS.id, _DATASETS.name, _DATASETS.content_hash,
-           _RUNS.sweep_id, _SWEEPS.early_stopping, _SWEEPS.metric)
+           _RUNS.sweep_id, _SWEEPS.early_stopping, _SWEEPS.metric, _DATASETS.n_samples)
     .select_from(Run.__table__.join(Dataset.__table__, _DATASETS.id == _RUNS.dataset_id)
                  .outerjoin(Sweep.__table__, _SWEEPS.id == _RUNS.sweep_id))
     .where(_RUNS.id == bindparam("run_id")))

@@ -170,6 +170,34 @@ def test_a_run_trains_with_its_threads_within_the_cap_and_records_them(sessions,
         assert env["threads"] == used and env["blas"]["num_threads"] == used
 
 
+@pytest.mark.parametrize("validation_split,blas_used", [(0.0, 1), (0.2, 2)])
+def test_a_split_run_records_the_one_blas_thread_it_trains_with(sessions, validation_split,
+                                                                 blas_used):
+    """threads=2 on full batches of digits through 64-16-10: 1797 rows make parts of 899
+    rows x 1184 weights, over knobs.PARALLEL_MIN (2**20), so each part trains on one BLAS
+    thread; with a validation split of 0.2, 1438 training rows make parts under it, and
+    BLAS gets both threads. The environment records what training used, not the spec."""
+    from threadpoolctl import threadpool_info
+
+    run_id = store_run(sessions, dataset="digits", layers=[64, 16, 10], epochs=2,
+                       batch_mode="full", loss="cross_entropy", threads=2,
+                       validation_split=validation_split)
+    seen = []
+    real_train = execute.kernels.train
+
+    def spy(*args, **kw):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return real_train(*args, **kw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execute.kernels, "train", spy)
+        assert execute_run(sessions, run_id) == "succeeded"
+    assert seen == [{blas_used}]
+    with sessions() as session:
+        env = session.get(Run, run_id).environment
+        assert env["threads"] == 2 and env["blas"]["num_threads"] == blas_used
+
+
 def test_a_claim_records_its_environment_and_a_new_claim_replaces_it(sessions):
     run_id = store_run(sessions, epochs=3)
     with sessions() as session:
