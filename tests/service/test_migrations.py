@@ -200,3 +200,60 @@ def test_0007_adds_environments_and_rerun_links(empty_url):
         migrations.check(empty_url)
     finally:
         engine.dispose()
+
+
+def _params_storage(connection) -> str:
+    """PostgreSQL's storage mode of params.data ('x' extended, 'e' external)."""
+    return connection.execute(sa.text(
+        "SELECT a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE c.relname = 'params' AND a.attname = 'data'")).scalar()
+
+
+def test_0008_stores_blobs_without_the_servers_compression(empty_url):
+    """On PostgreSQL the parameter blobs are stored without pglz (STORAGE EXTERNAL) from
+    0008 on, and as before after a downgrade; on both backends a blob stored
+    before the migration and one stored after read back as they were written."""
+    from alembic import command
+
+    migrations.upgrade(empty_url, "0007_environment")
+    engine = sa.create_engine(empty_url)
+    before, after = bytes(range(256)) * 200, b"\0" * 50_000  # the second would deflate
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0003[:1]:
+                connection.execute(sa.text(statement))
+            connection.execute(sa.text(
+                "INSERT INTO runs (id, spec, tags, owner, dataset_id, status, learning_rate, "
+                "batch_mode, batch_size, epochs, seed, created_at, attempts, "
+                "cancel_requested, epochs_done) VALUES "
+                "(1, '{}', '{}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
+                "'2026-01-01', 1, false, 1)"))
+            connection.execute(sa.text(
+                "INSERT INTO params (run_id, which, dtype, data) VALUES "
+                "(1, 'initial', 'float64', :data)"), {"data": before})
+            if engine.dialect.name == "postgresql":
+                assert _params_storage(connection) == "x"
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                assert _params_storage(connection) == "e"
+            connection.execute(sa.text(
+                "INSERT INTO params (run_id, which, dtype, data) VALUES "
+                "(1, 'final', 'float64', :data)"), {"data": after})
+        with engine.connect() as connection:
+            stored = dict(connection.execute(sa.text(
+                "SELECT which, data FROM params WHERE run_id = 1")).all())
+            if engine.dialect.name == "postgresql":  # stored as it is: not deflated
+                size = connection.execute(sa.text(
+                    "SELECT pg_column_size(data) FROM params WHERE which = 'final'")).scalar()
+                assert size >= len(after)
+        assert {k: bytes(v) for k, v in stored.items()} == {"initial": before, "final": after}
+        command.downgrade(migrations.alembic_config(empty_url), "0007_environment")
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as connection:
+                assert _params_storage(connection) == "x"
+        migrations.upgrade(empty_url)
+        migrations.check(empty_url)
+    finally:
+        engine.dispose()
