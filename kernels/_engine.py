@@ -54,6 +54,13 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # The functions only jitted code calls (named _...) get no Python or C wrapper: less code to
 # generate for each of them (about 1 s of a 9 s cold compile).
 _JIT_INNER = dict(_JIT, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+# Those of them that neither allocate nor return an array also skip numba's reference counts
+# (its private option _nrt=False; the bits are the same): a call otherwise increments and
+# decrements the count of each array it unpacks, every one an atomic instruction, which took
+# 16 % of the CPU in 64-16-10 training at batch 16 (perf; bench/README.md, 2026-12-06). numba
+# refuses to compile an allocation in them; returning an array from one would free it too
+# early, which tests/kernels/test_specialisations.py checks for.
+_JIT_LEAF = dict(_JIT_INNER, _nrt=False)
 _U = np.uint64
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
@@ -352,7 +359,7 @@ def _tanh_of_typed(v):
     return (lambda v: _tanh32(v)) if v == types.float32 else (lambda v: _tanh(v))
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _activate(buf, start, count, width, code, consts):
     """buf[start:start + count] = f(itself), rows of ``width`` (in place so loops vectorise)."""
     zero = consts[C_ZERO]
@@ -391,7 +398,7 @@ def _activate(buf, start, count, width, code, consts):
     # LINEAR: nothing to do.
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _times_derivative(G, A, a0, count, code, consts):
     """G[:count] *= f'(z), with f'(z) written through the outputs A[a0:a0 + count] = f(z)."""
     one = consts[C_ONE]
@@ -417,13 +424,13 @@ def _times_derivative(G, A, a0, count, code, consts):
 # ----------------------------------------------------------------------------- losses
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _softplus(t):
     """log(1 + exp(t)) without overflow, in float64."""
     return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _row_loss(Y, A, Z, y0, a0, M, act, loss):
     """Loss of one row before the batch mean, in float64: sum_j 1/2 (y - yhat)^2, or the
     cross-entropy sum computed from the logits. The row starts at Y[y0], A[a0] and Z[y0]."""
@@ -453,7 +460,7 @@ def _row_loss(Y, A, Z, y0, a0, M, act, loss):
     return total
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _label_correct(A, a0, M, label, acc_mode):
     """1 if the output row at A[a0] predicts ``label`` (argmax, or yhat >= 1/2 with one output)."""
     if acc_mode == ACC_ARGMAX:
@@ -466,7 +473,7 @@ def _label_correct(A, a0, M, label, acc_mode):
     return 1 if predicted == label else 0
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _logits_suffice(net, loss, acc_mode):
     """Whether the loss and accuracy come from the output logits alone (softmax with
     cross-entropy), so that an evaluation pass can skip the output activation."""
@@ -475,7 +482,7 @@ def _logits_suffice(net, loss, acc_mode):
     return loss == CROSS_ENTROPY and output == SOFTMAX and acc_mode != ACC_THRESHOLD
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     """(summed row loss, number correct) of the forward pass in ``bufs``, whose row s is
     sample offset + s of the set in its own order. Every path that records an error goes
@@ -486,7 +493,7 @@ def _batch_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     return _output_metrics(net, bufs, b, labels, offset, loss, acc_mode)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _output_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     """_batch_metrics from the outputs (and logits) row by row."""
     sizes, poff, aoff, acts = net
@@ -504,7 +511,7 @@ def _output_metrics(net, bufs, b, labels, offset, loss, acc_mode):
     return total, correct
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _softmax_ce_metrics(bufs, b, M, labels, offset, acc_mode):
     """(summed row loss, number correct) of a softmax cross-entropy output, from the logits
     in zout alone: the same sums as _row_loss and _label_correct (argmax of the logits is
@@ -544,7 +551,7 @@ def _softmax_ce_metrics(bufs, b, M, labels, offset, acc_mode):
     return total, correct
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _loss_divisor(b, M, loss, consts):
     """The batch mean's divisor, in the dtype: b rows (cross-entropy) or b x M outputs (mse).
     Computed once per batch (it writes consts) before any part of the batch runs."""
@@ -552,7 +559,7 @@ def _loss_divisor(b, M, loss, consts):
     return consts[C_SCRATCH]
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _output_delta(net, bufs, b, loss, consts, divisor):
     """delta1 = dE/dz of the output layer for the b rows in ``bufs``, of a batch whose mean
     divides by ``divisor`` (_loss_divisor; the whole batch's when b rows are one part)."""
@@ -592,7 +599,7 @@ def _output_delta(net, bufs, b, loss, consts, divisor):
 # ------------------------------------------------------------------- forward, backward
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min, consts):
     """Z[z0:] = A[a0:] @ W[l].T + B[l] for b rows: BLAS for large products, loops for small."""
     n_in = sizes[l]
@@ -623,7 +630,7 @@ def _dense_forward(P, sizes, poff, l, A, a0, Z, z0, b, blas_min, consts):
             Z[rz + o] = acc + P[b0 + o]
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0):
     """Forward pass of the b input rows at inp[i0:] (layer 0 of abuf, or the data itself)
     up to the output layer's pre-activations (in zout), leaving every hidden layer's output
@@ -639,7 +646,7 @@ def _forward_logits(P, net, bufs, b, consts, blas_min, inp, i0):
     _dense_forward(P, sizes, poff, L - 1, src, s0, zout, _U0, b, blas_min, consts)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _forward(P, net, bufs, b, consts, blas_min, inp, i0):
     """Forward pass of the b input rows at inp[i0:] (see _forward_logits); leaves every
     layer's output in abuf and the output layer's pre-activations in zout."""
@@ -665,7 +672,7 @@ _STORE = np.int64(STORE)
 ROW_STEP_MIN = 32768
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b, blas_min,
                     S, code, decay, consts):
     """Gradients of layer l from its delta D (b rows of n_out).
@@ -746,7 +753,7 @@ def _layer_backward(P, G, sizes, poff, l, abuf, a0, D, dA, need_dA, lr, apply, b
         _step_range(P, G, S, n, b0, b0 + n_out, code, _NO_DECAY, consts)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0, first):
     """Backpropagate the output delta in delta1 through the layers down to ``first`` (0:
     every layer), filling the gradient buffer and updating P as ``apply`` says (see
@@ -769,7 +776,7 @@ def _backward(P, net, bufs, b, consts, apply, blas_min, S, code, decay, inp, i0,
 # ------------------------------------------------------------------------- optimizers
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _clip_gradients(G, clip, consts):
     """Scale G by clip / (norm + 1e-6) when its L2 norm (squares summed in float64, in
     order) exceeds clip (torch.nn.utils.clip_grad_norm_ with the contract's condition)."""
@@ -785,7 +792,7 @@ def _clip_gradients(G, clip, consts):
             G[k] *= scale
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _step_range(P, G, S, n, lo, hi, code, decay, consts):
     """One optimizer step on P[lo:hi] from the gradients G[lo:hi] (weight decay when
     ``decay``), in one pass; S holds the momentum buffer or Adam's m at S[k], v at S[n + k].
@@ -835,7 +842,7 @@ def _step_range(P, G, S, n, lo, hi, code, decay, consts):
             P[k] = p - step * m / (np.sqrt(v) / bc2s + eps)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _begin_step(ctl, hyper, lr, consts):
     """Count the batch's step (t) and set its scalars: Adam's step size and sqrt(bc2)."""
     ctl[I_T] += 1
@@ -846,7 +853,7 @@ def _begin_step(ctl, hyper, lr, consts):
         consts[C_BC2S] = math.sqrt(1.0 - math.pow(hyper[H_BETA2], t))
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _clipped_step(P, G, S, net, code, decay, clip, consts):
     """The update of a batch whose gradients are all in G: clip them, then step every
     layer (weights with weight decay, then biases)."""
@@ -860,7 +867,7 @@ def _clipped_step(P, G, S, net, code, decay, clip, consts):
         _step_range(P, G, S, n, b0, b0 + sizes[l + 1], code, _NO_DECAY, consts)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _plateau_update(value, epoch, ctl, hyper, P, best):
     """The plateau rule for ``epoch``'s metric ``value`` (each evaluated epoch counted once,
     in order): an improvement (value < best - min_delta; never NaN) resets the count and,
@@ -891,7 +898,7 @@ def plateau_update(value, epoch, ctl, hyper, P, best):
 # ------------------------------------------------------------------------ epoch loops
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _shuffle_order(order, seed, epoch):
     """Fisher-Yates shuffle of 0..n-1 driven by SplitMix64 keyed by (seed, epoch)."""
     golden = np.uint64(0x9E3779B97F4A7C15)
@@ -914,7 +921,7 @@ def _shuffle_order(order, seed, epoch):
         order[k] = t
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _load_rows(X, Y, order, start, b, bufs, in_order):
     """Copy the batch's targets into ybuf and, unless the batch is rows start.. in order
     (which the passes read where they are, see _batch_input), its input rows into layer 0
@@ -940,7 +947,7 @@ def _batch_input(flat_X, n_in, start, bufs, in_order):
     return bufs[0], _U0
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _mean_error(total, n, M, loss):
     """The contract's E from a sum of row losses over n rows of M outputs."""
     return total / (n * M) if loss == MSE else total / n
@@ -1005,7 +1012,7 @@ def _as_parts(bufs):
             bufs[6].reshape((1, bufs[6].shape[0])))
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _share(lo, hi, h, parts):
     """Part h's contiguous share of lo..hi (uint64) among ``parts``."""
     w = hi - lo
@@ -1070,7 +1077,7 @@ def _parts_gradients(X, Y, labels, acc_mode, P, net, loss, consts, pbufs, parts,
                       _I1 if shares else _I0)  # shares: the first layer's by _first_layer_share
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _sum_share(pG, lo, hi):
     """pG[0][lo:hi] += pG[1][lo:hi], then pG[2]'s, ... (the parts' gradients, in order)."""
     G = pG[0]
@@ -1080,7 +1087,7 @@ def _sum_share(pG, lo, hi):
             G[k] += Gq[k]
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _step_share(P, G, S, net, lo, hi, code, decay, consts):
     """_step_range on P[lo:hi], layer by layer: weights with weight decay, biases without."""
     sizes, poff = net[0], net[1]
@@ -1093,7 +1100,7 @@ def _step_share(P, G, S, net, lo, hi, code, decay, consts):
         _step_range(P, G, S, n, max(lo, b0), min(hi, e), code, _NO_DECAY, consts)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _first_delta_buffer(net):
     """Which of bufs holds the first layer's delta after _backward down to layer 1."""
     return 3 if (net[0].shape[0] - 2) % 2 == 0 else 4
@@ -1104,7 +1111,7 @@ def _first_delta_buffer(net):
 SHARE_STORE, SHARE_SGD, SHARE_STEP = np.int64(0), np.int64(1), np.int64(2)
 
 
-@njit(**_JIT_INNER)
+@njit(**_JIT_LEAF)
 def _first_layer_share(P, pbufs, S, net, h, parts, b, start, flat_X, n_in, in_order,
                        blas_min, code, decay, consts, mode):
     """Part h's share of the first layer's output units (rows of W and their biases), with

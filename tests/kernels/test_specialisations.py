@@ -1,4 +1,5 @@
-"""The engine compiles one specialisation of each jitted function per dtype.
+"""The engine compiles one specialisation of each jitted function per dtype, and the functions
+that skip numba's reference counts return no array.
 
 numba compiles a callee once per literal argument it is called with (a constant 0 beside a
 run-time int, a literal True beside a run-time bool): each such duplicate of a large function
@@ -6,6 +7,7 @@ costs seconds of a cold compile, the newcomer's first start. Every training mode
 optimizers, clipping, plateaus, validation, predict and gradients must share them.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +16,10 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent("""
+    import json
+
     import numpy as np
+    from numba.core import types
     from numba.core.registry import CPUDispatcher
 
     import kernels
@@ -35,18 +40,45 @@ SCRIPT = textwrap.dedent("""
                                  "restore_best": True})
     kernels.predict(result.params, X, output_activation="softmax")
     kernels.gradients(X, y, result.params, output_activation="softmax", loss="cross_entropy")
-    counts = {name: len(value.signatures) for name, value in vars(_engine).items()
-              if isinstance(value, CPUDispatcher) and value.signatures}
-    print(counts)
-    assert counts and all(n == 1 for n in counts.values()), counts
+    dispatchers = {name: value for name, value in vars(_engine).items()
+                   if isinstance(value, CPUDispatcher) and value.signatures}
+
+    def holds_array(t):
+        return isinstance(t, types.Array) or (
+            isinstance(t, types.BaseTuple) and any(holds_array(x) for x in t.types))
+
+    leaves = {name: [o.signature.return_type for o in value.overloads.values()]
+              for name, value in dispatchers.items() if value.targetoptions.get("_nrt") is False}
+    arrays = {name: [str(t) for t in returned if holds_array(t)]
+              for name, returned in leaves.items() if any(map(holds_array, returned))}
+    print(json.dumps({"counts": {name: len(value.signatures)
+                                 for name, value in dispatchers.items()},
+                      "leaves": sorted(leaves), "leaves_returning_arrays": arrays}))
 """)
 
 
-@pytest.mark.slow
-def test_every_engine_function_has_one_float64_specialisation(tmp_path):
-    # A process of its own, on an empty kernel cache: functions loaded from the cache do not
-    # list their callees' specialisations (about 12 s of compiling).
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+@pytest.fixture(scope="module")
+def compiled_engine(tmp_path_factory) -> dict:
+    """What a process of its own on an empty kernel cache compiled (functions loaded from
+    the cache do not list their callees' specialisations; about 12 s of compiling): each
+    engine function's number of specialisations, and the return types of those compiled
+    without reference counts."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path_factory.mktemp("kernel-cache"))}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_every_engine_function_has_one_float64_specialisation(compiled_engine):
+    counts = compiled_engine["counts"]
+    assert counts and all(n == 1 for n in counts.values()), counts
+
+
+@pytest.mark.slow
+def test_functions_without_reference_counts_return_no_array(compiled_engine):
+    """A function compiled with _nrt=False that returned an array would hand its caller a
+    reference it never took: the caller would free the array while it is still in use."""
+    assert len(compiled_engine["leaves"]) >= 20, compiled_engine["leaves"]
+    assert compiled_engine["leaves_returning_arrays"] == {}
