@@ -22,6 +22,10 @@ import numba
 from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
 
 from .cachepaths import cache_folder, source_digest
+from .vectorwidth import prefer_wide_vectors
+
+# Before any kernel is decorated: the first decoration sets up numba's CPU target.
+prefer_wide_vectors()
 
 # A module whose jitted functions compile in values from other files beside it names them
 # in this global; their content is then part of the cache key too.
