@@ -153,6 +153,18 @@ def test_0006_gives_existing_runs_the_sgd_optimizer(empty_url):
         engine.dispose()
 
 
+def _insert_finished_runs(connection, *ids: int) -> None:
+    """The xor dataset (ROWS_AT_0003's first row) and a succeeded run of it for each of
+    ``ids`` (1-9), with the columns runs have from 0004 on."""
+    connection.execute(sa.text(ROWS_AT_0003[0]))
+    rows = ", ".join(f"({i}, '{{}}', '{{}}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
+                     f"'2026-01-0{i}', 1, false, 1)" for i in ids)
+    connection.execute(sa.text(
+        "INSERT INTO runs (id, spec, tags, owner, dataset_id, status, learning_rate, "
+        "batch_mode, batch_size, epochs, seed, created_at, attempts, cancel_requested, "
+        f"epochs_done) VALUES {rows}"))
+
+
 def test_0007_adds_environments_and_rerun_links(empty_url):
     """Runs gain ``environment`` (NULL for runs trained before) and ``rerun_of``, a link
     that deleting the original run clears; the migration goes down and up again."""
@@ -162,16 +174,7 @@ def test_0007_adds_environments_and_rerun_links(empty_url):
     engine = sa.create_engine(empty_url)
     try:
         with engine.begin() as connection:
-            for statement in ROWS_AT_0003[:1]:
-                connection.execute(sa.text(statement))
-            connection.execute(sa.text(
-                "INSERT INTO runs (id, spec, tags, owner, dataset_id, status, learning_rate, "
-                "batch_mode, batch_size, epochs, seed, created_at, attempts, "
-                "cancel_requested, epochs_done) VALUES "
-                "(1, '{}', '{}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
-                "'2026-01-01', 1, false, 1), "
-                "(2, '{}', '{}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
-                "'2026-01-02', 1, false, 1)"))
+            _insert_finished_runs(connection, 1, 2)
         migrations.upgrade(empty_url)
         migrations.check(empty_url)
         with engine.begin() as connection:
@@ -220,14 +223,7 @@ def test_0008_stores_blobs_without_the_servers_compression(empty_url):
     before, after = bytes(range(256)) * 200, b"\0" * 50_000  # the second would deflate
     try:
         with engine.begin() as connection:
-            for statement in ROWS_AT_0003[:1]:
-                connection.execute(sa.text(statement))
-            connection.execute(sa.text(
-                "INSERT INTO runs (id, spec, tags, owner, dataset_id, status, learning_rate, "
-                "batch_mode, batch_size, epochs, seed, created_at, attempts, "
-                "cancel_requested, epochs_done) VALUES "
-                "(1, '{}', '{}', 'local', 1, 'succeeded', 0.1, 'full', 4, 1, 0, "
-                "'2026-01-01', 1, false, 1)"))
+            _insert_finished_runs(connection, 1)
             connection.execute(sa.text(
                 "INSERT INTO params (run_id, which, dtype, data) VALUES "
                 "(1, 'initial', 'float64', :data)"), {"data": before})
