@@ -9,10 +9,14 @@ the elementwise passes and the waits between products.
     .venv/bin/python bench/gemm_shapes.py                       # float32, full batch (10000)
     .venv/bin/python bench/gemm_shapes.py --dtype float64 --batch 256
     .venv/bin/python bench/gemm_shapes.py --numpy-blas          # the same calls, NumPy's BLAS
+    .venv/bin/python bench/gemm_shapes.py --transposed          # each product's transpose
 
 ``--numpy-blas`` makes the same calls through the OpenBLAS NumPy bundles (the one NumPy's
 matmul peak and the sklearn and NumPy peers use: another build, often another version),
 through its CBLAS interface with ctypes: what the engine's products would take there.
+``--transposed`` computes each product's transpose instead (C^T = B^T A^T, the operands
+swapped): the same FLOPs with the batch's rows on the other side of the call, as a layout
+with each unit's values of the batch contiguous (instead of each row's) would call it.
 """
 
 import argparse
@@ -57,13 +61,30 @@ def numpy_blas_gemm(dtype: str):
     return gemm
 
 
-def engine_calls(dtype: str, b: int, numpy_blas: bool = False):
+def transposed(gemm):
+    """A gemm that computes the transpose of what it is asked for (C^T = op(B)^T op(A)^T)
+    into a column-major buffer of its own, the same shape as C^T."""
+    buffers = {}
+
+    def gemm_t(alpha, a, b, beta=0.0, c=None, trans_a=0, trans_b=0, overwrite_c=1):
+        key = (c.shape, c.dtype)
+        if key not in buffers:
+            buffers[key] = np.asfortranarray(c.T)
+        return gemm(alpha, b, a, beta=beta, c=buffers[key], trans_a=1 - trans_b,
+                    trans_b=1 - trans_a, overwrite_c=1)
+
+    return gemm_t
+
+
+def engine_calls(dtype: str, b: int, numpy_blas: bool = False, transpose: bool = False):
     """(label, FLOPs, call) for each product of one step on a batch of b rows."""
     rng = np.random.default_rng(0)
     if numpy_blas:
         gemm = numpy_blas_gemm(dtype)
     else:
         gemm = blas.dgemm if dtype == "float64" else blas.sgemm
+    if transpose:
+        gemm = transposed(gemm)
     A = [rng.standard_normal((b, s)).astype(dtype) for s in SIZES]  # layer outputs
     D = [rng.standard_normal((b, s)).astype(dtype) for s in SIZES]  # deltas
     W = [rng.standard_normal((SIZES[i + 1], SIZES[i])).astype(dtype) for i in range(3)]
@@ -94,14 +115,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=N)
     parser.add_argument("--numpy-blas", action="store_true",
                         help="call NumPy's bundled OpenBLAS instead of SciPy's (the engine's)")
+    parser.add_argument("--transposed", action="store_true",
+                        help="compute each product's transpose (the rows on the other side)")
     args = parser.parse_args()
     print(f"{args.dtype}, batch {args.batch}, through "
-          f"{'NumPy' if args.numpy_blas else 'SciPy (the engine)'}'s OpenBLAS")
+          f"{'NumPy' if args.numpy_blas else 'SciPy (the engine)'}'s OpenBLAS"
+          f"{', each product transposed' if args.transposed else ''}")
     steps = -(-N // args.batch)
     for threads in (1, 2):
         with threadpoolctl.threadpool_limits(threads, user_api="blas"):
             total = 0.0
-            for label, flops, call in engine_calls(args.dtype, args.batch, args.numpy_blas):
+            for label, flops, call in engine_calls(args.dtype, args.batch, args.numpy_blas,
+                                                           args.transposed):
                 call()
                 reps = max(1, int(2e9 / flops))
                 best = float("inf")
