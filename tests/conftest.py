@@ -42,6 +42,10 @@ LATE_TESTS = {"kernels": 1, "service/test_cli.py": 2, "integration": 2, "multiho
 # reapers, restarts, slow links): under pytest-xdist (make test) they run one at a time, in
 # one group, beside the other tests but never beside each other.
 TIMING_TESTS = ("integration/test_faults.py", "integration/test_sweeps_search.py", "multihost")
+# Modules whose tests share a costly module fixture: under pytest-xdist each is one unit of
+# work, so that one worker builds the fixture once (test_specialisations compiles the whole
+# engine in an empty cache: 12-25 s, which two workers would both pay).
+MODULE_UNITS = ("kernels/test_specialisations.py",)
 
 
 def _relative(item) -> str | None:
@@ -88,9 +92,9 @@ def pytest_sessionfinish(session):
 def pytest_xdist_make_scheduler(config, log):
     """Under ``--dist loadgroup`` (make test), each test is a unit of work of its own but
     the TIMING_TESTS are one unit, which one xdist worker runs one test after another;
-    being the largest unit, it is handed out first. (The group comes from the test's path,
-    not an ``xdist_group`` mark: pytest 9.2 keeps a node's id where xdist 3.8 no longer
-    appends the group to it.)"""
+    being the largest unit, it is handed out first. Each of the MODULE_UNITS is a unit
+    too. (The group comes from the test's path, not an ``xdist_group`` mark: pytest 9.2
+    keeps a node's id where xdist 3.8 no longer appends the group to it.)"""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -98,7 +102,9 @@ def pytest_xdist_make_scheduler(config, log):
     class TimingGroup(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0].removeprefix("tests/")
-            return "timing" if _matches(path, TIMING_TESTS) else nodeid
+            if _matches(path, TIMING_TESTS):
+                return "timing"
+            return path if _matches(path, MODULE_UNITS) else nodeid
 
     return TimingGroup(config, log)
 
