@@ -125,8 +125,8 @@ def main() -> None:
     for threads in (1, 2):
         with threadpoolctl.threadpool_limits(threads, user_api="blas"):
             total = 0.0
-            for label, flops, call in engine_calls(args.dtype, args.batch, args.numpy_blas,
-                                                           args.transposed):
+            calls = engine_calls(args.dtype, args.batch, args.numpy_blas, args.transposed)
+            for label, flops, call in calls:
                 call()
                 reps = max(1, int(2e9 / flops))
                 best = float("inf")
