@@ -1,4 +1,10 @@
-"""The worker process's database connection: one engine per process, forgotten after fork."""
+"""The worker process's database connection: one engine per process, forgotten after fork;
+and the guard that keeps the main process from forking while it is using the database."""
+
+import os
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,3 +31,20 @@ def reset_engines() -> None:
     for factory in _sessions.values():
         factory.kw["bind"].dispose(close=False)
     _sessions.clear()
+
+
+# SQLite keeps its locks' bookkeeping in process memory, which a fork copies: a pool process
+# forked while the main process's reaper was inside a write transaction believes that
+# transaction still holds the write lock, and every write it tries fails "database is
+# locked", for good. So the main process forks only between uses of the database.
+_fork_guard = threading.RLock()
+os.register_at_fork(before=_fork_guard.acquire, after_in_parent=_fork_guard.release,
+                    after_in_child=_fork_guard.release)
+
+
+@contextmanager
+def no_fork_meanwhile() -> Iterator[None]:
+    """Hold off this process's forks (the Celery pool replacing a process) until the block
+    ends; the main process wraps each of its uses of the database in this."""
+    with _fork_guard:
+        yield

@@ -11,6 +11,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.settings import ReaperSettings
 from service.store import reaper
+from workers import database
 from workers.dispatch import Enqueue
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ def reap_forever(stop: threading.Event, sessions: sessionmaker, enqueue: Enqueue
     later. ``broker_since`` tells when the broker's data began (see reaper.reap)."""
     while not stop.wait(timings.reap_seconds * random.uniform(0.5, 1.0)):
         try:
-            reaper.reap(sessions, enqueue, timings, broker_since)
+            with database.no_fork_meanwhile():
+                reaper.reap(sessions, enqueue, timings, broker_since)
         except Exception as exc:
             log.warning("reaper pass failed: %s", exc)
 
