@@ -4,7 +4,7 @@ and the guard that keeps the main process from forking while it is using the dat
 import os
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,15 +36,19 @@ def reset_engines() -> None:
 # SQLite keeps its locks' bookkeeping in process memory, which a fork copies: a pool process
 # forked while the main process's reaper was inside a write transaction believes that
 # transaction still holds the write lock, and every write it tries fails "database is
-# locked", for good. So the main process forks only between uses of the database.
+# locked", for good. So the main process forks only between its uses of the database.
 _fork_guard = threading.RLock()
 os.register_at_fork(before=_fork_guard.acquire, after_in_parent=_fork_guard.release,
                     after_in_child=_fork_guard.release)
 
 
-@contextmanager
-def no_fork_meanwhile() -> Iterator[None]:
-    """Hold off this process's forks (the Celery pool replacing a process) until the block
-    ends; the main process wraps each of its uses of the database in this."""
-    with _fork_guard:
-        yield
+def forks_held_off(sessions: sessionmaker[Session]) -> Callable[[], ContextManager[Session]]:
+    """``sessions`` whose sessions, while open, hold off this process's forks (the Celery
+    pool replacing a process); the main process reaps through these."""
+
+    @contextmanager
+    def session() -> Iterator[Session]:
+        with _fork_guard, sessions() as opened:
+            yield opened
+
+    return session

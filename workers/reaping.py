@@ -26,8 +26,7 @@ def reap_forever(stop: threading.Event, sessions: sessionmaker, enqueue: Enqueue
     later. ``broker_since`` tells when the broker's data began (see reaper.reap)."""
     while not stop.wait(timings.reap_seconds * random.uniform(0.5, 1.0)):
         try:
-            with database.no_fork_meanwhile():
-                reaper.reap(sessions, enqueue, timings, broker_since)
+            reaper.reap(database.forks_held_off(sessions), enqueue, timings, broker_since)
         except Exception as exc:
             log.warning("reaper pass failed: %s", exc)
 

@@ -61,3 +61,19 @@ def test_a_process_forked_during_a_reapers_write_can_write(sessions, sqlite_url,
     thread.join(10)
     with sessions() as session:
         assert session.get(Run, run_id).name == "child"  # the child wrote after the pass
+
+
+def test_the_reapers_broker_sends_do_not_hold_off_forks(sessions):
+    """A send can take seconds with the broker down; a dead pool process is replaced
+    meanwhile."""
+    store_run(sessions)  # queued and never sent: the pass sends it
+    fork_could_go = []
+
+    def enqueue(_run_id):
+        other = threading.Thread(target=lambda: fork_could_go.append(
+            database._fork_guard.acquire(timeout=1) and database._fork_guard.release() is None))
+        other.start()
+        other.join()
+
+    reaper.reap(database.forks_held_off(sessions), enqueue, ReaperSettings(unsent_seconds=0))
+    assert fork_could_go == [True]
