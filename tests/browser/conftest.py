@@ -10,7 +10,6 @@ Screenshots go to test-artifacts/screenshots/.
 
 import os
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from tests.conftest import REQUIRE_SERVICES, make_token
 from tests.integration.conftest import (ROOT, TEARDOWN_GRACE, Backend, WorkerPool,
                                        embedded_database)
+from tests.waitress_thread import serving
 
 CHROMIUM = os.environ.get("DESCENT_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -98,8 +98,6 @@ class Service:
 def service(tmp_path, monkeypatch, sqlite_template):
     """Descent on its embedded defaults in ``tmp_path``: the migrated SQLite database, the
     API on a free port and one worker process; ``token`` is an API token of user alice."""
-    from waitress import create_server
-
     from service.app import create_app
     from service.settings import Settings
 
@@ -111,18 +109,11 @@ def service(tmp_path, monkeypatch, sqlite_template):
     backend = Backend("embedded", settings, {}, tmp_path)
     workers = WorkerPool(backend).start(1)
     app = create_app({"SETTINGS": settings})
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        yield Service(f"http://127.0.0.1:{server.effective_port}",
-                      make_token(settings.database_url, "alice"), backend)
+        with serving(app, host="127.0.0.1", port=0, threads=4) as server:
+            yield Service(f"http://127.0.0.1:{server.effective_port}",
+                          make_token(settings.database_url, "alice"), backend)
         workers.assert_alive()
     finally:
-        server.close()
-        # Chromium keeps connections alive; close them too, or the server thread never ends.
-        for channel in list(server._map.values()):
-            channel.close()
-        thread.join(10)
         workers.stop(timeout=TEARDOWN_GRACE)
         app.extensions["descent"]["engine"].dispose()

@@ -4,7 +4,6 @@ UI is served by Descent itself (static/vendor/swagger-ui), under the Content-Sec
 server's address, and every request to anywhere else is refused and recorded."""
 
 import re
-import threading
 from urllib.parse import urlparse
 
 import pytest
@@ -12,6 +11,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.conftest import make_token
+from tests.waitress_thread import serving
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,6 @@ def api_url(tmp_path, monkeypatch):
     """The app on waitress on a free port over a migrated SQLite file (no worker: these
     pages need none): (its base URL, a token of user alice)."""
     import migrations
-    from waitress import create_server, wasyncore
 
     from service.app import create_app
     from service.settings import Settings
@@ -47,18 +46,11 @@ def api_url(tmp_path, monkeypatch):
                         broker_url=f"filesystem://{tmp_path / 'queue'}")
     migrations.upgrade(settings.database_url)
     app = create_app({"SETTINGS": settings})
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}", make_token(settings.database_url,
-                                                                       "alice")
+        with serving(app, host="127.0.0.1", port=0, threads=4) as server:
+            yield (f"http://127.0.0.1:{server.effective_port}",
+                   make_token(settings.database_url, "alice"))
     finally:
-        # Every socket, Chromium's kept-alive connections too, closed in the server's own
-        # thread (closing them from here races its select()).
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        thread.join(10)
-        server.task_dispatcher.shutdown()
         app.extensions["descent"]["engine"].dispose()
 
 

@@ -6,7 +6,6 @@ naming the field, nothing stored or queued), and uploads with bad data in every 
 import http.client
 import io
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from sqlalchemy import func, select
 
 from service.settings import Limits
 from service.store import Dataset, Run
+from tests.waitress_thread import serving
 
 from .conftest import API, error_of, queued_run_ids
 
@@ -105,20 +105,14 @@ def waitress_server(settings, token):
     limits: (port, token)."""
     import dataclasses
 
-    from waitress import create_server
-
     from service.app import create_app
     from service.cli.serve import server_body_ceiling
 
     app = create_app({"SETTINGS": dataclasses.replace(
         settings, limits=Limits(max_json_bytes=1000, max_upload_bytes=100_000))})
-    server = create_server(app, host="127.0.0.1", port=0, threads=2, ident="descent",
-                           max_request_body_size=server_body_ceiling(settings.limits))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield server.effective_port, token
-    server.close()
-    thread.join(10)
+    with serving(app, host="127.0.0.1", port=0, threads=2, ident="descent",
+                 max_request_body_size=server_body_ceiling(settings.limits)) as server:
+        yield server.effective_port, token
     app.extensions["descent"]["engine"].dispose()
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import stat
-import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from service.queue import celery_config
 from service.settings import Limits, Settings
 from service.store import make_engine
 from service.web.headers import DOCUMENT_POLICY, PAGE_POLICY
+from tests.waitress_thread import serving
 
 from ..conftest import build_app, close_app
 from .conftest import API, error_of, submit
@@ -357,17 +357,12 @@ def test_the_servers_ceiling_is_the_largest_limit():
 def small_waitress(settings):
     """The app on waitress as `descent api` serves it, with limits of 1000 (JSON) and
     100,000 bytes (uploads): its port."""
-    from waitress import create_server
 
     limits = Limits(max_json_bytes=1000, max_upload_bytes=100_000)
     app = build_app(dataclasses.replace(settings, limits=limits))
-    server = create_server(app, host="127.0.0.1", port=0, threads=2,
-                           max_request_body_size=server_body_ceiling(limits))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield server.effective_port
-    server.close()
-    thread.join(10)
+    with serving(app, host="127.0.0.1", port=0, threads=2,
+                 max_request_body_size=server_body_ceiling(limits)) as server:
+        yield server.effective_port
     close_app(app)
 
 
