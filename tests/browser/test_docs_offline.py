@@ -101,6 +101,7 @@ def test_the_leaderboards_metric_choice_works_without_inline_script(api_url, pag
     page.fill("#token", token)
     page.click("button[type=submit]")
     expect(page.locator("select[name=metric]")).to_have_value("final_error")
+    page.wait_for_load_state()  # dashboard.js (deferred) listens from here on
     page.select_option("select[name=metric]", "best_error")
     expect(page).to_have_url(re.compile(r"\?metric=best_error$"))
     expect(page.locator("select[name=metric]")).to_have_value("best_error")
